@@ -1,0 +1,180 @@
+"""Configuration: a small UCI file reader and one table of defaults.
+
+The agent reads /etc/config/spin itself (no `uci` binary, no libuci), so
+the same code runs on a router, a Debian host and MicroPython. Every option
+has its default, type and meaning in OPTIONS; an unknown or invalid option
+gives a warning that names the section and option, and the default is used.
+"""
+
+from . import plat
+
+# name: (type, default, meaning)
+OPTIONS = {
+    "enabled": ("bool", True, "run the agent at all"),
+    "scan_interval": ("int", 5, "seconds between conntrack scans"),
+    "bucket_seconds": ("int", 60, "length of one history bucket"),
+    "fine_buckets": ("int", 60, "buckets kept at full resolution"),
+    "coarse_factor": ("int", 30, "fine buckets folded into one coarse bucket"),
+    "coarse_buckets": ("int", 48, "coarse buckets kept"),
+    "top_remotes": ("int", 3, "top remotes by bytes kept per bucket"),
+    "max_devices": ("int", 512, "devices kept; the longest unseen is dropped"),
+    "max_flows": ("int", 65536, "flows tracked between scans"),
+    "lan_ifname": ("str", "br-lan", "LAN interface: its prefixes decide who is a device"),
+    "lan_net": ("list", [], "LAN prefixes (CIDR); empty: read from lan_ifname"),
+    "conntrack_file": ("str", "/proc/net/nf_conntrack", "conntrack table"),
+    "arp_file": ("str", "/proc/net/arp", "IPv4 neighbour table"),
+    "leases_file": ("str", "/tmp/dhcp.leases", "dnsmasq lease file"),
+    "dhcp_config": ("str", "/etc/config/dhcp", "static DHCP hosts (UCI)"),
+    "state_dir": ("str", "/etc/spin", "persisted user decisions"),
+    "run_dir": ("str", "/var/run/spin", "runtime files"),
+    "rpc_socket": ("str", "/var/run/spin/rpc.sock", "JSON-RPC on a unix socket (mode 0600); empty: off"),
+    "rpc_listen": ("str", "", "JSON-RPC on host:port; other than loopback needs token"),
+    "token": ("str", "", "bearer token for a non-loopback rpc_listen"),
+    "ubus_socket": ("str", "/var/run/ubus/ubus.sock", "ubusd socket"),
+    "firewall": ("str", "auto", "auto | nft | iptables | none"),
+}
+
+
+class ConfigError(Exception):
+    pass
+
+
+def defaults():
+    return {k: (list(v[1]) if v[0] == "list" else v[1]) for k, v in OPTIONS.items()}
+
+
+def parse_uci(text):
+    """Parse UCI text into [(type, name, {option: value or [values]})].
+
+    Supports `config TYPE ['NAME']`, `option K 'V'`, `list K 'V'`, quotes
+    of either kind, backslash escapes and comments. Lines it cannot read
+    are returned as warnings, never fatal."""
+    sections = []
+    warnings = []
+    cur = None
+    for n, line in enumerate(text.split("\n"), 1):
+        try:
+            words = _split_words(line)
+        except ConfigError as e:
+            warnings.append("line %d: %s" % (n, e))
+            continue
+        if not words:
+            continue
+        kw = words[0]
+        if kw == "config" and len(words) in (2, 3):
+            cur = (words[1], words[2] if len(words) == 3 else None, {})
+            sections.append(cur)
+        elif kw in ("option", "list") and len(words) == 3 and cur is not None:
+            opts = cur[2]
+            if kw == "option":
+                opts[words[1]] = words[2]
+            else:
+                v = opts.get(words[1])
+                if not isinstance(v, list):
+                    v = [] if v is None else [v]
+                v.append(words[2])
+                opts[words[1]] = v
+        elif kw == "package":
+            continue
+        else:
+            warnings.append("line %d: cannot read %r" % (n, line.strip()))
+    return sections, warnings
+
+
+def _split_words(line):
+    words = []
+    i = 0
+    n = len(line)
+    while i < n:
+        c = line[i]
+        if c in " \t\r":
+            i += 1
+            continue
+        if c == "#":
+            break
+        word = ""
+        while i < n and line[i] not in " \t\r":
+            c = line[i]
+            if c in "'\"":
+                end = line.find(c, i + 1)
+                if end < 0:
+                    raise ConfigError("unterminated quote")
+                word += line[i + 1:end]
+                i = end + 1
+            elif c == "\\" and i + 1 < n:
+                word += line[i + 1]
+                i += 2
+            else:
+                word += c
+                i += 1
+        words.append(word)
+    return words
+
+
+def _convert(kind, value):
+    if kind == "list":
+        return value if isinstance(value, list) else [value]
+    if isinstance(value, list):
+        raise ConfigError("is a list, expected one value")
+    if kind == "int":
+        try:
+            v = int(value)
+        except ValueError:
+            raise ConfigError("%r is not a whole number" % value)
+        if v < 0:
+            raise ConfigError("%r is negative" % value)
+        return v
+    if kind == "bool":
+        if value in ("1", "yes", "on", "true", "enabled"):
+            return True
+        if value in ("0", "no", "off", "false", "disabled"):
+            return False
+        raise ConfigError("%r is not a boolean" % value)
+    return value
+
+
+def load(path):
+    """Read the `config spin` section of a UCI file. Returns (cfg, warnings);
+    a missing file gives the defaults and one warning."""
+    cfg = defaults()
+    data = plat.read_file(path)
+    if data is None:
+        return cfg, ["%s: not found, using defaults" % path]
+    sections, warnings = parse_uci(data.decode("utf-8", "replace"))
+    for stype, sname, opts in sections:
+        if stype != "spin":
+            continue
+        label = "spin.%s" % (sname or "@spin")
+        for key, value in opts.items():
+            spec = OPTIONS.get(key)
+            if spec is None:
+                warnings.append("%s: unknown option %r ignored" % (label, key))
+                continue
+            try:
+                cfg[key] = _convert(spec[0], value)
+            except ConfigError as e:
+                warnings.append("%s.%s: %s; using %r" % (label, key, e, spec[1]))
+    for key in ("scan_interval", "bucket_seconds", "fine_buckets", "coarse_factor",
+                "coarse_buckets", "top_remotes", "max_devices"):
+        if cfg[key] < 1:
+            warnings.append("spin.%s: must be at least 1; using %r" % (key, OPTIONS[key][1]))
+            cfg[key] = OPTIONS[key][1]
+    return cfg, warnings
+
+
+def static_hosts(path):
+    """Static DHCP hosts from /etc/config/dhcp: {mac: name}."""
+    data = plat.read_file(path)
+    if data is None:
+        return {}
+    sections, _ = parse_uci(data.decode("utf-8", "replace"))
+    hosts = {}
+    for stype, _, opts in sections:
+        if stype != "host" or "name" not in opts or "mac" not in opts:
+            continue
+        macs = opts["mac"]
+        if not isinstance(macs, list):
+            macs = macs.split()
+        for mac in macs:
+            hosts[mac.lower()] = opts["name"]
+    return hosts

@@ -1,0 +1,187 @@
+"""The one place where CPython and MicroPython differ (DESIGN.md §2).
+
+Everything else in spin_lite is written in the subset both interpreters
+share and asks this module for: the clock, child processes, socket
+addresses, poll results as fd numbers, atomic file writes and signals.
+
+On MicroPython's Unix port: the clock is `time.ticks_ms`, a child process
+needs the `ffi` module (OpenWrt's build has it; the PyPI test build does
+not, where `run` falls back to `os.system` with strictly quoted arguments),
+and signals are not available (reload comes through the API).
+"""
+
+import os
+import sys
+import time
+
+MICROPYTHON = sys.implementation.name == "micropython"
+
+try:
+    import ujson as json  # noqa: F401  (MicroPython's name; faster on CPython when installed)
+except ImportError:
+    import json  # noqa: F401
+
+
+# -- clock ----------------------------------------------------------------
+
+if MICROPYTHON:
+    _t0 = time.ticks_ms()
+
+    def monotonic_ms():
+        # ticks wrap; ticks_diff keeps the difference right for ~12 days of
+        # uptime per wrap on 32-bit, and forever on 64-bit builds
+        return time.ticks_diff(time.ticks_ms(), _t0)
+else:
+    def monotonic_ms():
+        return int(time.monotonic() * 1000)
+
+
+def wall():
+    """Seconds since the epoch, as the router believes right now."""
+    return time.time()
+
+
+# -- child processes ------------------------------------------------------
+
+def run(argv, stdin=None, timeout=30):
+    """Run argv (a list, never a shell string) and return (rc, stdout, stderr)
+    as (int, bytes, bytes). rc 127 means the program is missing."""
+    if MICROPYTHON:
+        return _run_mpy(argv, stdin)
+    import subprocess
+    try:
+        p = subprocess.run(argv, input=stdin, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=timeout)
+    except OSError as e:
+        return 127, b"", str(e).encode()
+    except subprocess.TimeoutExpired:
+        return 124, b"", b"timeout"
+    return p.returncode, p.stdout, p.stderr
+
+
+def _quote(arg):
+    return "'" + arg.replace("'", "'\\''") + "'"
+
+
+def _run_mpy(argv, stdin):
+    # Without ffi the only way is os.system: quote every argument, pass
+    # stdin and collect output through private temporary files.
+    base = "/tmp/.spin-run-%d" % os.getpid()
+    cmd = " ".join(_quote(a) for a in argv)
+    if stdin is not None:
+        write_atomic(base + ".in", stdin)
+        cmd += " <" + base + ".in"
+    cmd += " >" + base + ".out 2>" + base + ".err"
+    status = os.system(cmd)
+    out = read_file(base + ".out") or b""
+    err = read_file(base + ".err") or b""
+    for ext in (".in", ".out", ".err"):
+        try:
+            os.remove(base + ext)
+        except OSError:
+            pass
+    return (status >> 8) & 0xFF, out, err
+
+
+# -- files ----------------------------------------------------------------
+
+def read_file(path):
+    """Whole small file as bytes, or None when it does not exist."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def write_atomic(path, data):
+    """Write bytes so that a reader (or a crash) sees the old or the new
+    file, never half of one."""
+    if isinstance(data, str):
+        data = data.encode()
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        if not MICROPYTHON:
+            f.flush()
+            os.fsync(f.fileno())
+    os.rename(tmp, path)
+
+
+def makedirs(path):
+    parts = path.split("/")
+    cur = ""
+    for p in parts:
+        if not p:
+            cur = "/" if not cur else cur
+            continue
+        cur = cur + p if cur.endswith("/") else cur + "/" + p
+        try:
+            os.mkdir(cur)
+        except OSError:
+            pass
+
+
+# -- sockets --------------------------------------------------------------
+
+AF_NETLINK = 16
+AF_PACKET = 17
+
+
+def unix_address(path):
+    if MICROPYTHON:
+        import struct
+        return struct.pack("H", 1) + path.encode() + b"\0"
+    return path
+
+
+def netlink_address():
+    if MICROPYTHON:
+        import struct
+        return struct.pack("HHII", AF_NETLINK, 0, 0, 0)
+    return (0, 0)
+
+
+def poll_fd(obj):
+    """poll() gives fd numbers on CPython and objects on MicroPython."""
+    if isinstance(obj, int):
+        return obj
+    return obj.fileno()
+
+
+# -- signals --------------------------------------------------------------
+
+def install_signals(on_term, on_hup):
+    """Route SIGTERM/SIGINT/SIGHUP into the main loop. Returns a readable
+    fd to put in poll (a byte arrives with each signal), or None where
+    signals cannot be caught; the handlers only set flags."""
+    if MICROPYTHON:
+        return None
+    import signal
+    import socket
+    r, w = socket.socketpair()
+    r.setblocking(False)
+    w.setblocking(False)
+    signal.set_wakeup_fd(w.fileno(), warn_on_full_buffer=False)
+    signal.signal(signal.SIGTERM, lambda *a: on_term())
+    signal.signal(signal.SIGINT, lambda *a: on_term())
+    signal.signal(signal.SIGHUP, lambda *a: on_hup())
+    install_signals.keep = (r, w)
+    return r
+
+
+def drain(sock):
+    try:
+        while sock.recv(64):
+            pass
+    except OSError:
+        pass
+
+
+def rss_kb():
+    """Resident set size of this process in KiB (from /proc), or 0."""
+    data = read_file("/proc/self/status") or b""
+    for line in data.split(b"\n"):
+        if line.startswith(b"VmRSS:"):
+            return int(line.split()[1])
+    return 0
