@@ -1,0 +1,32 @@
+# spin-lite: every target installs what it needs first (tools/deps.sh is
+# idempotent and quick when everything is already there).
+PYTHON ?= python3
+export PYTHONPATH := $(CURDIR)/src
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: deps demo test bench ipk test-cross lint clean
+
+deps:
+	@sh tools/deps.sh
+
+demo: deps
+	$(PYTHON) -m tests.world.demo
+
+test: deps
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests; rc=$$?; \
+	if [ $$rc = 5 ]; then echo 'test: pytest collected no tests' >&2; exit 1; fi; exit $$rc
+
+bench: deps
+	$(PYTHON) bench/run.py
+
+ipk:
+	$(PYTHON) tools/ipk.py --out build
+
+test-cross: deps
+	sh tests/cross/run.sh
+
+lint: deps
+	$(PYTHON) -m ruff check src tests tools bench
+
+clean:
+	rm -rf build tests/artifacts

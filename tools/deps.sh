@@ -1,0 +1,35 @@
+#!/bin/sh
+# Install what `make test`, `make demo` and `make bench` need on a Debian
+# machine, as root. Safe to run again: it only installs what is missing.
+set -e
+cd "$(dirname "$0")/.."
+
+missing=""
+for p in $(grep -v '^#' tools/apt-packages.txt); do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "deps: need root to install:$missing" >&2
+        exit 1
+    fi
+    echo "deps: apt-get install$missing"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+need_pip=""
+for p in $(grep -v '^#' tools/requirements-test.txt | sed 's/[<>=].*//'); do
+    python3 -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('$(echo "$p" | tr - _)') is None)" 2>/dev/null || need_pip=1
+done
+if [ -n "$need_pip" ]; then
+    echo "deps: pip install -r tools/requirements-test.txt"
+    python3 -m pip install -q --disable-pip-version-check -r tools/requirements-test.txt
+fi
+
+if [ -f package.json ] && { [ ! -d node_modules ] || [ package.json -nt node_modules ]; }; then
+    mkdir -p node_modules
+    echo "deps: npm install"
+    npm install --silent --no-audit --no-fund >/dev/null
+    touch node_modules
+fi
