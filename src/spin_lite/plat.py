@@ -142,6 +142,41 @@ def netlink_address():
     return (0, 0)
 
 
+def packet_address(ifname, proto):
+    """Address to bind an AF_PACKET socket to one interface and ethertype
+    (host order, e.g. 3 = ETH_P_ALL). OSError ENODEV when it is missing."""
+    if MICROPYTHON:
+        import struct
+        index = read_file("/sys/class/net/%s/ifindex" % ifname)
+        if index is None or "/" in ifname:
+            raise OSError(19, "no such interface")
+        # struct sockaddr_ll: family, protocol (network order), ifindex,
+        # then hatype, pkttype, halen and addr[8], all zero for bind
+        return (struct.pack("H", AF_PACKET) + struct.pack(">H", proto)
+                + struct.pack("i", int(index)) + bytes(12))
+    return (ifname, proto)
+
+
+def attach_filter(sock, prog):
+    """Attach a classic BPF program (bytes, 8 per instruction) to a socket:
+    setsockopt(SOL_SOCKET, SO_ATTACH_FILTER, struct sock_fprog), which
+    holds the program's address, so the bytes must sit in a buffer whose
+    address this interpreter can give."""
+    import struct
+    if MICROPYTHON:
+        import uctypes
+        buf = bytearray(prog)
+        addr = uctypes.addressof(buf)
+    else:
+        import array
+        buf = array.array("B", prog)
+        addr = buf.buffer_info()[0]
+    # struct sock_fprog {unsigned short len; struct sock_filter *filter;}:
+    # native alignment pads the pointer (unsigned long has its size on Linux)
+    fprog = struct.pack("HL", len(prog) // 8, addr)
+    sock.setsockopt(1, 26, fprog)  # SOL_SOCKET, SO_ATTACH_FILTER; the kernel copies buf
+
+
 def poll_fd(obj):
     """poll() gives fd numbers on CPython and objects on MicroPython."""
     if isinstance(obj, int):
@@ -185,3 +220,19 @@ def rss_kb():
         if line.startswith(b"VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+# -- messages ---------------------------------------------------------------
+
+_warned = {}
+
+
+def warn(msg):
+    """One line on stderr: procd sends it to syslog."""
+    sys.stderr.write("spin: %s\n" % msg)
+
+
+def warn_once(key, msg):
+    if key not in _warned:
+        _warned[key] = 1
+        warn(msg)

@@ -1,0 +1,412 @@
+"""The agent: one process, one thread, one poll loop (nlbwmon.c in spirit).
+
+It wires the sources (conntrack, neighbours, leases) to the model
+(devices, digests) on a scan timer, and serves the method table through
+whatever parts are configured (JSON-RPC now; ubus, firewall, DNS names
+join as parts). A part is any object with optional start(agent),
+after_scan(agent, now_ms), reload(agent) and stop(agent) methods.
+"""
+
+import select
+import sys
+
+from . import config, conntrack, devices, digest, leases, neigh, plat
+from . import __version__
+
+ACCT_SYSCTL = "/proc/sys/net/netfilter/nf_conntrack_acct"
+
+
+class Loop:
+    """poll() over readers plus a handful of timers (a list: there are few,
+    and MicroPython has no heapq built in)."""
+
+    def __init__(self):
+        self.poll = select.poll()
+        self.readers = {}
+        self.timers = []
+        self.running = False
+
+    def add_reader(self, obj, callback):
+        fd = plat.poll_fd(obj)
+        self.poll.register(obj, select.POLLIN)
+        self.readers[fd] = (obj, callback)
+
+    def remove_reader(self, obj):
+        fd = plat.poll_fd(obj)
+        if fd in self.readers:
+            del self.readers[fd]
+            try:
+                self.poll.unregister(obj)
+            except (OSError, KeyError, ValueError):
+                pass
+
+    def call_later(self, seconds, fn):
+        handle = [plat.monotonic_ms() + int(seconds * 1000), fn]
+        self.timers.append(handle)
+        return handle
+
+    def cancel(self, handle):
+        if handle in self.timers:
+            self.timers.remove(handle)
+
+    def run_once(self, max_wait_ms=1000):
+        now = plat.monotonic_ms()
+        wait = max_wait_ms
+        for due, _ in self.timers:
+            wait = min(wait, max(0, due - now))
+        try:
+            events = self.poll.poll(wait)
+        except OSError as e:
+            if e.errno != 4:  # EINTR: a signal; its byte is in the wakeup fd
+                raise
+            events = []
+        for obj, ev in events:
+            entry = self.readers.get(plat.poll_fd(obj))
+            if entry is not None:
+                entry[1]()
+        now = plat.monotonic_ms()
+        for handle in [h for h in self.timers if h[0] <= now]:
+            if handle in self.timers:
+                self.timers.remove(handle)
+                handle[1]()
+
+    def run(self):
+        self.running = True
+        while self.running:
+            self.run_once()
+
+
+class Agent:
+    def __init__(self, cfg, config_path=None, warnings=()):
+        self.cfg = cfg
+        self.config_path = config_path
+        self.warnings = list(warnings)
+        self.loop = Loop()
+        self.listeners = []
+        self.parts = []
+        self.started = plat.wall()
+        now = plat.monotonic_ms()
+        self.devices = devices.Devices(cfg["max_devices"])
+        self.digests = digest.Digests(cfg, now, self.started)
+        self.router_ips = set()
+        self.lan_nets = []
+        self.scanner = None
+        self.static = {}
+        self.acct = None
+        self.rates = {}
+        self.last_scan_ms = None
+        self.scan_ms = 0
+        self.scans = 0
+        self.unattributed = 0
+        self.errors = {}
+        self.stopping = False
+        self.reload_wanted = False
+
+    # -- parts --------------------------------------------------------------
+
+    def build_parts(self):
+        from . import jsonrpc
+        if self.cfg["rpc_socket"] or self.cfg["rpc_listen"]:
+            self.parts.append(jsonrpc.Server())
+
+    def emit(self, name, data):
+        for fn in list(self.listeners):
+            try:
+                fn(name, data)
+            except Exception as e:  # a broken listener must not stop the scan
+                plat.warn("event listener failed on %s: %s" % (name, e))
+
+    def _each_part(self, method, *args):
+        for p in self.parts:
+            fn = getattr(p, method, None)
+            if fn is None:
+                continue
+            try:
+                fn(self, *args)
+            except Exception as e:
+                self.errors[type(p).__name__] = "%s: %s" % (method, e)
+                plat.warn("%s.%s failed: %s" % (type(p).__name__, method, e))
+
+    # -- the data path ------------------------------------------------------
+
+    def enable_acct(self):
+        """Byte counters need nf_conntrack_acct=1; say so when we cannot."""
+        try:
+            with open(ACCT_SYSCTL, "w") as f:
+                f.write("1\n")
+            self.acct = True
+        except OSError as e:
+            cur = plat.read_file(ACCT_SYSCTL)
+            self.acct = bool(cur and cur.strip() == b"1")
+            if not self.acct:
+                self.errors["acct"] = "cannot turn on %s: %s" % (ACCT_SYSCTL, e)
+                plat.warn(self.errors["acct"])
+
+    def read_network(self):
+        """Our own addresses and the LAN prefixes that make a device."""
+        try:
+            addrs = neigh.read_addresses()
+        except OSError as e:
+            self.errors["addresses"] = str(e)
+            addrs = []
+        self.router_ips = set(ip for _, ip, _ in addrs)
+        nets = list(self.cfg["lan_net"])
+        if not nets:
+            idx = neigh.ifindex(self.cfg["lan_ifname"])
+            nets = neigh.lan_prefixes(addrs, idx) if idx is not None else []
+            if not nets:
+                self.errors["lan"] = "no addresses on %s and no lan_net set" % self.cfg["lan_ifname"]
+        if nets:
+            self.errors.pop("lan", None)
+        self.lan_nets = nets
+        lan = conntrack.Lan(nets, self.router_ips)
+        if self.scanner is None:
+            self.scanner = conntrack.Scanner(lan)
+        else:
+            self.scanner.lan = lan
+
+    def refresh_devices(self, now_wall):
+        neighbours = neigh.read_neighbours(self.cfg["arp_file"], self.cfg["lan_ifname"])
+        lease_map = leases.read(self.cfg["leases_file"])
+        fresh = self.devices.update(neighbours, lease_map, self.static,
+                                    self.router_ips, now_wall)
+        for mac in list(self.digests.devices):
+            if mac not in self.devices.table:
+                self.digests.forget(mac)
+        return fresh
+
+    def scan(self):
+        t0 = plat.monotonic_ms()
+        now_wall = plat.wall()
+        fresh = self.refresh_devices(now_wall)
+        by_ip = self.devices.by_ip
+        digests = self.digests
+        before = {}
+        for mac, d in digests.devices.items():
+            before[mac] = (d.open[0], d.open[1])
+        missing = [0]
+
+        def sink(ip, remote, port, proto, bo, bi, po, pi, new, unreplied):
+            mac = by_ip.get(ip)
+            if mac is None:
+                missing[0] += 1
+                return
+            digests.add(mac, remote, port, bo, bi, po, pi, new, unreplied)
+
+        try:
+            live = self.scanner.scan(conntrack.read_chunks(self.cfg["conntrack_file"]), sink)
+            self.errors.pop("conntrack", None)
+        except OSError as e:
+            live = {}
+            self.errors["conntrack"] = "%s: %s" % (self.cfg["conntrack_file"], e)
+        self.unattributed += missing[0]
+        now = plat.monotonic_ms()
+        dt = (now - self.last_scan_ms) / 1000.0 if self.last_scan_ms else 0
+        self.last_scan_ms = now
+        per_mac = {}
+        for ip, n in live.items():
+            mac = by_ip.get(ip)
+            if mac is not None:
+                per_mac[mac] = per_mac.get(mac, 0) + n
+        for d in self.devices.table.values():
+            n = per_mac.get(d.mac, 0)
+            d.live = n
+            dd = digests.devices.get(d.mac)
+            if dd is None:
+                self.rates[d.mac] = (0, 0)
+                continue
+            b = before.get(d.mac, (0, 0))
+            moved = (dd.open[0] - b[0], dd.open[1] - b[1])
+            if n or moved[0] or moved[1]:
+                d.last_seen = now_wall
+            self.rates[d.mac] = (int(moved[0] / dt), int(moved[1] / dt)) if dt > 0 else (0, 0)
+        for mac in fresh:
+            self.emit("spin.device", self.device_info(mac))
+        closed = digests.tick(now, now_wall)
+        if closed:
+            self.emit("spin.digest", self.flow_digest(closed[-1]))
+        self.scans += 1
+        self.scan_ms = plat.monotonic_ms() - t0
+        self._each_part("after_scan", now)
+
+    def flow_digest(self, n):
+        """The closed bucket n of every device: what an agent publishes."""
+        out = []
+        for mac in self.digests.devices:
+            b = self.digests.closed(mac, n)
+            b["mac"] = mac
+            out.append(b)
+        return {"t": self.digests.clock.label(n),
+                "bucket_seconds": self.digests.bucket_ms // 1000, "devices": out}
+
+    # -- reading (the API's read methods land here) -------------------------
+
+    def status(self):
+        s = self.scanner
+        return {
+            "version": __version__,
+            "uptime": int(plat.wall() - self.started),
+            "scans": self.scans,
+            "scan_interval": self.cfg["scan_interval"],
+            "last_scan_ms": self.scan_ms,
+            "flows": s.seen if s else 0,
+            "flows_skipped": s.skipped if s else 0,
+            "malformed_lines": s.malformed if s else 0,
+            "unattributed": self.unattributed,
+            "devices": len(self.devices.table),
+            "devices_dropped": self.devices.dropped,
+            "acct": bool(self.acct),
+            "conntrack_has_counters": bool(s and s.acct),
+            "lan": self.lan_nets,
+            "router_ips": sorted(self.router_ips),
+            "bucket_seconds": self.digests.bucket_ms // 1000,
+            "rss_kb": plat.rss_kb(),
+            "errors": dict(self.errors),
+            "warnings": self.warnings[-20:],
+        }
+
+    def device_info(self, mac):
+        d = self.devices.get(mac)
+        if d is None:
+            return None
+        cur = self.digests.current(mac)
+        rate = self.rates.get(mac, (0, 0))
+        return {
+            "mac": d.mac, "name": d.name, "hostname": d.hostname,
+            "static_name": d.static_name, "owner_name": d.owner_name,
+            "ips": sorted(d.ips), "first_seen": int(d.first_seen),
+            "last_seen": int(d.last_seen), "connections": d.live,
+            "rate_out": rate[0], "rate_in": rate[1],
+            "bucket": cur,
+        }
+
+    def device_list(self):
+        return [self.device_info(mac) for mac in sorted(self.devices.table)]
+
+    def flow_list(self, mac):
+        """Live flows, read fresh from the table: the scan keeps no per-flow
+        records (memory), and an API call can afford one more read."""
+        data = b"".join(conntrack.read_chunks(self.cfg["conntrack_file"]))
+        flows, _ = conntrack.parse(data, self.scanner.lan)
+        out = []
+        for f in flows:
+            owner = self.devices.mac_for(f.device_ip)
+            if owner is None or (mac is not None and owner != mac):
+                continue
+            d = f.as_dict()
+            d["mac"] = owner
+            out.append(d)
+        out.sort(key=lambda d: -(d["bytes_out"] + d["bytes_in"]))
+        return out
+
+    def history(self, mac, minutes):
+        h = self.digests.history(mac, minutes)
+        h["mac"] = mac
+        return h
+
+    def graph(self):
+        """Devices and the remotes they talk to, edges weighted by bytes in
+        the open bucket plus the last closed one."""
+        nodes = []
+        edges = []
+        remotes = {}
+        last = self.digests.open_n - 1
+        for mac, dd in self.digests.devices.items():
+            d = self.devices.get(mac)
+            if d is None:
+                continue
+            nodes.append({"id": mac, "kind": "device", "name": d.name, "ips": sorted(d.ips)})
+            weight = dict(dd.per_remote)
+            if dd.fine.holds(last):
+                for r, b in dd.fine.top_list(last):
+                    weight[r] = weight.get(r, 0) + b
+            for r, b in weight.items():
+                edges.append({"from": mac, "to": r, "bytes": b})
+                remotes[r] = remotes.get(r, 0) + b
+        for r, b in remotes.items():
+            nodes.append({"id": r, "kind": "endpoint", "bytes": b})
+        return {"nodes": nodes, "edges": edges}
+
+    # -- running ------------------------------------------------------------
+
+    def start(self):
+        self.enable_acct()
+        self.read_network()
+        self.static = config.static_hosts(self.cfg["dhcp_config"])
+        self.build_parts()
+        self._each_part("start")
+        self.scan()
+        self._schedule()
+
+    def _schedule(self):
+        def tick():
+            if self.stopping:
+                return
+            try:
+                self.scan()
+            except Exception as e:  # one bad scan must not end the agent
+                self.errors["scan"] = "%s: %s" % (type(e).__name__, e)
+                plat.warn("scan failed: %s: %s" % (type(e).__name__, e))
+            self._schedule()
+        self.loop.call_later(self.cfg["scan_interval"], tick)
+
+    def reload(self):
+        """SIGHUP: read the configuration again, keep every digest."""
+        if self.config_path is None:
+            return
+        cfg, warnings = config.load(self.config_path)
+        for w in warnings:
+            plat.warn(w)
+        kept = ("bucket_seconds", "fine_buckets", "coarse_buckets", "coarse_factor", "top_remotes")
+        for k in kept:
+            if cfg[k] != self.cfg[k]:
+                plat.warn("%s changed: takes effect after a restart (history is kept)" % k)
+                cfg[k] = self.cfg[k]
+        self.cfg = cfg
+        self.warnings = warnings
+        self.read_network()
+        self.static = config.static_hosts(cfg["dhcp_config"])
+        self._each_part("reload")
+        plat.warn("configuration reloaded")
+
+    def stop(self):
+        self.stopping = True
+        self.loop.running = False
+
+    def run(self):
+        wake = plat.install_signals(self.stop, self._want_reload)
+        if wake is not None:
+            self.loop.add_reader(wake, lambda: self._woken(wake))
+        self.start()
+        plat.warn("agent %s running: lan %s, scan every %ds"
+                  % (__version__, " ".join(self.lan_nets) or "?", self.cfg["scan_interval"]))
+        try:
+            self.loop.run()
+        finally:
+            self._each_part("stop")
+            plat.warn("agent stopped")
+
+    def _want_reload(self):
+        self.reload_wanted = True
+
+    def _woken(self, wake):
+        plat.drain(wake)
+        if self.reload_wanted:
+            self.reload_wanted = False
+            self.reload()
+
+
+def main(config_path):
+    cfg, warnings = config.load(config_path)
+    for w in warnings:
+        plat.warn(w)
+    agent = Agent(cfg, config_path, warnings)
+    try:
+        agent.run()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "/etc/config/spin"))

@@ -1,0 +1,381 @@
+"""The conntrack source: /proc/net/nf_conntrack snapshots -> flows.
+
+A line of the file looks like (one line, wrapped here):
+
+    ipv4     2 tcp      6 117 ESTABLISHED src=192.168.8.100 dst=203.0.113.10
+      sport=40000 dport=80 packets=6 bytes=400 [UNREPLIED] src=203.0.113.10
+      dst=192.0.2.2 sport=80 dport=40000 packets=4 bytes=300 [ASSURED]
+      mark=0 zone=0 use=2
+
+family name and number, protocol name and number, seconds to live, a state
+for tcp/sctp/dccp, the original tuple (as the first packet saw it), its
+counters when nf_conntrack_acct is on, [UNREPLIED] while no answer came, the
+reply tuple (as the answer will look, after NAT), its counters, then flags
+and extras (mark, zone, secctx, labels, use...). IPv6 addresses are written
+in full (%pI6), so they are normalised before anyone compares them.
+
+Every flow is seen from the LAN device's side: when the original source is
+a device, the device started it (out = original counters); when only the
+reply source is a device, the flow came in through a port forward (out =
+reply counters). Flows the router itself started, and flows that never
+touch a device, are left out and counted.
+
+`parse` turns a snapshot into Flow records (the `flows` API and the tests);
+`Scanner` is the hot path of every scan: it keeps one short bytes value per
+live flow between scans, so an idle flow costs a split and a dict lookup,
+and only a flow whose counters moved is converted to numbers.
+"""
+
+from . import api
+
+# tokens in one tuple, by protocol name; anything else is measured
+TUPLE_LEN = {b"tcp": 4, b"udp": 4, b"udplite": 4, b"sctp": 4, b"dccp": 4,
+             b"icmp": 5, b"icmpv6": 5, b"gre": 4, b"unknown": 2}
+
+# protocols whose tuple has ports (the 3rd and 4th tokens)
+PORTED = {b"tcp": 1, b"udp": 1, b"udplite": 1, b"sctp": 1, b"dccp": 1}
+
+LAN = 1
+ROUTER = 2
+OTHER = 3
+
+
+class Entry:
+    """One conntrack line split into its parts (raw tokens, not yet numbers)."""
+    __slots__ = ("family", "proto", "state", "orig", "reply", "count_o", "count_r",
+                 "unreplied", "assured", "extras")
+
+
+def split_entry(t):
+    """Token list of one line -> Entry, or None when the line is malformed."""
+    n = len(t)
+    if n < 7 or t[0] not in (b"ipv4", b"ipv6"):
+        return None
+    s = 5
+    state = None
+    if t[5][:4] != b"src=":
+        state = t[5]
+        s = 6
+    proto = t[2]
+    width = TUPLE_LEN.get(proto)
+    if width is None:
+        width = _measure(t, s)
+    end = s + width
+    if end > n or t[s][:4] != b"src=" or t[s + 1][:4] != b"dst=":
+        return None
+    e = Entry()
+    e.family = t[0]
+    e.proto = proto
+    e.state = state
+    e.orig = t[s:end]
+    k = end
+    e.count_o = None
+    if k < n and t[k][:8] == b"packets=":
+        e.count_o = t[k:k + 2]
+        k += 2
+    e.unreplied = k < n and t[k] == b"[UNREPLIED]"
+    if e.unreplied:
+        k += 1
+    if k + width > n or t[k][:4] != b"src=" or t[k + 1][:4] != b"dst=":
+        return None
+    e.reply = t[k:k + width]
+    k += width
+    e.count_r = None
+    if e.count_o is not None:
+        if k + 2 > n or t[k][:8] != b"packets=" or t[k + 1][:6] != b"bytes=":
+            return None
+        e.count_r = t[k:k + 2]
+        k += 2
+    e.assured = k < n and t[k] == b"[ASSURED]"
+    e.extras = t[k + 1:] if e.assured else t[k:]
+    return e
+
+
+def _measure(t, s):
+    """Tuple width of an unfamiliar protocol: up to the counters, a flag or
+    the reply tuple's src=."""
+    k = s + 1
+    while k < len(t):
+        w = t[k]
+        if w[:4] == b"src=" or w[:8] == b"packets=" or w[:1] == b"[":
+            break
+        k += 1
+    return k - s
+
+
+def _value(tok):
+    return tok[tok.find(b"=") + 1:]
+
+
+def _num(tok):
+    return int(tok[tok.find(b"=") + 1:])
+
+
+def _ip(tok):
+    """b'src=fd00:0000:...' -> normalised text address."""
+    raw = _value(tok).decode()
+    if ":" in raw:
+        return api.format_ipv6(api.parse_ipv6(raw))
+    return raw
+
+
+class Lan:
+    """Decides what an address is: a LAN device, the router, or other.
+
+    Answers are cached by the raw token, so a scan of thousands of flows
+    converts each distinct address once."""
+
+    def __init__(self, prefixes, router_ips):
+        self.nets = []
+        for p in prefixes:
+            addr, _, bits = p.partition("/")
+            v6 = ":" in addr
+            n = api.parse_ipv6(addr) if v6 else api.parse_ipv4(addr)
+            width = 128 if v6 else 32
+            bits = int(bits) if bits else width
+            mask = ((1 << bits) - 1) << (width - bits)
+            self.nets.append((v6, n & mask, mask))
+        self.router = set(router_ips)
+        self.cache = {}
+
+    def kind(self, tok):
+        """(kind, ip text) for a raw b'src=...' or b'dst=...' token."""
+        hit = self.cache.get(tok)
+        if hit is not None:
+            return hit
+        if len(self.cache) > 8192:
+            self.cache = {}
+        ip = _ip(tok)
+        if ip in self.router:
+            hit = (ROUTER, ip)
+        else:
+            hit = (OTHER, ip)
+            v6 = ":" in ip
+            n = api.parse_ipv6(ip) if v6 else api.parse_ipv4(ip)
+            for nv6, net, mask in self.nets:
+                if nv6 == v6 and n & mask == net:
+                    hit = (LAN, ip)
+                    break
+        self.cache[tok] = hit
+        return hit
+
+
+class Flow:
+    """A flow seen from the device: who, to whom, how much each way."""
+    __slots__ = ("proto", "device_ip", "device_port", "remote", "remote_port",
+                 "bytes_out", "bytes_in", "packets_out", "packets_in", "state",
+                 "replied", "inbound")
+
+    def as_dict(self):
+        return {"proto": self.proto, "device_ip": self.device_ip,
+                "device_port": self.device_port, "remote": self.remote,
+                "remote_port": self.remote_port, "bytes_out": self.bytes_out,
+                "bytes_in": self.bytes_in, "packets_out": self.packets_out,
+                "packets_in": self.packets_in, "state": self.state,
+                "replied": self.replied, "inbound": self.inbound}
+
+
+def orient(e, lan):
+    """Entry -> Flow from the device's side, or None for the router's own
+    and WAN-only flows."""
+    k_src, src = lan.kind(e.orig[0])
+    if k_src == ROUTER:
+        return None
+    f = Flow()
+    ported = e.proto in PORTED
+    if k_src == LAN:
+        f.inbound = False
+        f.device_ip = src
+        f.remote = lan.kind(e.orig[1])[1]
+        f.device_port = _num(e.orig[2]) if ported else 0
+        f.remote_port = _num(e.orig[3]) if ported else 0
+        out_c, in_c = e.count_o, e.count_r
+    else:
+        k_dev, dev = lan.kind(e.reply[0])
+        if k_dev != LAN:
+            return None
+        f.inbound = True
+        f.device_ip = dev
+        f.remote = src
+        f.device_port = _num(e.reply[2]) if ported else 0
+        f.remote_port = _num(e.orig[2]) if ported else 0
+        out_c, in_c = e.count_r, e.count_o
+    f.proto = e.proto.decode()
+    f.state = e.state.decode() if e.state else ""
+    f.replied = not e.unreplied
+    if out_c is None:
+        f.packets_out = f.bytes_out = f.packets_in = f.bytes_in = 0
+    else:
+        f.packets_out = _num(out_c[0])
+        f.bytes_out = _num(out_c[1])
+        f.packets_in = _num(in_c[0])
+        f.bytes_in = _num(in_c[1])
+    return f
+
+
+def lines(chunks):
+    """Whole lines from an iterable of byte chunks (a line may span two)."""
+    rest = b""
+    for chunk in chunks:
+        parts = (rest + chunk).split(b"\n")
+        rest = parts.pop()
+        for line in parts:
+            yield line
+    if rest:
+        yield rest
+
+
+def read_chunks(path, size=32768):
+    """The file in chunks; reading /proc in one read() costs more (§2)."""
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(size)
+            if not chunk:
+                return
+            yield chunk
+
+
+def parse(text, lan):
+    """Snapshot (bytes) -> ([Flow], malformed line count)."""
+    flows = []
+    bad = 0
+    for line in text.split(b"\n"):
+        t = line.split()
+        if not t:
+            continue
+        e = split_entry(t)
+        if e is None:
+            bad += 1
+            continue
+        f = orient(e, lan)
+        if f is not None:
+            flows.append(f)
+    return flows, bad
+
+
+class Scanner:
+    """Turns successive snapshots into per-scan deltas.
+
+    Between scans it keeps, per live flow, the raw counter tokens (one bytes
+    value keyed by protocol number and original tuple). A flow whose tokens
+    did not change costs nothing more; a new key is a new connection."""
+
+    def __init__(self, lan):
+        self.lan = lan
+        self.prev = {}
+        self.malformed = 0
+        self.skipped = 0
+        self.seen = 0
+        self.acct = None
+
+    def scan(self, chunks, sink):
+        """Feed one snapshot. For each flow that is new or moved, calls
+        sink(device_ip, remote, remote_port, proto, d_bytes_out, d_bytes_in,
+        d_packets_out, d_packets_in, new, unreplied); returns the number of
+        live flows per device IP."""
+        prev = self.prev
+        cur = {}
+        live = {}
+        lan_kind = self.lan.kind
+        malformed = skipped = seen = 0
+        acct = None
+        for line in lines(chunks):
+            # Fast path, for the common flow a device started: slice the
+            # key (family/proto and original tuple) and the counters out of
+            # the line without splitting it; an unchanged flow ends here.
+            a = line.find(b"src=")
+            if a < 0:
+                if line.strip():
+                    malformed += 1
+                continue
+            sp = line.find(b" ", a)
+            kind, dev = lan_kind(line[a:sp])
+            if kind == LAN:
+                b = line.find(b" packets=", sp)
+                if b < 0:
+                    b = line.find(b" src=", sp)
+                    raw = b"u" if line.find(b"[UNREPLIED]", sp) > 0 else b"r"
+                else:
+                    raw = line[b:line.find(b" ", line.rfind(b"bytes="))]
+                key = line[9:16] + line[a:b]
+                old = prev.get(key)
+                if old == raw:
+                    cur[key] = raw
+                    live[dev] = live.get(dev, 0) + 1
+                    seen += 1
+                    continue
+            t = line.split()
+            e = split_entry(t)
+            if e is None:
+                malformed += 1
+                continue
+            seen += 1
+            if kind == LAN:
+                inbound = False
+                src = dev
+            elif kind == ROUTER:
+                skipped += 1
+                continue
+            else:
+                src = dev
+                k_dev, dev = lan_kind(e.reply[0])
+                if k_dev != LAN:
+                    skipped += 1
+                    continue
+                inbound = True
+                b = line.find(b" packets=", sp)
+                if b < 0:
+                    b = line.find(b" src=", sp)
+                    raw = b"u" if e.unreplied else b"r"
+                else:
+                    raw = line[b:line.find(b" ", line.rfind(b"bytes="))]
+                key = line[9:16] + line[a:b]
+                old = prev.get(key)
+            live[dev] = live.get(dev, 0) + 1
+            cur[key] = raw
+            if old == raw:
+                continue
+            ported = e.proto in PORTED
+            if inbound:
+                remote = src
+                rport = _num(e.orig[2]) if ported else 0
+            else:
+                remote = lan_kind(e.orig[1])[1]
+                rport = _num(e.orig[3]) if ported else 0
+            po = bo = pi = bi = 0
+            if e.count_o is None:
+                acct = False if acct is None else acct
+            else:
+                acct = True
+                c = _counts(e)
+                if old is not None and len(old) > 1:
+                    o = _counts_raw(old)
+                    if c[1] >= o[1] and c[3] >= o[3]:
+                        c = (c[0] - o[0], c[1] - o[1], c[2] - o[2], c[3] - o[3])
+                    else:
+                        old = None  # the tuple was deleted and made again
+                if inbound:
+                    pi, bi, po, bo = c
+                else:
+                    po, bo, pi, bi = c
+            new = old is None
+            sink(dev, remote, rport, e.proto, bo, bi, po, pi, new,
+                 new and e.unreplied)
+        self.prev = cur
+        self.malformed += malformed
+        self.skipped = skipped
+        self.seen = seen
+        if acct is not None:
+            self.acct = acct
+        return live
+
+
+def _counts(e):
+    return (_num(e.count_o[0]), _num(e.count_o[1]), _num(e.count_r[0]), _num(e.count_r[1]))
+
+
+def _counts_raw(raw):
+    """The counters kept from the last scan, b' packets=6 bytes=400 ...
+    src=... packets=4 bytes=300' -> (6, 400, 4, 300)."""
+    t = raw.split()
+    return (_num(t[0]), _num(t[1]), _num(t[-2]), _num(t[-1]))
