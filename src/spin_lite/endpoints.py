@@ -1,0 +1,117 @@
+"""Endpoint names: remote IP -> the DNS names devices asked for, bounded.
+
+SPIN kept an IP -> {domain -> expiry} map that nothing ever cleaned, so it
+grew with every name a home resolved (research/spin.md §2.6). Here:
+
+* at most `size` addresses are kept; when a new one would pass that, the
+  expired ones go first, then the least recently used (learned or looked
+  up), a sixteenth of the table at a time so a flood of unique names costs
+  one sort per size/16 inserts instead of one per insert; every address
+  dropped early is counted (`dropped`) for `status`;
+* at most `per_ip` names per address (a CDN address is asked for under
+  many names); the newest name comes first, the one learned longest ago
+  goes when a new one arrives;
+* each name lives for its DNS TTL, raised to `ttl_min` (a device keeps
+  using an address well past a 5 s TTL) and cut to `ttl_max` (a week-long
+  TTL must not pin a name that the address may no longer carry).
+
+Times are whole seconds of the monotonic clock, passed in by the caller,
+so the table is pure and tests need no clock.
+
+Memory: one small list per address, [used, name, expires, name, expires,
+...], no per-entry objects or link nodes (MicroPython counts every one).
+"""
+
+
+class Endpoints:
+    def __init__(self, size=4096, per_ip=4, ttl_min=300, ttl_max=86400):
+        self.size = max(1, size)
+        self.per_ip = max(1, per_ip)
+        self.ttl_min = ttl_min
+        self.ttl_max = max(ttl_min, ttl_max)
+        self.table = {}  # ip -> [used, name, expires, name, expires, ...]
+        self.clock = 0  # use counter: the order of learns and lookups
+        self.dropped = 0  # addresses dropped before their names expired
+        self.expired = 0  # addresses whose names all ran out
+
+    def __len__(self):
+        return len(self.table)
+
+    def learn(self, ip, name, ttl, now):
+        """Remember that `ip` answers to `name` for `ttl` seconds from `now`."""
+        if ttl < self.ttl_min:
+            ttl = self.ttl_min
+        elif ttl > self.ttl_max:
+            ttl = self.ttl_max
+        expires = now + ttl
+        self.clock += 1
+        entry = self.table.get(ip)
+        if entry is None:
+            self.table[ip] = [self.clock, name, expires]
+            if len(self.table) > self.size:
+                self._shrink(now)
+            return
+        entry[0] = self.clock
+        names = entry[1:]
+        for i in range(0, len(names), 2):
+            if names[i] == name:
+                del names[i:i + 2]
+                break
+        else:
+            if len(names) >= 2 * self.per_ip:
+                del names[-2:]
+        entry[1:] = [name, expires] + names
+
+    def names_for(self, ip, now):
+        """The unexpired names of `ip`, newest first; [] when none. Counts as
+        a use for the LRU order."""
+        entry = self.table.get(ip)
+        if entry is None:
+            return []
+        out = []
+        for i in range(1, len(entry), 2):
+            if entry[i + 1] > now:
+                out.append(entry[i])
+        if not out:
+            del self.table[ip]
+            self.expired += 1
+            return out
+        self.clock += 1
+        entry[0] = self.clock
+        return out
+
+    def expire(self, now):
+        """Drop every name whose time is up; returns how many addresses went."""
+        gone = []
+        for ip, entry in self.table.items():
+            keep = []
+            for i in range(1, len(entry), 2):
+                if entry[i + 1] > now:
+                    keep.append(entry[i])
+                    keep.append(entry[i + 1])
+            if not keep:
+                gone.append(ip)
+            elif len(keep) != len(entry) - 1:
+                entry[1:] = keep
+        for ip in gone:
+            del self.table[ip]
+        self.expired += len(gone)
+        return len(gone)
+
+    def _shrink(self, now):
+        self.expire(now)
+        over = len(self.table) - self.size
+        if over <= 0:
+            return
+        # drop the least recently used, down to 15/16 of the size
+        count = over + self.size // 16
+        uses = sorted(entry[0] for entry in self.table.values())
+        limit = uses[min(count, len(uses)) - 1]
+        gone = [ip for ip, entry in self.table.items() if entry[0] <= limit]
+        for ip in gone:
+            del self.table[ip]
+        self.dropped += len(gone)
+
+    def status(self):
+        return {"endpoints": len(self.table), "endpoints_max": self.size,
+                "endpoints_dropped": self.dropped, "endpoints_expired": self.expired}

@@ -1,0 +1,81 @@
+"""Endpoint names: a bounded LRU of address -> names with TTLs.
+
+Plain tests (no pytest import) so the MicroPython runner runs them too.
+Times are whole seconds handed in by the test: no clock, no sleeping.
+"""
+
+from spin_lite.endpoints import Endpoints
+
+
+def test_a_name_lives_for_its_ttl_then_ages_out():
+    eps = Endpoints(size=16, ttl_min=60, ttl_max=3600)
+    eps.learn("203.0.113.7", "camera-cloud.example", 600, now=1000)
+    assert eps.names_for("203.0.113.7", now=1599) == ["camera-cloud.example"]
+    assert eps.names_for("203.0.113.7", now=1600) == []
+    assert len(eps) == 0 and eps.status()["endpoints_expired"] == 1
+
+
+def test_ttls_are_raised_to_the_floor_and_cut_to_the_cap():
+    eps = Endpoints(size=16, ttl_min=60, ttl_max=3600)
+    eps.learn("203.0.113.1", "short.example", 5, now=0)
+    eps.learn("203.0.113.2", "long.example", 604800, now=0)
+    assert eps.names_for("203.0.113.1", now=59) == ["short.example"]
+    assert eps.names_for("203.0.113.1", now=60) == []
+    assert eps.names_for("203.0.113.2", now=3599) == ["long.example"]
+    assert eps.names_for("203.0.113.2", now=3600) == []
+
+
+def test_names_of_one_address_newest_first_and_bounded():
+    eps = Endpoints(size=16, per_ip=3, ttl_min=0)
+    for i, name in enumerate(["a.cdn.example", "b.cdn.example", "c.cdn.example",
+                              "d.cdn.example", "b.cdn.example"]):
+        eps.learn("198.51.100.20", name, 300, now=i)
+    assert eps.names_for("198.51.100.20", now=10) == ["b.cdn.example", "d.cdn.example", "c.cdn.example"]
+
+
+def test_a_refreshed_name_gets_its_new_ttl():
+    eps = Endpoints(size=16, ttl_min=0)
+    eps.learn("203.0.113.7", "cam.example", 100, now=0)
+    eps.learn("203.0.113.7", "cam.example", 100, now=90)
+    assert eps.names_for("203.0.113.7", now=150) == ["cam.example"]
+
+
+def test_expire_drops_only_what_ran_out():
+    eps = Endpoints(size=16, ttl_min=0)
+    eps.learn("203.0.113.1", "old.example", 10, now=0)
+    eps.learn("203.0.113.2", "new.example", 100, now=0)
+    eps.learn("203.0.113.2", "older.example", 10, now=0)
+    assert eps.expire(now=50) == 1
+    assert len(eps) == 1
+    assert eps.table["203.0.113.2"][1:] == ["new.example", 100]
+
+
+def test_a_flood_of_unique_names_never_passes_the_size():
+    eps = Endpoints(size=256, ttl_min=60)
+    for i in range(20000):
+        eps.learn("10.%d.%d.%d" % (i >> 16, (i >> 8) & 255, i & 255), "n%d.flood.example" % i, 300, now=i // 100)
+        assert len(eps) <= 256
+    st = eps.status()
+    assert st["endpoints_dropped"] > 19000
+    assert st["endpoints"] >= 240  # drops go a sixteenth at a time, not the whole table
+
+
+def test_the_least_recently_used_go_first():
+    eps = Endpoints(size=32, ttl_min=600)
+    eps.learn("203.0.113.7", "camera-cloud.example", 600, now=0)
+    for i in range(1000):
+        eps.learn("10.0.%d.%d" % (i >> 8, i & 255), "n%d.flood.example" % i, 600, now=1)
+        # the camera keeps talking to its cloud, so its endpoint is looked up every scan
+        assert eps.names_for("203.0.113.7", now=1) == ["camera-cloud.example"]
+    assert eps.names_for("10.0.3.231", now=1) == ["n999.flood.example"]  # the newest stays
+    assert eps.names_for("10.0.0.1", now=1) == []                           # an early one went
+
+
+def test_expired_entries_make_room_before_live_ones():
+    eps = Endpoints(size=4, ttl_min=0)
+    eps.learn("203.0.113.1", "gone.example", 10, now=0)
+    for i in range(2, 5):
+        eps.learn("203.0.113.%d" % i, "live.example", 1000, now=0)
+    eps.learn("203.0.113.9", "new.example", 1000, now=20)
+    assert len(eps) == 4
+    assert eps.status()["endpoints_dropped"] == 0 and eps.status()["endpoints_expired"] == 1
