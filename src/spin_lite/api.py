@@ -77,26 +77,21 @@ def parse_ipv6(value):
     """IPv6 text -> int. Accepts '::' and an embedded IPv4 tail."""
     if value.count("::") > 1 or not value or "%" in value:
         raise ValueError("not an IPv6 address")
-    tail = []
     if "." in value:
         head, _, v4 = value.rpartition(":")
         n4 = parse_ipv4(v4)
-        tail = [n4 >> 16, n4 & 0xFFFF]
-        value = head + ":0:0" if not head.endswith(":") else head + "0:0"
+        value = "%s:%x:%x" % (head, n4 >> 16, n4 & 0xFFFF)
     if "::" in value:
         left, right = value.split("::")
         lw = left.split(":") if left else []
         rw = right.split(":") if right else []
-        missing = 8 - len(tail) - len(lw) - len(rw)
+        missing = 8 - len(lw) - len(rw)
         if missing < 1:
             raise ValueError("not an IPv6 address")
         words = lw + ["0"] * missing + rw
     else:
         words = value.split(":")
-    if tail:
-        words = words[:-2]
-    words = [w for w in words]
-    if len(words) + len(tail) != 8:
+    if len(words) != 8:
         raise ValueError("not an IPv6 address")
     n = 0
     for w in words:
@@ -106,8 +101,6 @@ def parse_ipv6(value):
             if c not in HEX:
                 raise ValueError("not an IPv6 address")
         n = (n << 16) | int(w, 16)
-    for w in tail:
-        n = (n << 16) | w
     return n
 
 

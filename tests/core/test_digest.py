@@ -1,0 +1,116 @@
+"""Digests: a simulated hour of a small home, fed through the ring buffers."""
+
+from spin_lite import digest
+
+CFG = {"bucket_seconds": 60, "fine_buckets": 60, "coarse_buckets": 48,
+       "coarse_factor": 30, "top_remotes": 3}
+CAMERA = "02:00:00:00:00:01"
+BULB = "02:00:00:00:00:05"
+T0 = 1700001000  # a wall-clock half-hour (and minute) boundary
+
+
+def make(cfg=CFG):
+    return digest.Digests(cfg, 0, T0)
+
+
+def test_a_bucket_closes_each_minute_with_what_the_camera_sent():
+    d = make()
+    for s in range(0, 60, 5):
+        d.add(CAMERA, "203.0.113.10", 443, 100000, 2000, 70, 30, s == 0, False)
+    assert d.tick(59999) == []
+    closed = d.tick(60000)
+    assert closed == [d.open_n - 1]
+    b = d.closed(CAMERA, closed[0])
+    assert b["bytes_out"] == 1200000 and b["bytes_in"] == 24000
+    assert b["packets_out"] == 840 and b["conns"] == 1 and b["remotes"] == 1
+    assert b["top"] == [["203.0.113.10", 1224000]]
+    assert b["t"] == T0
+    assert d.current(CAMERA)["bytes_out"] == 0
+
+
+def test_the_scanning_bulb_shows_unreplied_attempts_and_many_remotes():
+    d = make()
+    for i in range(300):
+        d.add(BULB, "198.18.%d.%d" % (i // 250, i % 250), 23, 60, 0, 1, 0, True, True)
+    cur = d.current(BULB)
+    assert cur["unreplied"] == 300 and cur["conns"] == 300
+    assert cur["remotes"] == 300 and cur["ports"] == 1
+
+
+def test_top_remotes_keep_the_biggest_three():
+    d = make()
+    for i, size in enumerate((5, 50, 500, 5000, 50)):
+        d.add(CAMERA, "203.0.113.%d" % i, 80, size, 0, 1, 0, False, False)
+    d.tick(60000)
+    top = d.closed(CAMERA, d.open_n - 1)["top"]
+    assert [r for r, _ in top] == ["203.0.113.3", "203.0.113.2", "203.0.113.1"] or \
+        [r for r, _ in top] == ["203.0.113.3", "203.0.113.2", "203.0.113.4"]
+    assert [b for _, b in top] == [5000, 500, 50]
+
+
+def test_history_has_one_point_per_elapsed_bucket():
+    d = make()
+    for minute in range(1, 8):
+        d.add(CAMERA, "203.0.113.10", 443, minute * 1000, 0, 1, 0, False, False)
+        d.tick(minute * 60000)
+    h = d.history(CAMERA, 60)
+    assert len(h["points"]) == 7
+    assert [p["bytes_out"] for p in h["points"]] == [m * 1000 for m in range(1, 8)]
+    assert [p["t"] for p in h["points"]] == [T0 + 60 * m for m in range(7)]
+    assert len(d.history(CAMERA, 3)["points"]) == 3
+
+
+def test_memory_of_the_rings_does_not_grow_with_traffic():
+    d = make()
+    d.add(CAMERA, "203.0.113.1", 80, 1, 1, 1, 1, True, False)
+    ring = d.devices[CAMERA].fine
+    size = (len(ring.counts), len(ring.tops), len(ring.top_bytes))
+    for minute in range(1, 200):
+        for i in range(50):
+            d.add(CAMERA, "203.0.%d.%d" % (minute % 250, i), 80, 1000, 1000, 1, 1, True, False)
+        d.tick(minute * 60000)
+    ring = d.devices[CAMERA].fine
+    assert (len(ring.counts), len(ring.tops), len(ring.top_bytes)) == size
+    assert len(d.history(CAMERA, 1000)["points"]) == 60
+
+
+def test_coarse_ring_folds_half_hours():
+    d = make()
+    for minute in range(1, 61):
+        d.add(CAMERA, "203.0.113.10", 443, 1000, 0, 1, 0, False, False)
+        d.tick(minute * 60000)
+    h = d.history(CAMERA, 120)
+    sums = [p["bytes_out"] for p in h["coarse"]]
+    assert h["coarse_seconds"] == 1800
+    assert sum(sums) == 60000
+    assert sums[-2:] == [30000, 30000]
+
+
+def test_a_stalled_agent_zeroes_the_buckets_it_missed():
+    d = make()
+    d.add(CAMERA, "203.0.113.10", 443, 777, 0, 1, 0, False, False)
+    d.tick(60000)
+    d.add(CAMERA, "203.0.113.10", 443, 999, 0, 1, 0, False, False)
+    d.tick(5 * 60000)
+    pts = d.history(CAMERA, 60)["points"]
+    assert [p["bytes_out"] for p in pts] == [777, 999, 0, 0, 0]
+
+
+def test_a_wall_clock_jump_relabels_history_without_making_or_losing_buckets():
+    d = make()
+    d.add(CAMERA, "203.0.113.10", 443, 10, 0, 1, 0, False, False)
+    d.tick(60000, T0 + 60)
+    d.tick(120000, T0 + 120 + 3600)  # NTP arrives: the clock was an hour slow
+    pts = d.history(CAMERA, 60)["points"]
+    assert len(pts) == 2
+    assert pts[0]["bytes_out"] == 10
+    assert pts[0]["t"] == T0 + 3600
+
+
+def test_distinct_remotes_of_all_devices_take_the_maximum():
+    d = make()
+    d.add(CAMERA, "203.0.113.1", 80, 5, 0, 1, 0, True, False)
+    d.add(BULB, "203.0.113.1", 80, 5, 0, 1, 0, True, False)
+    d.tick(60000)
+    home = d.closed(None, d.open_n - 1)
+    assert home["bytes_out"] == 10 and home["remotes"] == 1
