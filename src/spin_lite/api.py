@@ -40,7 +40,7 @@ PAGE_MAX = 1000
 
 class ApiError(Exception):
     def __init__(self, status, message):
-        Exception.__init__(self, message)
+        super().__init__(message)
         self.status = status
         self.message = message
 
