@@ -105,9 +105,11 @@ class Agent:
     # -- parts --------------------------------------------------------------
 
     def build_parts(self):
-        from . import jsonrpc
+        from . import blocks, jsonrpc
+        self.parts.append(blocks.Blocks(self.cfg))
         if self.cfg["rpc_socket"] or self.cfg["rpc_listen"]:
             self.parts.append(jsonrpc.Server())
+        self.parts.extend(__import__("spin_lite.ubuslink").ubuslink.parts(self.cfg))
 
     def emit(self, name, data):
         for fn in list(self.listeners):

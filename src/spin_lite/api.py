@@ -241,6 +241,56 @@ def h_graph(agent, a):
     return agent.graph()
 
 
+# -- handlers: blocks (the store and firewall part is blocks.Blocks) -----
+
+def _blocks(agent):
+    part = getattr(agent, "blocks", None)
+    if part is None:
+        raise ApiError(NOT_FOUND, "blocking is not running in this agent")
+    return part
+
+
+def h_block(agent, a):
+    return _blocks(agent).block(a)
+
+
+def h_unblock(agent, a):
+    return _blocks(agent).unblock(a["id"])
+
+
+def h_blocks(agent, a):
+    return _blocks(agent).listing()
+
+
+def h_quarantine(agent, a):
+    return _blocks(agent).quarantine(a)
+
+
+def h_release(agent, a):
+    return _blocks(agent).release(a["mac"])
+
+
+def h_allow(agent, a):
+    return _blocks(agent).allow(a)
+
+
+def h_disallow(agent, a):
+    return _blocks(agent).disallow(a)
+
+
+def h_reapply(agent, a):
+    part = _blocks(agent)
+    part.apply("reapply")
+    return part.status()
+
+
+BLOCK_ARGS = {"mac": ("mac", None, None), "ip": ("ip", None, None),
+              "remote": ("remote", None, None), "port": ("int", None, (1, 65535)),
+              "proto": ("string", None, 8), "minutes": ("int", None, (1, 60 * 24 * 366)),
+              "note": ("string", "", 200)}
+TARGET_ARGS = {"mac": ("mac", None, None), "remote": ("remote", None, None)}
+
+
 PAGING = {"limit": ("int", None, (1, PAGE_MAX)), "offset": ("int", 0, (0, 10000000))}
 
 
@@ -258,6 +308,15 @@ METHODS = {
     "flows": (_with(PAGING, {"mac": ("mac", None, None)}), h_flows, False),
     "history": ({"mac": ("mac", None, None), "minutes": ("int", 60, (1, 60 * 24 * 7))}, h_history, False),
     "graph": ({}, h_graph, False),
+    "block": (BLOCK_ARGS, h_block, True),
+    "unblock": ({"id": ("int", REQUIRED, (1, 2 ** 31 - 1))}, h_unblock, True),
+    "blocks": ({}, h_blocks, False),
+    "quarantine": ({"mac": ("mac", REQUIRED, None), "minutes": ("int", None, (1, 60 * 24 * 366)),
+                    "reason": ("string", "", 200)}, h_quarantine, True),
+    "release": ({"mac": ("mac", REQUIRED, None)}, h_release, True),
+    "allow": (TARGET_ARGS, h_allow, True),
+    "disallow": (TARGET_ARGS, h_disallow, True),
+    "reapply": ({}, h_reapply, True),
 }
 
 

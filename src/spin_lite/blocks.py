@@ -1,0 +1,463 @@
+"""The owner's decisions: blocks, quarantines, allows; kept in the kernel.
+
+The store is one JSON file under state_dir (blocks.json), written
+atomically and only when a decision changes. Block ids count up and are
+kept in the file, so an id means the same block after a crash or a
+restart. Expiry is a wall-clock time in the file (the only clock that
+survives a reboot) and a monotonic deadline in memory (so an NTP jump
+while running neither ends nor extends a block).
+
+`Blocks` is also the agent part that keeps the firewall in step with the
+store: it applies the whole rule set at start, after every change, when a
+device's addresses change, and when a scan finds the table gone or
+incomplete (`nft flush ruleset`, `firewall stop`, a firewall3 reload).
+Stop leaves the rules in place: blocks hold while the agent is down.
+"""
+
+from . import api, firewall, plat
+
+ApiError = api.ApiError
+INVALID = api.INVALID_ARGUMENT
+NOT_FOUND = api.NOT_FOUND
+
+PROTOS = ("tcp", "udp", "icmp")
+BLOCK_KEYS = ("mac", "ip", "remote", "port", "proto")
+RETRY_MAX_S = 60
+
+
+def router_macs():
+    """MACs of the router's own interfaces (never blockable)."""
+    import os
+    macs = set()
+    try:
+        names = os.listdir("/sys/class/net")
+    except OSError:
+        return macs
+    for n in names:
+        data = plat.read_file("/sys/class/net/%s/address" % n)
+        if data:
+            macs.add(data.decode().strip().lower())
+    macs.discard("00:00:00:00:00:00")
+    return macs
+
+
+def empty_store():
+    return {"version": 1, "next_id": 1, "blocks": [], "quarantines": [], "allows": []}
+
+
+class Blocks:
+    """Agent part and block store (api handlers call the methods below)."""
+    name = "blocks"
+
+    def __init__(self, cfg, backend=None):
+        self.cfg = cfg
+        self.path = (cfg.get("state_dir") or "/etc/spin") + "/blocks.json"
+        self.backend = backend or firewall.choose(cfg)
+        self.store = empty_store()
+        self.saved = None
+        self.deadlines = {}   # key -> monotonic ms when it expires
+        self.timers = {}
+        self.applied = None   # the state the kernel holds, as rendered
+        self.error = None
+        self.retry_ms = 0
+        self.retry_wait = 1
+        self.base = {}        # owner -> packets dropped by earlier tables
+        self.restores = 0
+        self.agent = None
+        self.load()
+
+    # -- the file -----------------------------------------------------------
+
+    def load(self):
+        data = plat.read_file(self.path)
+        if data is None:
+            return
+        try:
+            store = plat.json.loads(data.decode())
+            for k in ("blocks", "quarantines", "allows"):
+                if not isinstance(store.get(k), list):
+                    raise ValueError("no %s list" % k)
+            if not isinstance(store.get("next_id"), int):
+                raise ValueError("no next_id")
+        except (ValueError, AttributeError) as e:
+            # keep the evidence, start clean: a broken file must not stop
+            # the agent (and with it the monitoring)
+            plat.warn("%s unreadable (%s); kept as %s.bad" % (self.path, e, self.path))
+            try:
+                plat.write_atomic(self.path + ".bad", data)
+            except OSError:
+                pass
+            return
+        self.store = store
+        self.saved = self._text()
+        now_wall, now = plat.wall(), plat.monotonic_ms()
+        for key, rec in self._timed():
+            self.deadlines[key] = now + int((rec["expires"] - now_wall) * 1000)
+
+    def _text(self):
+        return plat.json.dumps(self.store)
+
+    def save(self):
+        text = self._text()
+        if text == self.saved:
+            return
+        plat.makedirs(self.path.rpartition("/")[0])
+        plat.write_atomic(self.path, text)
+        self.saved = text
+
+    def _timed(self):
+        for b in self.store["blocks"]:
+            if b.get("expires"):
+                yield ("block", b["id"]), b
+        for q in self.store["quarantines"]:
+            if q.get("expires"):
+                yield ("quarantine", q["mac"]), q
+
+    # -- the kernel ---------------------------------------------------------
+
+    def addresses(self):
+        """{mac: [ips]} of the devices our decisions name."""
+        macs = set()
+        for k in ("blocks", "quarantines", "allows"):
+            for r in self.store[k]:
+                if r.get("mac"):
+                    macs.add(r["mac"])
+        out = {}
+        table = getattr(getattr(self.agent, "devices", None), "table", None) or {}
+        for mac in sorted(macs):
+            d = table.get(mac)
+            out[mac] = sorted(d.ips) if d is not None else []
+        return out
+
+    def state(self):
+        s = dict(self.store)
+        s["devices"] = self.addresses()
+        return s
+
+    def apply(self, why):
+        state = self.state()
+        seen = self.backend.counters()
+        err = self.backend.apply(state)
+        if err:
+            self.error = err
+            plat.warn("firewall (%s): %s" % (why, err))
+            self.retry_ms = plat.monotonic_ms() + self.retry_wait * 1000
+            self.retry_wait = min(self.retry_wait * 2, RETRY_MAX_S)
+            if self.agent is not None:
+                self.agent.errors["firewall"] = "error: " + err
+            return err
+        for owner, n in (seen or {}).items():
+            self.base[owner] = self.base.get(owner, 0) + n
+        self.applied = plat.json.dumps(state)
+        self.error = None
+        self.retry_wait = 1
+        if self.agent is not None:
+            self.agent.errors.pop("firewall", None)
+        return None
+
+    def dropped(self):
+        now = self.backend.counters() or {}
+        out = dict(self.base)
+        for owner, n in now.items():
+            out[owner] = out.get(owner, 0) + n
+        return out
+
+    def forget_connections(self, ips, remote=None):
+        """Delete conntrack entries so established (and offloaded) flows
+        stop now rather than when they next time out."""
+        for ip in ips:
+            fam = ["-f", "ipv6"] if ":" in ip else []
+            if remote is not None:
+                plat.run(["conntrack", "-D"] + fam + ["-s", ip, "-d", remote])
+                plat.run(["conntrack", "-D"] + fam + ["--reply-src", remote, "-d", ip])
+            else:
+                plat.run(["conntrack", "-D"] + fam + ["-s", ip])
+                plat.run(["conntrack", "-D"] + fam + ["--reply-src", ip])
+        if not ips and remote is not None:
+            fam = ["-f", "ipv6"] if ":" in remote else []
+            plat.run(["conntrack", "-D"] + fam + ["-d", remote])
+            plat.run(["conntrack", "-D"] + fam + ["--reply-src", remote])
+
+    # -- part ---------------------------------------------------------------
+
+    def start(self, agent):
+        self.agent = agent
+        agent.blocks = self
+        self.expire(agent)
+        if not self.error:
+            self.apply("start")
+        for key in list(self.deadlines):
+            self._arm(key)
+
+    def after_scan(self, agent, now_ms):
+        self.expire(agent)
+        state = self.state()
+        if self.error:
+            if now_ms >= self.retry_ms:
+                self.apply("retry")
+            return
+        if plat.json.dumps(state) != self.applied:
+            self.apply("addresses changed")
+        elif not self.backend.intact(state):
+            self.restores += 1
+            plat.warn("firewall: our rules were gone or changed; restoring")
+            self.apply("restore")
+
+    def reload(self, agent):
+        new = firewall.choose(agent.cfg)
+        if new.name != self.backend.name:
+            firewall.remove_all(self.backend)
+            self.backend = new
+        self.cfg = agent.cfg
+        self.apply("reload")
+
+    def stop(self, agent):
+        # the rules stay: blocks hold while the agent is down, and the next
+        # start re-applies the same state
+        for h in self.timers.values():
+            agent.loop.cancel(h)
+        self.timers = {}
+
+    def status(self):
+        if self.backend.name == "none":
+            state = "off"
+        else:
+            state = "error" if self.error else "ok"
+        return {"firewall": state, "backend": self.backend.name, "error": self.error,
+                "blocks": len(self.store["blocks"]),
+                "quarantines": len(self.store["quarantines"]),
+                "allows": len(self.store["allows"]), "restores": self.restores}
+
+    # -- expiry -------------------------------------------------------------
+
+    def _arm(self, key):
+        if self.agent is None or key not in self.deadlines:
+            return
+        old = self.timers.pop(key, None)
+        if old is not None:
+            self.agent.loop.cancel(old)
+        wait = max(0, self.deadlines[key] - plat.monotonic_ms()) / 1000.0
+        self.timers[key] = self.agent.loop.call_later(wait, lambda: self.expire(self.agent))
+
+    def _disarm(self, key):
+        self.deadlines.pop(key, None)
+        h = self.timers.pop(key, None)
+        if h is not None and self.agent is not None:
+            self.agent.loop.cancel(h)
+
+    def expire(self, agent):
+        now = plat.monotonic_ms()
+        due = [k for k, t in self.deadlines.items() if t <= now]
+        if not due:
+            return
+        for key in due:
+            self._disarm(key)
+            kind, ident = key
+            if kind == "block":
+                rec = self._block(ident)
+                if rec is not None:
+                    self.store["blocks"].remove(rec)
+                    self._emit("spin.block", {"action": "expired", "block": self.describe(rec)})
+            else:
+                rec = self._quarantine(ident)
+                if rec is not None:
+                    self.store["quarantines"].remove(rec)
+                    self._emit("spin.quarantine", {"action": "expired", "mac": ident,
+                                                   "reason": rec.get("reason") or ""})
+        self.save()
+        self.apply("expiry")
+
+    # -- decisions (called by the api handlers) ------------------------------
+
+    def _emit(self, name, data):
+        if self.agent is not None:
+            self.agent.emit(name, data)
+
+    def _block(self, ident):
+        for b in self.store["blocks"]:
+            if b["id"] == ident:
+                return b
+        return None
+
+    def _quarantine(self, mac):
+        for q in self.store["quarantines"]:
+            if q["mac"] == mac:
+                return q
+        return None
+
+    def _allowed_mac(self, mac):
+        return any(a.get("mac") == mac for a in self.store["allows"])
+
+    def _router_ips(self):
+        return set(getattr(self.agent, "router_ips", None) or ())
+
+    def _check_target(self, mac=None, ip=None, remote=None):
+        if mac is not None:
+            if int(mac[:2], 16) & 1:
+                raise ApiError(INVALID, "mac: %s is a group address, not a device" % mac)
+            if mac in router_macs():
+                raise ApiError(INVALID, "mac: %s is the router's own" % mac)
+        for r in self._router_ips():
+            if ip is not None and ip == r:
+                raise ApiError(INVALID, "ip: %s is the router's own address" % ip)
+            if remote is not None and firewall.contains(remote, r):
+                raise ApiError(INVALID, "remote: %s holds the router's own address %s" % (remote, r))
+
+    def _expiry(self, minutes):
+        if not minutes:
+            return None, None
+        return plat.wall() + minutes * 60, plat.monotonic_ms() + minutes * 60000
+
+    def name_of(self, mac):
+        table = getattr(getattr(self.agent, "devices", None), "table", None) or {}
+        d = table.get(mac)
+        return d.name if d is not None and d.name else None
+
+    def describe(self, b):
+        """A block as the API shows it, with a sentence saying what it is."""
+        who = "every device"
+        if b.get("mac"):
+            who = self.name_of(b["mac"]) or b["mac"]
+        elif b.get("ip"):
+            who = b["ip"]
+        what = who
+        if b.get("remote"):
+            what += " to " + b["remote"]
+        if b.get("proto") or b.get("port"):
+            what += " %s%s" % (b.get("proto") or "tcp+udp",
+                               "/%d" % b["port"] if b.get("port") else "")
+        out = {k: b.get(k) for k in BLOCK_KEYS}
+        out.update({"id": b["id"], "what": what, "created": b["created"],
+                    "expires": b.get("expires"), "note": b.get("note") or "",
+                    "active": not (b.get("mac") and self._allowed_mac(b["mac"]))})
+        return out
+
+    def block(self, a):
+        mac, ip = a.get("mac"), a.get("ip")
+        remote = firewall.normal_prefix(a["remote"]) if a.get("remote") else None
+        port, proto = a.get("port"), a.get("proto")
+        if mac and ip:
+            raise ApiError(INVALID, "give mac or ip, not both")
+        if not (mac or ip or remote or port or proto):
+            raise ApiError(INVALID, "say what to block: mac, ip, remote, port or proto")
+        if proto is not None:
+            proto = proto.lower()
+            if proto not in PROTOS:
+                raise ApiError(INVALID, "proto: %r is not one of %s" % (a["proto"], ", ".join(PROTOS)))
+            if proto == "icmp" and port:
+                raise ApiError(INVALID, "port: icmp has no ports")
+        if ip and remote and firewall.family(ip) != firewall.family(remote):
+            raise ApiError(INVALID, "ip %s and remote %s are not of one family" % (ip, remote))
+        self._check_target(mac, ip, remote)
+        if mac and self._allowed_mac(mac):
+            raise ApiError(INVALID, "%s is allowed; disallow it first" % mac)
+        rec = {"mac": mac, "ip": ip, "remote": remote, "port": port, "proto": proto}
+        for b in self.store["blocks"]:
+            same_who = b.get("mac") == mac and b.get("ip") == ip
+            if same_who and all(b.get(k) == rec[k] for k in BLOCK_KEYS):
+                raise ApiError(INVALID, "already blocked: block %d" % b["id"])
+            if (same_who and remote and b.get("remote") and not (port or proto)
+                    and not (b.get("port") or b.get("proto")) and firewall.overlaps(remote, b["remote"])):
+                raise ApiError(INVALID, "%s overlaps block %d (%s)" % (remote, b["id"], b["remote"]))
+        expires, deadline = self._expiry(a.get("minutes"))
+        rec.update({"id": self.store["next_id"], "created": int(plat.wall()),
+                    "expires": expires, "note": a.get("note") or ""})
+        self.store["next_id"] += 1
+        self.store["blocks"].append(rec)
+        self.save()
+        self.apply("block %d" % rec["id"])
+        if deadline is not None:
+            self.deadlines[("block", rec["id"])] = deadline
+            self._arm(("block", rec["id"]))
+        ips = self.addresses().get(mac, []) if mac else ([ip] if ip else [])
+        if not (port or proto):
+            self.forget_connections(ips, remote)
+        self._emit("spin.block", {"action": "block", "block": self.describe(rec)})
+        return {"id": rec["id"]}
+
+    def unblock(self, ident):
+        rec = self._block(ident)
+        if rec is None:
+            raise ApiError(NOT_FOUND, "no block %d" % ident)
+        self.store["blocks"].remove(rec)
+        self._disarm(("block", ident))
+        self.save()
+        self.apply("unblock %d" % ident)
+        self._emit("spin.block", {"action": "unblock", "block": self.describe(rec)})
+        return {"id": ident}
+
+    def listing(self):
+        dropped = self.dropped()
+        blocks = []
+        for b in sorted(self.store["blocks"], key=lambda b: b["id"]):
+            d = self.describe(b)
+            d["dropped"] = dropped.get("block %d" % b["id"], 0)
+            blocks.append(d)
+        qs = []
+        for q in self.store["quarantines"]:
+            qs.append({"mac": q["mac"], "name": self.name_of(q["mac"]),
+                       "created": q["created"], "expires": q.get("expires"),
+                       "reason": q.get("reason") or "",
+                       "dropped": dropped.get("quarantine " + q["mac"], 0)})
+        allows = [{k: v for k, v in a.items() if v is not None} for a in self.store["allows"]]
+        return {"blocks": blocks, "quarantines": qs, "allows": allows,
+                "firewall": self.status()}
+
+    def quarantine(self, a):
+        mac = a["mac"]
+        self._check_target(mac)
+        if self._allowed_mac(mac):
+            raise ApiError(INVALID, "%s is allowed; disallow it first" % mac)
+        if self._quarantine(mac) is not None:
+            raise ApiError(INVALID, "%s is already in quarantine" % mac)
+        expires, deadline = self._expiry(a.get("minutes"))
+        rec = {"mac": mac, "created": int(plat.wall()), "expires": expires,
+               "reason": a.get("reason") or ""}
+        self.store["quarantines"].append(rec)
+        self.save()
+        self.apply("quarantine " + mac)
+        if deadline is not None:
+            self.deadlines[("quarantine", mac)] = deadline
+            self._arm(("quarantine", mac))
+        self.forget_connections(self.addresses().get(mac, []))
+        self._emit("spin.quarantine", {"action": "quarantine", "mac": mac,
+                                       "name": self.name_of(mac), "reason": rec["reason"],
+                                       "expires": expires})
+        return {"mac": mac}
+
+    def release(self, mac):
+        rec = self._quarantine(mac)
+        if rec is None:
+            raise ApiError(NOT_FOUND, "%s is not in quarantine" % mac)
+        self.store["quarantines"].remove(rec)
+        self._disarm(("quarantine", mac))
+        self.save()
+        self.apply("release " + mac)
+        self._emit("spin.quarantine", {"action": "release", "mac": mac, "reason": rec.get("reason") or ""})
+        return {"mac": mac}
+
+    def _allow_key(self, a):
+        mac = a.get("mac")
+        remote = firewall.normal_prefix(a["remote"]) if a.get("remote") else None
+        if bool(mac) == bool(remote):
+            raise ApiError(INVALID, "give either mac or remote")
+        return ("mac", mac) if mac else ("remote", remote)
+
+    def allow(self, a):
+        k, v = self._allow_key(a)
+        if any(x.get(k) == v for x in self.store["allows"]):
+            raise ApiError(INVALID, "%s is already allowed" % v)
+        self.store["allows"].append({k: v})
+        self.save()
+        self.apply("allow " + v)
+        return {k: v}
+
+    def disallow(self, a):
+        k, v = self._allow_key(a)
+        for x in self.store["allows"]:
+            if x.get(k) == v:
+                self.store["allows"].remove(x)
+                self.save()
+                self.apply("disallow " + v)
+                return {k: v}
+        raise ApiError(NOT_FOUND, "%s is not allowed" % v)
