@@ -109,7 +109,8 @@ class Agent:
         self.parts.append(blocks.Blocks(self.cfg))
         if self.cfg["rpc_socket"] or self.cfg["rpc_listen"]:
             self.parts.append(jsonrpc.Server())
-        self.parts.extend(__import__("spin_lite.ubuslink").ubuslink.parts(self.cfg))
+        from . import ubuslink  # object `spin` on ubus, where this host has ubusd
+        self.parts.extend(ubuslink.parts(self.cfg))
 
     def emit(self, name, data):
         for fn in list(self.listeners):

@@ -1,0 +1,271 @@
+"""A ubusd stand-in for integration tests.
+
+This is NOT OpenWrt's ubusd (which needs libubox and is not packaged for
+Debian). It is written from the protocol facts in /work/shared/ubus/README.md
+and the recorded exchange with a real ubusd (tests/data/ubus-transcript.jsonl):
+it answers the way that transcript shows, and does nothing more. It frames
+and codes messages with spin_lite.ubus (whose codec is checked byte for byte
+against the transcript); the routing below is its own.
+
+What it does, as in the transcript:
+* HELLO with a random client id when a client connects;
+* ADD_OBJECT -> DATA {OBJID, OBJTYPE} (anonymous objects: {OBJID}) + STATUS;
+  a path already taken -> STATUS 2;
+* REMOVE_OBJECT -> DATA {OBJID, OBJTYPE} + STATUS;
+* LOOKUP [path | prefix*] -> one DATA {OBJPATH, OBJID, OBJTYPE, SIGNATURE}
+  per object + STATUS, or STATUS 4 when none;
+* INVOKE of an object -> relayed to its owner with USER/GROUP, peer = the
+  caller; the owner's DATA/STATUS relayed back with peer = the object id;
+  unknown object -> STATUS 4;
+* object 1: `send` delivers the event as an INVOKE (method = event name,
+  peer 0) to every anonymous object registered with a matching pattern, and
+  `register` records {object, pattern};
+* a client that sends a message over 1 MiB or bad bytes is disconnected, its
+  objects and registrations removed.
+
+Run: python3 -m tests.world.ubusd SOCKET   (prints "ready" when listening;
+SIGTERM stops it and removes the socket; run it again to "restart ubusd").
+"""
+
+import os
+import random
+import selectors
+import signal
+import socket
+import sys
+
+from spin_lite import ubus
+
+
+class Peer:
+    def __init__(self, sock, cid):
+        self.sock = sock
+        self.id = cid
+        self.framer = ubus.Framer()
+        self.out = bytearray()
+
+
+class Obj:
+    def __init__(self, oid, path, otype, signature, owner):
+        self.id = oid
+        self.path = path
+        self.type = otype
+        self.signature = signature
+        self.owner = owner
+
+
+class Ubusd:
+    def __init__(self, path):
+        self.path = path
+        self.sel = selectors.DefaultSelector()
+        self.peers = {}        # client id -> Peer
+        self.objects = {}      # object id -> Obj
+        self.listeners = []    # (object id, pattern)
+        self.running = True
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(path)
+        self.server.listen(32)
+        self.server.setblocking(False)
+        self.sel.register(self.server, selectors.EVENT_READ, None)
+
+    def new_id(self):
+        while True:
+            n = random.randrange(2, 0xFFFFFFFF)
+            if n not in self.peers and n not in self.objects:
+                return n
+
+    # -- I/O --
+
+    def serve(self):
+        while self.running:
+            for key, mask in self.sel.select(0.5):
+                if key.data is None:
+                    self.accept()
+                    continue
+                peer = key.data
+                if mask & selectors.EVENT_READ:
+                    self.read(peer)
+                if mask & selectors.EVENT_WRITE and peer.id in self.peers:
+                    self.flush(peer)
+        self.close()
+
+    def close(self):
+        for peer in list(self.peers.values()):
+            peer.sock.close()
+        self.server.close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+    def accept(self):
+        try:
+            sock, _ = self.server.accept()
+        except OSError:
+            return
+        sock.setblocking(False)
+        peer = Peer(sock, self.new_id())
+        self.peers[peer.id] = peer
+        self.sel.register(sock, selectors.EVENT_READ, peer)
+        self.send(peer, ubus.Message(ubus.HELLO, 0, peer.id))
+
+    def read(self, peer):
+        try:
+            data = peer.sock.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            self.drop(peer)
+            return
+        peer.framer.feed(data)
+        try:
+            while peer.id in self.peers:
+                msg = peer.framer.next()
+                if msg is None:
+                    break
+                self.handle(peer, msg)
+        except ubus.ProtocolError as e:
+            sys.stderr.write("ubusd stand-in: dropping client %08x: %s\n" % (peer.id, e))
+            self.drop(peer)
+
+    def send(self, peer, msg):
+        peer.out.extend(ubus.encode_message(msg))
+        self.flush(peer)
+
+    def flush(self, peer):
+        try:
+            n = peer.sock.send(peer.out)
+            del peer.out[:n]
+        except BlockingIOError:
+            pass
+        except OSError:
+            self.drop(peer)
+            return
+        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if peer.out else 0)
+        self.sel.modify(peer.sock, want, peer)
+
+    def drop(self, peer):
+        if self.peers.pop(peer.id, None) is None:
+            return
+        self.sel.unregister(peer.sock)
+        peer.sock.close()
+        gone = [o for o in self.objects.values() if o.owner is peer]
+        for o in gone:
+            del self.objects[o.id]
+        ids = set(o.id for o in gone)
+        self.listeners = [(i, p) for i, p in self.listeners if i not in ids]
+
+    # -- the protocol --
+
+    def status(self, peer, seq, status, peer_field=0):
+        self.send(peer, ubus.Message(ubus.STATUS, seq, peer_field, [(ubus.A_STATUS, status)]))
+
+    def handle(self, peer, msg):
+        t = msg.type
+        if t == ubus.ADD_OBJECT:
+            path = msg.get(ubus.A_OBJPATH)
+            if path is not None and any(o.path == path for o in self.objects.values()):
+                return self.status(peer, msg.seq, 2)
+            o = Obj(self.new_id(), path, self.new_id() if path is not None else None,
+                    msg.get(ubus.A_SIGNATURE) or {}, peer)
+            self.objects[o.id] = o
+            attrs = [(ubus.A_OBJID, o.id)]
+            if o.type is not None:
+                attrs.append((ubus.A_OBJTYPE, o.type))
+            self.send(peer, ubus.Message(ubus.DATA, msg.seq, 0, attrs))
+            return self.status(peer, msg.seq, 0)
+        if t == ubus.REMOVE_OBJECT:
+            o = self.objects.get(msg.get(ubus.A_OBJID))
+            if o is None or o.owner is not peer:
+                return self.status(peer, msg.seq, 4)
+            del self.objects[o.id]
+            self.listeners = [(i, p) for i, p in self.listeners if i != o.id]
+            attrs = [(ubus.A_OBJID, o.id)] + ([(ubus.A_OBJTYPE, o.type)] if o.type is not None else [])
+            self.send(peer, ubus.Message(ubus.DATA, msg.seq, 0, attrs))
+            return self.status(peer, msg.seq, 0)
+        if t == ubus.LOOKUP:
+            want = msg.get(ubus.A_OBJPATH)
+            found = [o for o in self.objects.values() if o.path is not None and matches(want, o.path)]
+            for o in sorted(found, key=lambda o: o.path):
+                self.send(peer, ubus.Message(ubus.DATA, msg.seq, 0, [
+                    (ubus.A_OBJPATH, o.path), (ubus.A_OBJID, o.id),
+                    (ubus.A_OBJTYPE, o.type), (ubus.A_SIGNATURE, o.signature)]))
+            return self.status(peer, msg.seq, 0 if found else 4)
+        if t == ubus.INVOKE:
+            return self.invoke(peer, msg)
+        if t in (ubus.DATA, ubus.STATUS):
+            # an object's answer to an INVOKE: peer names the caller
+            caller = self.peers.get(msg.peer)
+            if caller is not None:
+                oid = msg.get(ubus.A_OBJID, 0)
+                self.send(caller, ubus.Message(t, msg.seq, oid, msg.attrs))
+            return None
+        if t == ubus.PING:
+            return self.send(peer, ubus.Message(ubus.DATA, msg.seq, 0, []))
+        raise ubus.RemoteProtocolError("stand-in does not handle %s" % ubus.MESSAGE_NAMES.get(t, t))
+
+    def invoke(self, peer, msg):
+        oid = msg.get(ubus.A_OBJID)
+        method = msg.get(ubus.A_METHOD)
+        data = msg.get(ubus.A_DATA) or {}
+        if oid == ubus.EVENT_OBJECT:
+            if method == "register":
+                obj = data.get("object")
+                obj = obj & 0xFFFFFFFF if isinstance(obj, int) else None
+                o = self.objects.get(obj)
+                if o is None or o.owner is not peer or not isinstance(data.get("pattern"), str):
+                    return self.status(peer, msg.seq, 2, 1)
+                self.listeners.append((o.id, data["pattern"]))
+                return self.status(peer, msg.seq, 0, 1)
+            if method == "send":
+                name = data.get("id")
+                if not isinstance(name, str):
+                    return self.status(peer, msg.seq, 2, 1)
+                for lid, pattern in list(self.listeners):
+                    o = self.objects.get(lid)
+                    if o is not None and matches(pattern, name):
+                        self.send(o.owner, ubus.Message(ubus.INVOKE, msg.seq, 0, [
+                            (ubus.A_OBJID, lid), (ubus.A_METHOD, name),
+                            (ubus.A_DATA, data.get("data") or {})]))
+                return self.status(peer, msg.seq, 0, 1)
+            return self.status(peer, msg.seq, 3, 1)
+        o = self.objects.get(oid)
+        if o is None:
+            return self.status(peer, msg.seq, 4, oid or 0)
+        self.send(o.owner, ubus.Message(ubus.INVOKE, msg.seq, peer.id, [
+            (ubus.A_OBJID, o.id), (ubus.A_METHOD, method),
+            (ubus.A_USER, "root"), (ubus.A_GROUP, "root"), (ubus.A_DATA, data)]))
+        return None
+
+
+def matches(pattern, name):
+    """ubus patterns: None = all, 'spin.*' = prefix, else exact."""
+    if pattern is None:
+        return True
+    if pattern.endswith("*"):
+        return name.startswith(pattern[:-1])
+    return name == pattern
+
+
+def main(argv):
+    if len(argv) != 2:
+        sys.stderr.write("usage: python3 -m tests.world.ubusd SOCKET\n")
+        return 2
+    d = Ubusd(argv[1])
+
+    def stop(*_):
+        d.running = False
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    d.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
