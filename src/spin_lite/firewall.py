@@ -460,15 +460,16 @@ def _ipt_chain_rules(state, fam):
 
 
 def render_iptables(state, fam, hooks=None):
-    """iptables-restore --noflush input for one family. hooks: how many
-    times each of FORWARD and INPUT already jumps to our chains (read from
-    iptables-save), so the jump can be moved back to the top."""
+    """iptables-restore --noflush input for one family. hooks: the rules
+    (as iptables-save prints them) by which FORWARD and INPUT already jump
+    to our chains; they are deleted and one jump is put back on top, all in
+    one commit."""
     hooks = hooks or {}
     fwd, inp = _ipt_chain_rules(state, fam)
     lines = ["*filter", ":spin_forward - [0:0]", ":spin_input - [0:0]"]
     for base, chain in (("FORWARD", "spin_forward"), ("INPUT", "spin_input")):
-        for _ in range(hooks.get(base, 0)):
-            lines.append("-D %s -j %s" % (base, chain))
+        for rule in hooks.get(base, ()):
+            lines.append("-D" + rule[2:])
         lines.append('-I %s 1 -m comment --comment "spin: hook" -j %s' % (base, chain))
     lines.extend(fwd)
     lines.extend(inp)
@@ -626,7 +627,7 @@ class Iptables:
     def _hooks(self, chains):
         hooks = {}
         for base, ours in (("FORWARD", "spin_forward"), ("INPUT", "spin_input")):
-            hooks[base] = sum(1 for _, r in chains.get(base, ()) if r.endswith("-j " + ours))
+            hooks[base] = [r for _, r in chains.get(base, ()) if r.endswith("-j " + ours)]
         return hooks
 
     def apply(self, state):
@@ -658,7 +659,7 @@ class Iptables:
                 rules = chains.get(base) or []
                 if not rules or not rules[0][1].endswith("-j " + ours):
                     return False
-                if self._hooks(chains)[base] != 1:
+                if len(self._hooks(chains)[base]) != 1:
                     return False
             want = ipt_rule_count(state, fam)
             have = (len(chains.get("spin_forward") or ()), len(chains.get("spin_input") or ()))
@@ -694,8 +695,8 @@ class Iptables:
             chains = self._save(fam) or {}
             lines = ["*filter"]
             for base, ours in (("FORWARD", "spin_forward"), ("INPUT", "spin_input")):
-                for _ in range(self._hooks(chains).get(base, 0)):
-                    lines.append("-D %s -j %s" % (base, ours))
+                for rule in self._hooks(chains)[base]:
+                    lines.append("-D" + rule[2:])
                 if ours in chains:
                     lines.append("-F %s" % ours)
                     lines.append("-X %s" % ours)
