@@ -34,6 +34,7 @@ class Devices:
         self.table = {}
         self.by_ip = {}
         self.dropped = 0
+        self.owners = {}  # mac -> the owner's name (names.Names keeps and saves it)
 
     def get(self, mac):
         return self.table.get(mac)
@@ -62,6 +63,7 @@ class Devices:
             lease = leases.get(d.mac)
             d.hostname = lease[1] if lease else d.hostname
             d.static_name = static.get(d.mac)
+            d.owner_name = self.owners.get(d.mac)
         by_ip = {}
         for d in self.table.values():
             for ip in d.ips:
