@@ -110,9 +110,10 @@ class Ring:
                 self.tops[base + i] = None
 
 
-def best(per_remote, n):
-    """The n remotes with most bytes: [(bytes, remote)], largest first."""
-    pairs = [(b, r) for r, b in per_remote.items()]
+def best(per_remote, n, hidden=None):
+    """The n remotes with most bytes: [(bytes, remote)], largest first;
+    remotes for which hidden(remote) is true (the ignore list) left out."""
+    pairs = [(b, r) for r, b in per_remote.items() if hidden is None or not hidden(r)]
     pairs.sort(key=lambda p: -p[0])
     return pairs[:n]
 
@@ -150,6 +151,8 @@ class Digests:
         self.first_n = self.open_n
         self.devices = {}
         self.remote_names = {}  # shares one string object per remote
+        self.hidden = None  # remote -> True to leave it out of top lists (names.Names)
+        self.on_close = None  # fn(key, n, per_remote) as a bucket closes (names.Names)
 
     def device(self, key):
         d = self.devices.get(key)
@@ -208,9 +211,11 @@ class Digests:
 
     def _close(self, n):
         m = n // self.factor
-        for d in self.devices.values():
+        for key, d in self.devices.items():
             row = d.current()
-            top = best(d.per_remote, self.top)
+            top = best(d.per_remote, self.top, self.hidden)
+            if self.on_close is not None:
+                self.on_close(key, n, d.per_remote)
             d.fine.advance(n)
             base = (n % d.fine.slots) * NC
             for i in range(NC):
@@ -247,7 +252,7 @@ class Digests:
         row = d.current() if d else [0] * NC
         out = dict(zip(COUNTERS, row))
         out["t"] = self.clock.label(self.open_n)
-        out["top"] = [[r, b] for b, r in best(d.per_remote, self.top)] if d else []
+        out["top"] = [[r, b] for b, r in best(d.per_remote, self.top, self.hidden)] if d else []
         return out
 
     def _devs(self, key):
