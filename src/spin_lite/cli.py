@@ -44,8 +44,10 @@ def options(argv, flags):
 
 def caller(cfg):
     """A function (method, args) -> reply over the transport that is there:
-    JSON-RPC on the agent's socket (ubus joins in with its own client)."""
-    from . import jsonrpc
+    ubus where this host has ubusd, else JSON-RPC on the agent's socket."""
+    from . import jsonrpc, ubuslink
+    if ubuslink.find_socket(cfg):
+        return ubuslink.caller(cfg)
     address = cfg["rpc_socket"] or cfg["rpc_listen"]
     if not address:
         raise SystemExit("spin: neither rpc_socket nor rpc_listen is configured")

@@ -327,3 +327,17 @@ def call(socket_path, method, args=None, timeout=5, obj=OBJECT):
 def parts(cfg):
     """The agent's ubus part, when this host has a ubusd socket."""
     return [UbusLink()] if find_socket(cfg) else []
+
+
+def caller(cfg, timeout=10):
+    """(method, args) -> reply over ubus for `spin call`; errors come out as
+    jsonrpc.RemoteError so the CLI treats both transports alike."""
+    from . import jsonrpc
+    path = find_socket(cfg)
+
+    def call_one(method, args):
+        try:
+            return call(path, method, args, timeout)
+        except UbusError as e:
+            raise jsonrpc.RemoteError(e.status, e.message)
+    return call_one

@@ -23,8 +23,10 @@ What it does, as in the transcript:
 * a client that sends a message over 1 MiB or bad bytes is disconnected, its
   objects and registrations removed.
 
-Run: python3 -m tests.world.ubusd SOCKET   (prints "ready" when listening;
-SIGTERM stops it and removes the socket; run it again to "restart ubusd").
+Run: python3 -m tests.world.ubusd SOCKET [LOG]   (prints "ready" when
+listening; SIGTERM stops it and removes the socket; run it again to
+"restart ubusd"). LOG, when given, gets one line per message received:
+"client-id TYPE seq peer".
 """
 
 import os
@@ -55,8 +57,9 @@ class Obj:
 
 
 class Ubusd:
-    def __init__(self, path):
+    def __init__(self, path, log=None):
         self.path = path
+        self.log = log
         self.sel = selectors.DefaultSelector()
         self.peers = {}        # client id -> Peer
         self.objects = {}      # object id -> Obj
@@ -127,6 +130,10 @@ class Ubusd:
                 msg = peer.framer.next()
                 if msg is None:
                     break
+                if self.log is not None:
+                    self.log.write("%08x %s %d %d\n" % (peer.id, ubus.MESSAGE_NAMES.get(msg.type, msg.type),
+                                                        msg.seq, msg.peer))
+                    self.log.flush()
                 self.handle(peer, msg)
         except ubus.ProtocolError as e:
             sys.stderr.write("ubusd stand-in: dropping client %08x: %s\n" % (peer.id, e))
@@ -252,10 +259,10 @@ def matches(pattern, name):
 
 
 def main(argv):
-    if len(argv) != 2:
-        sys.stderr.write("usage: python3 -m tests.world.ubusd SOCKET\n")
+    if len(argv) not in (2, 3):
+        sys.stderr.write("usage: python3 -m tests.world.ubusd SOCKET [LOG]\n")
         return 2
-    d = Ubusd(argv[1])
+    d = Ubusd(argv[1], open(argv[2], "a") if len(argv) == 3 else None)
 
     def stop(*_):
         d.running = False
@@ -269,3 +276,45 @@ def main(argv):
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv))
+
+
+class StandIn:
+    """The stand-in as a child process for tests: start(), stop(), restart()."""
+
+    def __init__(self, path, log=None):
+        self.path = path
+        self.log = log
+        self.proc = None
+
+    def start(self):
+        import subprocess
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ, PYTHONPATH=os.path.join(root, "src") + os.pathsep + root)
+        argv = [sys.executable, "-m", "tests.world.ubusd", self.path] + ([self.log] if self.log else [])
+        self.proc = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE)
+        line = self.proc.stdout.readline()
+        if line.strip() != b"ready":
+            self.stop()
+            raise RuntimeError("ubusd stand-in did not start")
+        return self
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc.stdout.close()
+            self.proc = None
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
