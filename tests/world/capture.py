@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from tests.world.home import Home, REPO
+from tests.world.home import REPO, Home
 
 # ct mark and ct zone on some flows, so their extras show in /proc. The label
 # rule is there to show that labels never do: the kernel prints mark, secctx

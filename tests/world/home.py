@@ -318,12 +318,18 @@ class Home:
     """The simulated home. Use as a context manager, or up()/down()."""
 
     PREFIX = "sl"
+    _made = 0
 
     def __init__(self, tag=None, firewall="nft", agent=False, config=None, traffic=True,
                  devices=None, rates=None, keep_dir=None):
         if firewall not in ("nft", "iptables", "iptables-legacy"):
             raise ValueError("firewall must be nft, iptables or iptables-legacy, not %r" % firewall)
-        self.tag = tag or "%s%d" % (self.PREFIX, os.getpid())
+        if tag is None:
+            # sl<pid>, then sl<pid>a, sl<pid>b... for more homes in one process
+            n = Home._made
+            Home._made += 1
+            tag = "%s%d%s" % (self.PREFIX, os.getpid(), chr(ord("a") + (n - 1) % 26) if n else "")
+        self.tag = tag
         if not re.match(r"^[a-z0-9]+$", self.tag) or len(self.tag) > 12:
             raise ValueError("tag must be 1-12 lower-case letters/digits: %r" % self.tag)
         self.firewall = firewall
@@ -518,7 +524,7 @@ class Home:
         p = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
         for line in p.stdout.splitlines():
             name = line.split()[0] if line.split() else ""
-            m = re.match(r"^(%s(\d+)|[a-z0-9]+)-" % cls.PREFIX, name)
+            m = re.match(r"^(%s(\d+)[a-z]?|[a-z0-9]+)-" % cls.PREFIX, name)
             if not m:
                 continue
             if tag is not None:
@@ -530,7 +536,7 @@ class Home:
             removed.append(name)
         tmp = tempfile.gettempdir()
         for entry in os.listdir(tmp):
-            m = re.match(r"^spin-home-(%s(\d+)|[a-z0-9]+)-" % cls.PREFIX, entry)
+            m = re.match(r"^spin-home-(%s(\d+)[a-z]?|[a-z0-9]+)-" % cls.PREFIX, entry)
             if not m:
                 continue
             if (tag is not None and m.group(1) == tag) or \

@@ -18,8 +18,8 @@ import argparse
 import ctypes
 import http.server
 import json
-import select
 import os
+import select
 import signal
 import socket
 import socketserver

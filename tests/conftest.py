@@ -1,0 +1,60 @@
+"""Shared fixtures: the simulated home (tests/world/home.py).
+
+Tests marked `netns` build namespaces and need root; without it they FAIL
+with a message saying so (a skipped integration test looks like a pass).
+
+    def test_x(home): ...              # one home per module, agent running
+    def test_y(new_home):              # a fresh home for this test only
+        h = new_home(firewall="iptables", agent=True, config={"scan_interval": 2})
+"""
+
+import os
+
+import pytest
+
+from tests.world.home import Home, HomeError
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "netns: needs root and network namespaces (the simulated home)")
+
+
+def pytest_sessionstart(session):
+    # namespaces and home dirs of runs that crashed (their pid is gone)
+    if os.geteuid() == 0:
+        try:
+            Home.sweep()
+        except OSError:
+            pass
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("netns") is None:
+        return
+    try:
+        Home().check()
+    except HomeError as e:
+        pytest.fail("%s: %s" % (item.nodeid, e), pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def home():
+    """The home with every device, its traffic and the agent (module-wide)."""
+    with Home(agent=True) as h:
+        yield h
+
+
+@pytest.fixture
+def new_home():
+    """A factory of fresh homes, each removed when the test ends:
+    new_home(firewall=..., agent=..., config=..., traffic=..., devices=[...])."""
+    made = []
+
+    def make(**kw):
+        h = Home(**kw)
+        made.append(h)
+        h.up()
+        return h
+    yield make
+    for h in reversed(made):
+        h.down()
