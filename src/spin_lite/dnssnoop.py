@@ -391,6 +391,7 @@ class DnsSnoop:
     def status(self):
         st = {"dns": self.state, "dns_packets": self.counts.get("packets", 0),
               "dns_answers": self.counts.get("answers", 0),
-              "dns_malformed": self.counts.get("malformed", 0)}
+              "dns_malformed": self.counts.get("malformed", 0),
+              "dns_counts": dict(self.counts)}
         st.update(self.endpoints.status())
         return st
