@@ -30,8 +30,14 @@ OPTIONS = {
     "rpc_socket": ("str", "/var/run/spin/rpc.sock", "JSON-RPC on a unix socket (mode 0600); empty: off"),
     "rpc_listen": ("str", "", "JSON-RPC on host:port; other than loopback needs token"),
     "token": ("str", "", "bearer token for a non-loopback rpc_listen"),
+    "www_dir": ("str", "/www", "visualizer files (luci-app-spin's htdocs) served on the JSON-RPC listener; empty: off"),
     "ubus_socket": ("str", "/var/run/ubus/ubus.sock", "ubusd socket"),
     "firewall": ("str", "auto", "auto | nft | iptables | none"),
+    "dns_snoop": ("bool", True, "read DNS answers on lan_ifname to name endpoints"),
+    "max_endpoints": ("int", 4096, "remote addresses whose DNS names are kept; least recently used dropped"),
+    "names_per_endpoint": ("int", 4, "DNS names kept per remote address"),
+    "dns_ttl_min": ("int", 300, "seconds a DNS name is kept at least, whatever its TTL"),
+    "dns_ttl_max": ("int", 86400, "seconds a DNS name is kept at most, whatever its TTL"),
 }
 
 
