@@ -284,6 +284,31 @@ def h_reapply(agent, a):
     return part.status()
 
 
+# -- handlers: names and the ignore list (the part is names.Names) -------
+
+def _names(agent):
+    part = getattr(agent, "names", None)
+    if part is None:
+        raise ApiError(NOT_FOUND, "names are not running in this agent")
+    return part
+
+
+def h_name(agent, a):
+    return _names(agent).name(agent, a["mac"], a["name"])
+
+
+def h_ignore(agent, a):
+    return _names(agent).ignore(a["remote"])
+
+
+def h_unignore(agent, a):
+    return _names(agent).unignore(a["remote"])
+
+
+def h_ignored(agent, a):
+    return {"ignored": _names(agent).ignored_list()}
+
+
 BLOCK_ARGS = {"mac": ("mac", None, None), "ip": ("ip", None, None),
               "remote": ("remote", None, None), "port": ("int", None, (1, 65535)),
               "proto": ("string", None, 8), "minutes": ("int", None, (1, 60 * 24 * 366)),
@@ -317,6 +342,10 @@ METHODS = {
     "allow": (TARGET_ARGS, h_allow, True),
     "disallow": (TARGET_ARGS, h_disallow, True),
     "reapply": ({}, h_reapply, True),
+    "name": ({"mac": ("mac", REQUIRED, None), "name": ("string", REQUIRED, 64)}, h_name, True),
+    "ignore": ({"remote": ("remote", REQUIRED, None)}, h_ignore, True),
+    "unignore": ({"remote": ("remote", REQUIRED, None)}, h_unignore, True),
+    "ignored": ({}, h_ignored, False),
 }
 
 
