@@ -101,12 +101,14 @@ class Agent:
         self.errors = {}
         self.stopping = False
         self.reload_wanted = False
+        self.names = None  # names.Names sets itself here when it starts
 
     # -- parts --------------------------------------------------------------
 
     def build_parts(self):
-        from . import blocks, jsonrpc
+        from . import blocks, jsonrpc, names
         self.parts.append(blocks.Blocks(self.cfg))
+        self.parts.append(names.Names(self.cfg))  # DNS names, owner names, ignore list
         if self.cfg["rpc_socket"] or self.cfg["rpc_listen"]:
             self.parts.append(jsonrpc.Server())
         from . import ubuslink  # object `spin` on ubus, where this host has ubusd
@@ -238,6 +240,8 @@ class Agent:
         for mac in self.digests.devices:
             b = self.digests.closed(mac, n)
             b["mac"] = mac
+            if self.names:
+                self.names.label_bucket(b)["domains"] = self.names.closed_domains_of(mac, n)
             out.append(b)
         return {"t": self.digests.clock.label(n),
                 "bucket_seconds": self.digests.bucket_ms // 1000, "devices": out}
@@ -266,6 +270,7 @@ class Agent:
             "rss_kb": plat.rss_kb(),
             "errors": dict(self.errors),
             "warnings": self.warnings[-20:],
+            "names": self.names.status() if self.names else None,
         }
 
     def device_info(self, mac):
@@ -273,6 +278,9 @@ class Agent:
         if d is None:
             return None
         cur = self.digests.current(mac)
+        if self.names:
+            dd = self.digests.devices.get(mac)
+            self.names.label_bucket(cur, per_remote=dd.per_remote if dd else {})
         rate = self.rates.get(mac, (0, 0))
         return {
             "mac": d.mac, "name": d.name, "hostname": d.hostname,
@@ -298,6 +306,8 @@ class Agent:
                 continue
             d = f.as_dict()
             d["mac"] = owner
+            if self.names:
+                self.names.label_flow(d)
             out.append(d)
         out.sort(key=lambda d: -(d["bytes_out"] + d["bytes_in"]))
         return out
@@ -305,7 +315,7 @@ class Agent:
     def history(self, mac, minutes):
         h = self.digests.history(mac, minutes)
         h["mac"] = mac
-        return h
+        return self.names.label_history(h) if self.names else h
 
     def graph(self):
         """Devices and the remotes they talk to, edges weighted by bytes in
@@ -328,7 +338,8 @@ class Agent:
                 remotes[r] = remotes.get(r, 0) + b
         for r, b in remotes.items():
             nodes.append({"id": r, "kind": "endpoint", "bytes": b})
-        return {"nodes": nodes, "edges": edges}
+        g = {"nodes": nodes, "edges": edges}
+        return self.names.label_graph(g) if self.names else g
 
     # -- running ------------------------------------------------------------
 
