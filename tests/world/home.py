@@ -383,15 +383,19 @@ class Home:
 
     def popen(self, ns, argv, label=None, log=None, env=None, foreground=False, **kw):
         """Start argv in namespace ns as a child that the home stops on down().
-        Output goes to log (a path in the home dir) or nowhere."""
-        out = open(log, "ab") if log else subprocess.DEVNULL
+        Output goes to log (a path in the home dir) or nowhere; a foreground
+        child keeps the terminal (and gets its Ctrl-C)."""
         e = dict(os.environ)
         e.update(env or {})
-        p = subprocess.Popen(self._argv(ns, argv), stdin=subprocess.DEVNULL, stdout=out,
-                             stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
-                             env=e, preexec_fn=_pdeathsig,
-                             start_new_session=not foreground, **kw)
-        if log:
+        if foreground:
+            streams = {}
+        else:
+            out = open(log, "ab") if log else subprocess.DEVNULL
+            streams = {"stdin": subprocess.DEVNULL, "stdout": out,
+                       "stderr": subprocess.STDOUT if log else subprocess.DEVNULL}
+        p = subprocess.Popen(self._argv(ns, argv), env=e, preexec_fn=_pdeathsig,
+                             start_new_session=not foreground, **streams, **kw)
+        if not foreground and log:
             out.close()
         self.procs.append((label or str(argv[0]), p))
         return p
