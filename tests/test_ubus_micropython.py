@@ -35,6 +35,14 @@ assert ubus.decode_table(ubus.encode_table({"o": big})) == {"o": 0x9E897FC2 - 2*
 conn = ubus.Connection()
 conn.receive_data(bytes.fromhex("00000000307b4cc400000004"))
 assert conn.next_event().peer == 0x307b4cc4
+try:
+    ubus.encode_message(ubus.Message(ubus.DATA, 1, 2, [(ubus.A_DATA, {"b": "x" * ubus.MAX_MESSAGE})]))
+    raise SystemExit("an oversized message was encoded")
+except ubus.TooBig as e:
+    assert e.size > ubus.MAX_MESSAGE
+from spin_lite import ubuslink
+e = ubuslink.UbusError(2, "mac: bad")
+assert e.status == 2 and e.message == "mac: bad"
 print("ok", n)
 '''
 

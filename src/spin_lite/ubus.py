@@ -161,8 +161,8 @@ class LocalProtocolError(ProtocolError):
 
 class TooBig(LocalProtocolError):
     def __init__(self, size):
-        LocalProtocolError.__init__(
-            self, "message of %d bytes is larger than ubus allows (%d)" % (size, MAX_MESSAGE))
+        super().__init__(   # MicroPython has no Exception.__init__ to call by name
+            "message of %d bytes is larger than ubus allows (%d)" % (size, MAX_MESSAGE))
         self.size = size
 
 

@@ -180,7 +180,7 @@ class UbusLink:
 class UbusError(Exception):
     def __init__(self, status, message=None):
         message = message or ubus.STATUS_NAMES.get(status, "status %d" % status)
-        Exception.__init__(self, "%s (%s)" % (message, ubus.STATUS_NAMES.get(status, status)))
+        super().__init__("%s (%s)" % (message, ubus.STATUS_NAMES.get(status, status)))
         self.status = status
         self.message = message
 
