@@ -51,6 +51,6 @@ print("ok", n)
 def test_the_codec_decodes_and_reencodes_the_transcript_under_micropython(tmp_path):
     script = tmp_path / "mp_ubus.py"
     script.write_text(SCRIPT)
-    p = subprocess.run(["micropython", str(script)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    p = subprocess.run(["micropython", "-X", "heapsize=16M", str(script)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
     assert p.stdout.split() == ["ok", "85"]

@@ -770,6 +770,10 @@ class Service:
             return self.conn.reply(inv, NO_MEMORY, {
                 "error": "reply of %d bytes does not fit in one ubus message (%d); ask for less with limit/offset"
                          % (e.size, MAX_MESSAGE)})
+        except MemoryError:   # MicroPython's fixed heap can run out before the size check
+            self.log("ubus: %s reply refused: out of memory" % inv.method)
+            return self.conn.reply(inv, NO_MEMORY, {
+                "error": "reply too large to build; ask for less with limit/offset"})
         except LocalProtocolError as e:   # a value ubus cannot carry: a handler bug
             self.log("ubus: %s reply cannot be encoded: %s" % (inv.method, e))
             return self.conn.reply(inv, 9, {"error": "internal error in %s" % inv.method})
