@@ -318,18 +318,15 @@ class Home:
     """The simulated home. Use as a context manager, or up()/down()."""
 
     PREFIX = "sl"
-    _made = 0
+    _live_tags = set()       # tags of the homes this process has up
 
     def __init__(self, tag=None, firewall="nft", agent=False, config=None, traffic=True,
                  devices=None, rates=None, keep_dir=None):
         if firewall not in ("nft", "iptables", "iptables-legacy"):
             raise ValueError("firewall must be nft, iptables or iptables-legacy, not %r" % firewall)
-        if tag is None:
-            # sl<pid>, then sl<pid>a, sl<pid>b... for more homes in one process
-            n = Home._made
-            Home._made += 1
-            tag = "%s%d%s" % (self.PREFIX, os.getpid(), chr(ord("a") + (n - 1) % 26) if n else "")
-        self.tag = tag
+        # sl<pid>; up() adds a letter when this process already runs a home
+        self._auto_tag = tag is None
+        self.tag = tag or "%s%d" % (self.PREFIX, os.getpid())
         if not re.match(r"^[a-z0-9]+$", self.tag) or len(self.tag) > 12:
             raise ValueError("tag must be 1-12 lower-case letters/digits: %r" % self.tag)
         self.firewall = firewall
@@ -446,6 +443,12 @@ class Home:
         t0 = time.monotonic()
         self.check()
         self.sweep()
+        if self._auto_tag:
+            self.tag = self._free_tag()
+        elif os.path.exists("/run/netns/%s-router" % self.tag):
+            raise HomeError("a home tagged %s is already up (Home.sweep(%r) removes it)"
+                            % (self.tag, self.tag))
+        Home._live_tags.add(self.tag)
         self.dir = tempfile.mkdtemp(prefix="spin-home-%s-" % self.tag)
         self._is_up = True
         atexit.register(self.down)
@@ -515,10 +518,20 @@ class Home:
         if self.dir and not self.keep_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
         self._restore_signals()
+        Home._live_tags.discard(self.tag)
         try:
             atexit.unregister(self.down)
         except Exception:
             pass
+
+    def _free_tag(self):
+        base = "%s%d" % (self.PREFIX, os.getpid())
+        letters = "abcdefghijklmnopqrstuvwxyz"
+        for suffix in [""] + list(letters) + [a + b for a in letters for b in letters]:
+            tag = base + suffix
+            if tag not in Home._live_tags and not os.path.exists("/run/netns/%s-router" % tag):
+                return tag
+        raise HomeError("too many homes in one process")
 
     @classmethod
     def sweep(cls, tag=None):
@@ -528,7 +541,7 @@ class Home:
         p = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
         for line in p.stdout.splitlines():
             name = line.split()[0] if line.split() else ""
-            m = re.match(r"^(%s(\d+)[a-z]?|[a-z0-9]+)-" % cls.PREFIX, name)
+            m = re.match(r"^(%s(\d+)[a-z]*|[a-z0-9]+)-" % cls.PREFIX, name)
             if not m:
                 continue
             if tag is not None:
@@ -540,7 +553,7 @@ class Home:
             removed.append(name)
         tmp = tempfile.gettempdir()
         for entry in os.listdir(tmp):
-            m = re.match(r"^spin-home-(%s(\d+)[a-z]?|[a-z0-9]+)-" % cls.PREFIX, entry)
+            m = re.match(r"^spin-home-(%s(\d+)[a-z]*|[a-z0-9]+)-" % cls.PREFIX, entry)
             if not m:
                 continue
             if (tag is not None and m.group(1) == tag) or \
