@@ -111,6 +111,8 @@ class Agent:
         self.parts.append(names.Names(self.cfg))  # DNS names, owner names, ignore list
         if self.cfg["rpc_socket"] or self.cfg["rpc_listen"]:
             self.parts.append(jsonrpc.Server())
+            from . import web  # the visualizer page and /ubus, on that same listener
+            self.parts.append(web.Web())
         from . import ubuslink  # object `spin` on ubus, where this host has ubusd
         self.parts.extend(ubuslink.parts(self.cfg))
 
@@ -258,6 +260,9 @@ class Agent:
             "last_scan_ms": self.scan_ms,
             "flows": s.seen if s else 0,
             "flows_skipped": s.skipped if s else 0,
+            # flows that began before accounting was on carry no byte
+            # counters until they end (the kernel adds them at creation)
+            "flows_without_counters": s.uncounted if s else 0,
             "malformed_lines": s.malformed if s else 0,
             "unattributed": self.unattributed,
             "devices": len(self.devices.table),

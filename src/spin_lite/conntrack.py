@@ -266,6 +266,7 @@ class Scanner:
         self.malformed = 0
         self.skipped = 0
         self.seen = 0
+        self.uncounted = 0
         self.acct = None
 
     def scan(self, chunks, sink):
@@ -277,7 +278,7 @@ class Scanner:
         cur = {}
         live = {}
         lan_kind = self.lan.kind
-        malformed = skipped = seen = 0
+        malformed = skipped = seen = uncounted = 0
         acct = None
         for line in lines(chunks):
             # Fast path, for the common flow a device started: slice the
@@ -295,6 +296,7 @@ class Scanner:
                 if b < 0:
                     b = line.find(b" src=", sp)
                     raw = b"u" if line.find(b"[UNREPLIED]", sp) > 0 else b"r"
+                    uncounted += 1
                 else:
                     raw = line[b:line.find(b" ", line.rfind(b"bytes="))]
                 key = line[9:16] + line[a:b]
@@ -327,6 +329,7 @@ class Scanner:
                 if b < 0:
                     b = line.find(b" src=", sp)
                     raw = b"u" if e.unreplied else b"r"
+                    uncounted += 1
                 else:
                     raw = line[b:line.find(b" ", line.rfind(b"bytes="))]
                 key = line[9:16] + line[a:b]
@@ -365,6 +368,7 @@ class Scanner:
         self.malformed += malformed
         self.skipped = skipped
         self.seen = seen
+        self.uncounted = uncounted
         if acct is not None:
             self.acct = acct
         return live
