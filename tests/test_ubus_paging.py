@@ -1,0 +1,74 @@
+"""A reply never exceeds one ubus message (1 MiB): ubusd disconnects a
+client that sends more, so a big home must page, and a reply that still
+does not fit is refused with a clear status instead of being sent.
+
+A home with 1000 chatty devices is served through the real method table
+(api.call) and ubus.Service, sans-IO, with ubusd's side played by hand.
+"""
+
+from spin_lite import api, ubus
+
+HELLO = ubus.encode_message(ubus.Message(ubus.HELLO, 0, 0x1234))
+
+
+class BigHome:
+    """Just what `devices` reads: 1000 devices with long names and many IPs."""
+
+    def device_list(self):
+        return [{"mac": "02:00:00:00:%02x:%02x" % (i >> 8, i & 255), "name": "device %d " % i + "x" * 1500,
+                 "ips": ["192.168.%d.%d" % (i >> 8, i & 255), "fd00::%x" % i]} for i in range(1000)]
+
+
+def serve(calls):
+    """Register `spin`, then answer each (method, args); -> [(status, table)]."""
+    home = BigHome()
+    service = ubus.Service("spin", api.signature(), lambda m, a: api.call(home, m, a))
+    service.receive(HELLO)
+    objid = 0x5151
+    service.receive(ubus.encode_message(ubus.Message(ubus.DATA, 1, 0, [(ubus.A_OBJID, objid), (ubus.A_OBJTYPE, 7)])))
+    service.receive(ubus.encode_message(ubus.Message(ubus.STATUS, 1, 0, [(ubus.A_STATUS, 0)])))
+    assert service.ready
+    out = []
+    for seq, (method, args) in enumerate(calls, 2):
+        inv = ubus.Message(ubus.INVOKE, seq, 0x77, [(ubus.A_OBJID, objid), (ubus.A_METHOD, method),
+                                                    (ubus.A_USER, "root"), (ubus.A_GROUP, "root"),
+                                                    (ubus.A_DATA, args)])
+        sent = service.receive(ubus.encode_message(inv))
+        framer = ubus.Framer()
+        framer.feed(sent)
+        msgs = []
+        while True:
+            m = framer.next()
+            if m is None:
+                break
+            msgs.append(m)
+        assert len(sent) <= ubus.MAX_MESSAGE * len(msgs)
+        assert all(len(ubus.encode_message(m)) <= ubus.MAX_MESSAGE for m in msgs)
+        assert msgs[-1].type == ubus.STATUS and msgs[-1].seq == seq and msgs[-1].peer == 0x77
+        data = [m.get(ubus.A_DATA) for m in msgs if m.type == ubus.DATA]
+        out.append((msgs[-1].get(ubus.A_STATUS), data[0] if data else None))
+    return out
+
+
+def test_a_big_home_pages_its_devices_and_an_oversized_page_is_refused_not_sent():
+    everything, first, rest = serve([
+        ("devices", {"limit": 1000}),
+        ("devices", {"limit": 200}),
+        ("devices", {"limit": 1000, "offset": 200}),
+    ])
+    status, table = everything
+    assert status == ubus.NO_MEMORY
+    assert "limit/offset" in table["error"]
+    status, table = first
+    assert status == 0 and len(table["devices"]) == 200
+    assert table["remaining"] == 800 and table["total"] == 1000
+    status, table = rest
+    assert status == ubus.NO_MEMORY      # 800 of them are still too many for one message
+
+
+def test_the_owner_walks_all_pages():
+    pages = serve([("devices", {"limit": 300, "offset": off}) for off in (0, 300, 600, 900)])
+    assert [s for s, _ in pages] == [0, 0, 0, 0]
+    assert [t["remaining"] for _, t in pages] == [700, 400, 100, 0]
+    macs = [d["mac"] for _, t in pages for d in t["devices"]]
+    assert len(set(macs)) == 1000
