@@ -92,6 +92,8 @@ ZONE = [
     ("files.example.com", "AAAA", "2001:db8:1::60"),
 ]
 
+ZONE_TTL = 300
+
 # the domains the resolver is authoritative for: other names there are NXDOMAIN
 ZONE_DOMAINS = ["example-cam.com", "example-music.com", "example-thermo.com",
                 "example-bulb.com", "example-shop.com", "example-cdn.net",
@@ -656,6 +658,8 @@ class Home:
     def _start_wan_services(self):
         args = ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-hosts",
                 "--no-resolv", "--user=root", "--pid-file=" + self.path("wan-dnsmasq.pid"),
+                # dnsmasq gives its own records TTL 0 unless told; real zones don't
+                "--local-ttl=%d" % ZONE_TTL,
                 "--listen-address=%s,%s" % (RESOLVER4, RESOLVER6), "--bind-interfaces",
                 "--log-queries", "--log-facility=" + self.path("wan-dnsmasq.log")]
         for dom in ZONE_DOMAINS:
