@@ -1,0 +1,84 @@
+"""Scanner.scan into the digests under MicroPython (parse time only: the
+PyPI Unix port's RSS says nothing about a router's). Run by run.py as
+`micropython mpy_scan.py mpy.json` inside the benchmark namespace.
+
+The sink is the agent's (Agent.scan): device IP -> MAC, then
+Digests.add; the agent itself is not started here because its sources
+(raw rtnetlink, child processes) need what this port may lack.
+"""
+
+import sys
+import time
+
+try:
+    import ujson as json
+except ImportError:
+    import json
+
+
+def bare_read(path):
+    f = open(path, "rb")
+    try:
+        while f.read(32768):
+            pass
+    finally:
+        f.close()
+
+
+def ms(fn, *args):
+    t = time.ticks_us()
+    fn(*args)
+    return time.ticks_diff(time.ticks_us(), t) / 1000.0
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def main(path):
+    f = open(path)
+    spec = json.loads(f.read())
+    f.close()
+    sys.path.insert(0, spec["src"])
+    from spin_lite import config, conntrack, digest
+
+    cfg = config.defaults()
+    now = time.ticks_ms()
+    digests = digest.Digests(cfg, now, time.time())
+    by_ip = spec["by_ip"]
+    scanner = conntrack.Scanner(conntrack.Lan(spec["lan"], spec["router"]))
+
+    def sink(ip, remote, port, proto, bo, bi, po, pi, new, unreplied):
+        mac = by_ip.get(ip)
+        if mac is not None:
+            digests.add(mac, remote, port, bo, bi, po, pi, new, unreplied)
+
+    def scan(p):
+        scanner.scan(conntrack.read_chunks(p), sink)
+
+    proc = "/proc/net/nf_conntrack"
+    runs = spec["runs"]
+    scan(proc)
+    read, idle = [], []
+    for _ in range(runs):
+        read.append(ms(bare_read, proc))
+        idle.append(ms(scan, proc))
+    snaps = spec["snaps"]
+    scan(snaps[0])
+    moved, shm_read = [], []
+    for i in range(runs):
+        p = snaps[1 + i % (len(snaps) - 1)]
+        moved.append(ms(scan, p))
+        shm_read.append(ms(bare_read, p))
+    print(json.dumps({"version": "%s %s" % (sys.implementation.name,
+                                            ".".join(str(v) for v in sys.implementation.version[:3])),
+                      "runs": runs, "read": median(read), "idle": median(idle),
+                      "moved": median(moved), "shm_read": median(shm_read), "flows": scanner.seen}))
+
+
+try:
+    main(sys.argv[1])
+except Exception as e:
+    print(json.dumps({"error": "%s: %s" % (type(e).__name__, e)}))

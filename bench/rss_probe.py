@@ -1,0 +1,69 @@
+"""The agent's memory after a simulated hour; run by run.py as
+`python3 -S rss_probe.py probe.json` inside the benchmark namespace.
+
+-S: no site-packages, no .pth files (pyenv's add ~5 MB a router has not).
+The agent starts as it does on a router (its parts included, every path
+under the bench's directory), scans the namespace's /proc table, then
+lives an hour on a simulated clock: each minute one scan of a tmpfs copy
+of the table in which every flow moved, so every device has traffic and
+top remotes in every bucket. Prints one JSON line.
+"""
+
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
+
+
+def kb(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1])
+    return 0
+
+
+def main(path):
+    with open(path) as f:
+        spec = json.load(f)
+    from spin_lite import agent as agent_mod, plat
+    import_kb = kb("VmRSS")
+    clock = [plat.monotonic_ms()]
+    wall = [plat.wall()]
+    plat.monotonic_ms = lambda: clock[0]
+    plat.wall = lambda: wall[0]
+    cfg = spec["cfg"]
+    a = agent_mod.Agent(cfg)
+    a.start()
+    first_kb = kb("VmRSS")
+    snaps = spec["snaps"]
+    closed_before = a.digests.open_n
+    for i in range(spec["buckets"]):
+        clock[0] += 60000
+        wall[0] += 60
+        a.cfg["conntrack_file"] = snaps[i % len(snaps)]
+        a.scan()
+    res = {
+        "rss_kb": kb("VmRSS"), "hwm_kb": kb("VmHWM"), "import_kb": import_kb,
+        "first_kb": first_kb, "devices": len(a.devices.table),
+        "digest_devices": len(a.digests.devices), "closed": a.digests.open_n - closed_before,
+        "flows": a.scanner.seen, "parts": [type(p).__name__ for p in a.parts],
+        "errors": a.errors,
+    }
+    for p in a.parts:
+        stop = getattr(p, "stop", None)
+        if stop:
+            try:
+                stop(a)
+            except Exception:
+                pass
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1])
+    except Exception as e:
+        print(json.dumps({"error": "%s: %s" % (type(e).__name__, e)}))
