@@ -212,7 +212,7 @@ def verdict(ratio, target):
 
 def inside(work, ns):
     import ctfill
-    from spin_lite import agent as agent_mod, conntrack
+    from spin_lite import agent as agent_mod
 
     t0 = time.time()
     out("spin-lite bench   %s UTC   %d CPUs, load %s   python %s"
