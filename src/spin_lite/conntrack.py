@@ -35,6 +35,7 @@ TUPLE_LEN = {b"tcp": 4, b"udp": 4, b"udplite": 4, b"sctp": 4, b"dccp": 4,
 # protocols whose tuple has ports (the 3rd and 4th tokens)
 PORTED = {b"tcp": 1, b"udp": 1, b"udplite": 1, b"sctp": 1, b"dccp": 1}
 
+BAD = 0
 LAN = 1
 ROUTER = 2
 OTHER = 3
@@ -51,11 +52,14 @@ def split_entry(t):
     n = len(t)
     if n < 7 or t[0] not in (b"ipv4", b"ipv6"):
         return None
+    # a tcp/sctp/dccp state, or gre's "timeout=30, stream_timeout=180",
+    # may stand before the original tuple
     s = 5
     state = None
-    if t[5][:4] != b"src=":
-        state = t[5]
-        s = 6
+    while s < n and t[s][:4] != b"src=":
+        if s == 5 and b"=" not in t[s]:
+            state = t[s]
+        s += 1
     proto = t[2]
     width = TUPLE_LEN.get(proto)
     if width is None:
@@ -145,13 +149,16 @@ class Lan:
             return hit
         if len(self.cache) > 8192:
             self.cache = {}
-        ip = _ip(tok)
+        try:
+            ip = _ip(tok)
+            v6 = ":" in ip
+            n = api.parse_ipv6(ip) if v6 else api.parse_ipv4(ip)
+        except (ValueError, UnicodeError):
+            return (BAD, None)
         if ip in self.router:
             hit = (ROUTER, ip)
         else:
             hit = (OTHER, ip)
-            v6 = ":" in ip
-            n = api.parse_ipv6(ip) if v6 else api.parse_ipv4(ip)
             for nv6, net, mask in self.nets:
                 if nv6 == v6 and n & mask == net:
                     hit = (LAN, ip)
@@ -179,6 +186,8 @@ def orient(e, lan):
     """Entry -> Flow from the device's side, or None for the router's own
     and WAN-only flows."""
     k_src, src = lan.kind(e.orig[0])
+    if k_src == BAD:
+        raise ValueError("bad address")
     if k_src == ROUTER:
         return None
     f = Flow()
@@ -192,6 +201,8 @@ def orient(e, lan):
         out_c, in_c = e.count_o, e.count_r
     else:
         k_dev, dev = lan.kind(e.reply[0])
+        if k_dev == BAD:
+            raise ValueError("bad address")
         if k_dev != LAN:
             return None
         f.inbound = True
@@ -247,7 +258,11 @@ def parse(text, lan):
         if e is None:
             bad += 1
             continue
-        f = orient(e, lan)
+        try:
+            f = orient(e, lan)
+        except ValueError:
+            bad += 1
+            continue
         if f is not None:
             flows.append(f)
     return flows, bad
@@ -291,6 +306,9 @@ class Scanner:
                 continue
             sp = line.find(b" ", a)
             kind, dev = lan_kind(line[a:sp])
+            if kind == BAD:
+                malformed += 1
+                continue
             if kind == LAN:
                 b = line.find(b" packets=", sp)
                 if b < 0:
@@ -321,6 +339,10 @@ class Scanner:
             else:
                 src = dev
                 k_dev, dev = lan_kind(e.reply[0])
+                if k_dev == BAD:
+                    malformed += 1
+                    seen -= 1
+                    continue
                 if k_dev != LAN:
                     skipped += 1
                     continue
@@ -338,32 +360,20 @@ class Scanner:
             cur[key] = raw
             if old == raw:
                 continue
-            ported = e.proto in PORTED
-            if inbound:
-                remote = src
-                rport = _num(e.orig[2]) if ported else 0
-            else:
-                remote = lan_kind(e.orig[1])[1]
-                rport = _num(e.orig[3]) if ported else 0
-            po = bo = pi = bi = 0
+            try:
+                moved = _movement(e, inbound, src, old, lan_kind)
+            except ValueError:
+                malformed += 1
+                seen -= 1
+                del cur[key]
+                live[dev] -= 1
+                continue
             if e.count_o is None:
                 acct = False if acct is None else acct
             else:
                 acct = True
-                c = _counts(e)
-                if old is not None and len(old) > 1:
-                    o = _counts_raw(old)
-                    if c[1] >= o[1] and c[3] >= o[3]:
-                        c = (c[0] - o[0], c[1] - o[1], c[2] - o[2], c[3] - o[3])
-                    else:
-                        old = None  # the tuple was deleted and made again
-                if inbound:
-                    pi, bi, po, bo = c
-                else:
-                    po, bo, pi, bi = c
-            new = old is None
-            sink(dev, remote, rport, e.proto, bo, bi, po, pi, new,
-                 new and e.unreplied)
+            sink(dev, moved[0], moved[1], e.proto, moved[2], moved[3], moved[4],
+                 moved[5], moved[6], moved[6] and e.unreplied)
         self.prev = cur
         self.malformed += malformed
         self.skipped = skipped
@@ -372,6 +382,35 @@ class Scanner:
         if acct is not None:
             self.acct = acct
         return live
+
+
+def _movement(e, inbound, src, old, lan_kind):
+    """What moved in a flow since the last scan, from the device's side:
+    (remote, remote port, bytes out, bytes in, packets out, packets in, new).
+    ValueError when a number in the line is not a number."""
+    ported = e.proto in PORTED
+    if inbound:
+        remote = src
+        rport = _num(e.orig[2]) if ported else 0
+        ported and _num(e.reply[2])  # the device's port: must be a number too
+    else:
+        remote = lan_kind(e.orig[1])[1]
+        rport = _num(e.orig[3]) if ported else 0
+        ported and _num(e.orig[2])
+    po = bo = pi = bi = 0
+    if e.count_o is not None:
+        c = _counts(e)
+        if old is not None and len(old) > 1:
+            o = _counts_raw(old)
+            if c[1] >= o[1] and c[3] >= o[3]:
+                c = (c[0] - o[0], c[1] - o[1], c[2] - o[2], c[3] - o[3])
+            else:
+                old = None  # the tuple was deleted and made again
+        if inbound:
+            pi, bi, po, bo = c
+        else:
+            po, bo, pi, bi = c
+    return remote, rport, bo, bi, po, pi, old is None
 
 
 def _counts(e):
