@@ -183,7 +183,8 @@ CHILD = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],
+                         ids=["ctrl-c", "sigterm", "kill-9"])
 def test_an_interrupted_run_cleans_up(sig):
     """Ctrl-C and SIGTERM tear the home down; after kill -9 its children die
     with it and the next run sweeps the namespaces."""

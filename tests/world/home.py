@@ -898,3 +898,13 @@ def _remove_ns(name):
         except (ProcessLookupError, ValueError):
             pass
     subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+if __name__ == "__main__":
+    # python3 -m tests.world.home sweep [TAG]: remove leftovers of crashed runs
+    # (no TAG: every run whose pid is gone), or of one tag
+    if len(sys.argv) in (2, 3) and sys.argv[1] == "sweep":
+        for ns in Home.sweep(sys.argv[2] if len(sys.argv) == 3 else None):
+            print("removed", ns)
+    else:
+        sys.exit("usage: python3 -m tests.world.home sweep [TAG]")
