@@ -5,8 +5,9 @@ Captured on the router's br-lan with `tcpdump -i br-lan -w dns-answers.pcap
 the router's dnsmasq and, once, the internet's resolver 198.51.100.53
 directly (tests/world/home.py ZONE). Each packet is the frame without its
 14-byte Ethernet header: what the AF_PACKET SOCK_DGRAM socket hands the
-agent. The zone's dnsmasq answers with TTL 0 (its local records), which is
-why the agent's TTL floor (dns_ttl_min) matters. Plain tests: MicroPython
+agent. At capture time the zone's dnsmasq answered with TTL 0 (its default
+for its own records; real resolvers send such TTLs too), which is why the
+agent's TTL floor (dns_ttl_min) matters. Plain tests: MicroPython
 runs them too.
 """
 
