@@ -316,7 +316,7 @@ class Scanner:
                     raw = b"u" if line.find(b"[UNREPLIED]", sp) > 0 else b"r"
                     uncounted += 1
                 else:
-                    raw = line[b:line.find(b" ", line.rfind(b"bytes="))]
+                    raw = _counters(line, b)
                 key = line[9:16] + line[a:b]
                 old = prev.get(key)
                 if old == raw:
@@ -353,7 +353,7 @@ class Scanner:
                     raw = b"u" if e.unreplied else b"r"
                     uncounted += 1
                 else:
-                    raw = line[b:line.find(b" ", line.rfind(b"bytes="))]
+                    raw = _counters(line, b)
                 key = line[9:16] + line[a:b]
                 old = prev.get(key)
             live[dev] = live.get(dev, 0) + 1
@@ -382,6 +382,12 @@ class Scanner:
         if acct is not None:
             self.acct = acct
         return live
+
+
+def _counters(line, b):
+    """The text from the original counters to the end of the reply's."""
+    end = line.find(b" ", line.rfind(b"bytes="))
+    return line[b:end] if end > 0 else line[b:]
 
 
 def _movement(e, inbound, src, old, lan_kind):

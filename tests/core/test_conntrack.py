@@ -190,3 +190,12 @@ def test_lines_split_across_chunks():
     calls = []
     pieces.scan([text[i:i + 777] for i in range(0, len(text), 777)], lambda *x: calls.append(x))
     assert calls == a
+
+
+def test_a_line_that_ends_with_its_counters_still_moves():
+    base = b"ipv4     2 udp      17 29 src=192.168.8.184 dst=203.0.113.10 sport=5000 dport=7 " \
+           b"packets=1 bytes=60 src=203.0.113.10 dst=192.0.2.2 sport=7 dport=5000 packets=1 bytes=60"
+    sc = conntrack.Scanner(lan())
+    scan(sc, base)
+    calls, _ = scan(sc, base[:-1] + b"1")
+    assert len(calls) == 1 and calls[0][5] == 1
