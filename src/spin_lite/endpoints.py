@@ -84,14 +84,21 @@ class Endpoints:
         """Drop every name whose time is up; returns how many addresses went."""
         gone = []
         for ip, entry in self.table.items():
+            # most entries have nothing expired: look before building anything
+            n = len(entry)
+            i = 2
+            while i < n and entry[i] > now:
+                i += 2
+            if i >= n:
+                continue
             keep = []
-            for i in range(1, len(entry), 2):
+            for i in range(1, n, 2):
                 if entry[i + 1] > now:
                     keep.append(entry[i])
                     keep.append(entry[i + 1])
             if not keep:
                 gone.append(ip)
-            elif len(keep) != len(entry) - 1:
+            else:
                 entry[1:] = keep
         for ip in gone:
             del self.table[ip]
