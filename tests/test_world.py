@@ -70,6 +70,10 @@ def test_devices_have_ipv6_by_slaac_and_reach_the_internet_unnatted(house):
                                          "dst=" + full + " sport=80 "),
                            timeout=20, what="an IPv6 flow of the laptop")
     assert lines
+    # and it asks the router's DNS over IPv6 as well
+    assert house.wait_for(lambda: flows(house, r"^ipv6 .* udp .* src=%s dst=fd00:0008:0000:0000:0000:0000:0000:0001 "
+                                               r".* dport=53 " % full),
+                          timeout=20, what="a DNS query over IPv6 to the router")
 
 
 def test_the_camera_streams_to_its_cloud_through_nat(house):

@@ -10,7 +10,8 @@ Profiles (what a real one of these does on a home network):
   thermostat  a fresh TCP connection with one HTTP GET every --interval s
               (default 3); `polls` in its status counts the connections made
   laptop      every --interval s resolves many names through the router's DNS
-              (A and AAAA) and fetches a page from each address (v4 and v6)
+              (A and AAAA; every other round over IPv6 to fd00:8::1) and
+              fetches a page from each address (v4 and v6)
   bulb        quiet: one small UDP packet every --interval s (default 30). While
               the file DIR/NAME.scan exists it scans telnet like Mirai: non-
               blocking connect() to tcp/23 of distinct addresses in 198.18.0.0/15
@@ -33,6 +34,7 @@ import sys
 import time
 
 RESOLVER4 = "198.51.100.53"      # home.RESOLVER4 (kept literal: stdlib only, no import)
+ROUTER6 = "fd00:8::1"            # home.LAN6_ROUTER: the router's DNS over IPv6
 SCAN_BASE = (198 << 24) | (18 << 16)   # 198.18.0.0/15
 SCAN_SIZE = 1 << 17
 
@@ -264,11 +266,15 @@ def thermostat(d):
 
 def laptop(d):
     interval = d.args.interval or 2
+    rounds = 0
     while d.alive():
+        # every other round asks the router over IPv6, as dual-stack hosts do
+        server = ROUTER6 if rounds % 2 else None
+        rounds += 1
         for name in LAPTOP_NAMES:
             if not d.alive():
                 break
-            addrs = d.resolve(name, 1) + d.resolve(name, 28)
+            addrs = d.resolve(name, 1, server) + d.resolve(name, 28, server)
             d.add("lookups")
             for addr in addrs:
                 try:
