@@ -483,11 +483,26 @@ class Home:
                     self.start_traffic(dev.name)
             if self.with_agent:
                 self.start_agent()
+        except HomeError as e:
+            # the logs go with the home dir: keep their ends in the error
+            diag = self._log_tails()
+            self.down()
+            raise HomeError("%s%s" % (e, diag)) from None
         except BaseException:
             self.down()
             raise
         self.started_in = time.monotonic() - t0
         return self
+
+    def _log_tails(self, lines=5):
+        out = ""
+        for name in sorted(os.listdir(self.dir)) if self.dir and os.path.isdir(self.dir) else []:
+            if name.endswith(".log") and name != "agent.log":
+                with open(self.path(name), errors="replace") as f:
+                    tail = f.readlines()[-lines:]
+                if tail:
+                    out += "\n--- %s:\n%s" % (name, "".join(tail).rstrip())
+        return out
 
     def down(self):
         """Stop every process and remove every namespace and file of this home.
