@@ -95,9 +95,10 @@ class Home:
             return f.read().decode("utf-8", "replace")
 
 
-def wait_for(what, fn, seconds=15):
+def wait_for(what, fn, seconds=15, home=None):
     """Poll fn until it returns something true; the limit only keeps a broken
-    agent from hanging the run (no timing is asserted)."""
+    agent from hanging the run (no timing is asserted). On giving up, the
+    agent's log says why."""
     end = time.monotonic() + seconds
     while True:
         try:
@@ -107,7 +108,7 @@ def wait_for(what, fn, seconds=15):
         if got:
             return got
         if time.monotonic() > end:
-            raise AssertionError("gave up waiting for " + what)
+            raise AssertionError("gave up waiting for %s%s" % (what, "; agent log:\n" + home.agent_log() if home else ""))
         time.sleep(0.05)
 
 
@@ -127,7 +128,7 @@ def ubusd(tmp_path):
 def agent(tmp_path, ubusd):
     home = Home(str(tmp_path / "home"), ubusd.path, scan=1, bucket=2).start()
     try:
-        wait_for("object spin on ubus", lambda: spin_on_ubus(ubusd.path))
+        wait_for("object spin on ubus", lambda: spin_on_ubus(ubusd.path), home=home)
         yield home
     finally:
         home.stop()
@@ -190,7 +191,7 @@ def test_events_reach_a_listener(agent, ubusd):
 def test_ubusd_restarts_and_the_agent_is_back(agent, ubusd):
     before = spin_on_ubus(ubusd.path)[0]["id"]
     ubusd.restart()
-    again = wait_for("spin registered again after the restart", lambda: spin_on_ubus(ubusd.path))
+    again = wait_for("spin registered again after the restart", lambda: spin_on_ubus(ubusd.path), home=agent)
     assert again[0]["id"] != before         # a new ubusd hands out new ids
     assert ubuslink.call(ubusd.path, "device", {"mac": CAMERA})["name"] == "camera"
     assert "registered" in agent.agent_log().split("ubusd closed the connection")[-1]
@@ -207,7 +208,7 @@ def test_stopping_the_agent_removes_its_object(agent, ubusd, tmp_path):
 def test_spin_call_talks_ubus_when_ubusd_is_there(tmp_path, ubusd):
     home = Home(str(tmp_path / "home"), ubusd.path, rpc=False).start()   # no JSON-RPC at all
     try:
-        wait_for("object spin on ubus", lambda: spin_on_ubus(ubusd.path))
+        wait_for("object spin on ubus", lambda: spin_on_ubus(ubusd.path), home=home)
         env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
         ok = subprocess.run([sys.executable, "-m", "spin_lite", "call", "-c", home.config, "device",
                              '{"mac": "%s"}' % CAMERA], cwd=ROOT, env=env, capture_output=True, text=True)

@@ -100,9 +100,9 @@ def two_agents(tmp_path):
         over_ubus = Home(str(tmp_path / "a"), ubusd.path, rpc=False).start()
         over_rpc = Home(str(tmp_path / "b"), str(tmp_path / "no-ubusd-here.sock")).start()
         try:
-            wait_for("spin on ubus", lambda: spin_on_ubus(ubusd.path))
+            wait_for("spin on ubus", lambda: spin_on_ubus(ubusd.path), home=over_ubus)
             wait_for("JSON-RPC socket", lambda: os.path.exists(over_rpc.rpc_socket)
-                     and jsonrpc.call(over_rpc.rpc_socket, "status", {}))
+                     and jsonrpc.call(over_rpc.rpc_socket, "status", {}), home=over_rpc)
             yield ubusd.path, over_rpc.rpc_socket, over_ubus, over_rpc
         finally:
             over_ubus.stop()
@@ -126,8 +126,6 @@ def test_the_whole_method_table_answers_the_same_over_ubus_and_json_rpc(two_agen
             succeeded.add(method)
             if isinstance(a[2], dict) and isinstance(a[2].get("id"), int):
                 last_id = a[2]["id"]
-        if os.environ.get("WALK_SHOW"):
-            print(method, label, a[0], a[1] or str(a[2])[:100])
         methods.add(method)
     assert methods == set(api.METHODS) | {"nosuch"}
     assert succeeded == set(api.METHODS), set(api.METHODS) - succeeded
