@@ -147,10 +147,24 @@ def sysroot(name):
     os.makedirs(root)
     for deb in sorted(os.listdir(debs)):
         subprocess.run(["dpkg-deb", "-x", os.path.join(debs, deb), root], check=True)
+    relative_links(root)
     if not os.path.exists(python):
         raise SystemExit("cross: %s: no %s after unpacking" % (name, python))
     open(os.path.join(root, ".complete"), "w").close()
     return root, python
+
+
+def relative_links(root):
+    """Absolute symlinks (bullseye's /lib64/ld-linux-x86-64.so.2 ->
+    /lib/x86_64-linux-gnu/ld-2.31.so) would point out of the sysroot, at
+    the host's files, and mix two C libraries: make them relative."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in dirnames + filenames:
+            p = os.path.join(dirpath, n)
+            if os.path.islink(p) and os.readlink(p).startswith("/"):
+                target = os.path.join(root, os.readlink(p).lstrip("/"))
+                os.unlink(p)
+                os.symlink(os.path.relpath(target, dirpath), p)
 
 
 def site():
