@@ -219,3 +219,16 @@ def test_spin_call_talks_ubus_when_ubusd_is_there(tmp_path, ubusd):
         assert bad.returncode != 0 and "not a MAC address" in bad.stderr
     finally:
         home.stop()
+
+
+def test_while_ubusd_is_away_the_agent_says_so_and_keeps_serving_json_rpc(agent, ubusd):
+    ubusd.stop()
+    down = wait_for("status to report ubus down",
+                    lambda: jsonrpc.call(agent.rpc_socket, "status", {})["errors"].get("ubus"), home=agent)
+    assert "ubusd" in down
+    assert jsonrpc.call(agent.rpc_socket, "device", {"mac": CAMERA})["name"] == "camera"
+    ubusd.start()
+    wait_for("spin back on ubus", lambda: spin_on_ubus(ubusd.path), home=agent)
+    wait_for("status to clear the ubus error",
+             lambda: "ubus" not in jsonrpc.call(agent.rpc_socket, "status", {})["errors"], home=agent)
+    assert ubuslink.call(ubusd.path, "device", {"mac": CAMERA})["name"] == "camera"

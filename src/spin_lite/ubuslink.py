@@ -119,6 +119,8 @@ class UbusLink:
             return
         if out:
             self._write(out)
+            if self.sock is None:      # the write failed and dropped the connection
+                return
         if not data:
             self._drop("ubusd closed the connection")
             return
@@ -157,6 +159,8 @@ class UbusLink:
         if self.tries == 0:      # one line per outage, not one per try
             plat.warn(reason + "; trying again")
         self.agent.errors["ubus"] = reason
+        if self.timer is not None:     # one reconnect pending at a time
+            self.agent.loop.cancel(self.timer)
         delay = BACKOFF[min(self.tries, len(BACKOFF) - 1)]
         self.tries += 1
         self.timer = self.agent.loop.call_later(delay, self.connect)
