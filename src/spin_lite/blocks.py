@@ -58,6 +58,7 @@ class Blocks:
         self.deadlines = {}   # key -> monotonic ms when it expires
         self.timers = {}
         self.applied = None   # the state the kernel holds, as rendered
+        self.applied_state = empty_store()
         self.error = None
         self.retry_ms = 0
         self.retry_wait = 1
@@ -149,6 +150,7 @@ class Blocks:
         for owner, n in (seen or {}).items():
             self.base[owner] = self.base.get(owner, 0) + n
         self.applied = plat.json.dumps(state)
+        self.applied_state = state
         self.error = None
         self.retry_wait = 1
         if self.agent is not None:
@@ -191,17 +193,18 @@ class Blocks:
 
     def after_scan(self, agent, now_ms):
         self.expire(agent)
-        state = self.state()
         if self.error:
             if now_ms >= self.retry_ms:
                 self.apply("retry")
             return
-        if plat.json.dumps(state) != self.applied:
-            self.apply("addresses changed")
-        elif not self.backend.intact(state):
+        # checked against what was loaded, so a flushed table is counted
+        # even when a device's new address is due at the same time
+        if not self.backend.intact(self.applied_state):
             self.restores += 1
             plat.warn("firewall: our rules were gone or changed; restoring")
             self.apply("restore")
+        elif plat.json.dumps(self.state()) != self.applied:
+            self.apply("addresses changed")
 
     def reload(self, agent):
         new = firewall.choose(agent.cfg)
