@@ -12,6 +12,7 @@ PKG_UPGRADE, delete the files) is done here, as opkg-lede does it.
 
 import os
 import shutil
+import stat
 import subprocess
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -41,6 +42,8 @@ def make_root(path):
     for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc/config", "etc/init.d", "tmp",
               "var/run", "usr/lib/opkg/info", "lib"):
         os.makedirs(os.path.join(path, d), exist_ok=True)
+    os.makedirs(os.path.join(path, "dev"), exist_ok=True)
+    os.mknod(os.path.join(path, "dev", "null"), stat.S_IFCHR | 0o666, os.makedev(1, 3))
     shutil.copy2(busybox, os.path.join(path, "bin", "busybox"))
     # busybox's shared libraries, at the paths its loader looks for them
     for line in sh("ldd", busybox).splitlines():

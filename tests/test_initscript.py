@@ -1,0 +1,283 @@
+"""spin on a router, from `opkg install` to `opkg remove`.
+
+The router is a chroot with busybox (OpenWrt's shell), the real ipk
+unpacked into it, and stand-ins for rc.common and procd that follow their
+documented behaviour (tests/router/). What procd would do with the
+service definitions the init script sends is decided by tests/router/procd.py.
+The last story removes spin's firewall state for real, with nft,
+iptables and ipset inside a network namespace.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.router import chroot
+from tests.router.procd import Procd, read_log, service_messages
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HUP = int(signal.SIGHUP)
+
+AGENT = {
+    "command": ["/usr/bin/spin", "agent", "-c", "/etc/config/spin"],
+    "file": ["/etc/config/spin"],
+    "reload_signal": HUP,
+    "respawn": ["3600", "5", "5"],
+    "stdout": True,
+    "stderr": True,
+    "term_timeout": 10,
+}
+RELOAD_ON_SPIN_CONFIG = ["config.change", ["if", ["eq", "package", "spin"],
+                                           ["run_script", "/etc/init.d/spin", "reload"]], 1000]
+
+
+@pytest.fixture(scope="module")
+def ipks(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ipk")
+    subprocess.run([sys.executable, os.path.join(TOP, "tools", "ipk.py"), "--out", str(out)],
+                   check=True, stdout=subprocess.DEVNULL)
+    return {n.split("_")[0]: str(out / n) for n in os.listdir(out)}
+
+
+@pytest.fixture
+def router(tmp_path):
+    if os.geteuid() != 0:
+        pytest.fail("the router is a chroot: run the tests as root")
+    root = str(tmp_path / "router")
+    chroot.make_root(root)
+    return root
+
+
+class Router:
+    """The router's procd as the tests see it."""
+
+    def __init__(self, root):
+        self.root = root
+        self.procd = Procd(root)
+        self.seen = 0
+
+    def init(self, verb):
+        r = chroot.run(self.root, ["/etc/init.d/spin", verb])
+        assert r.returncode == 0, r.stdout
+        return self.sync()
+
+    def sync(self):
+        """Feed procd the messages sent since last time; return them."""
+        msgs = service_messages(read_log(os.path.join(self.root, "tmp", "procd.log")))
+        new = msgs[self.seen:]
+        self.seen = len(msgs)
+        for method, msg in new:
+            self.procd.apply(method, msg)
+        return new
+
+    def config(self, old, new):
+        path = os.path.join(self.root, "etc", "config", "spin")
+        text = open(path).read()
+        assert old in text
+        with open(path, "w") as f:
+            f.write(text.replace(old, new))
+
+    def calls(self):
+        return chroot.calls(self.root)
+
+
+def installed(root, ipk, **kw):
+    r = chroot.install(root, ipk, **kw)
+    assert r.returncode == 0, r.stdout
+    rt = Router(root)
+    rt.sync()
+    return rt
+
+
+def test_opkg_install_registers_the_firewall_hook_enables_and_starts_the_agent(router, ipks):
+    os.makedirs(os.path.join(router, "tmp", "luci-modulecache"))
+    open(os.path.join(router, "tmp", "luci-indexcache.1a2b"), "w").close()
+    rt = installed(router, ipks["spin"])
+
+    # uci-defaults ran once and are gone; on firewall3 (no /sbin/fw4) the
+    # include runs on reloads too
+    assert not os.path.exists(os.path.join(router, "etc", "uci-defaults", "90-spin"))
+    calls = rt.calls()
+    batch = calls[calls.index("uci -q batch") + 1:]
+    assert "\tset firewall.spin=include" in batch
+    assert "\tset firewall.spin.type='script'" in batch
+    assert "\tset firewall.spin.path='/usr/share/spin/firewall.include'" in batch
+    assert "\tset firewall.spin.reload='1'" in batch
+    assert "uci -q commit firewall" in calls
+    # enabled at boot, started now, LuCI's caches cleared
+    assert os.readlink(os.path.join(router, "etc/rc.d/S95spin")) == "../init.d/spin"
+    assert os.readlink(os.path.join(router, "etc/rc.d/K10spin")) == "../init.d/spin"
+    assert rt.procd.actions == [("start", "spin", "agent")]
+    assert os.listdir(os.path.join(router, "tmp")).count("luci-indexcache.1a2b") == 0
+    assert not os.path.exists(os.path.join(router, "tmp", "luci-modulecache"))
+
+
+def test_on_fw4_the_include_is_marked_fw4_compatible(router, ipks):
+    with open(os.path.join(router, "sbin", "fw4"), "w") as f:
+        f.write("#!/bin/sh\nexit 0\n")
+    os.chmod(os.path.join(router, "sbin", "fw4"), 0o755)
+    rt = installed(router, ipks["spin"])
+    calls = rt.calls()
+    assert "\tset firewall.spin.fw4_compatible='1'" in calls
+    assert "\tset firewall.spin.reload='1'" not in calls
+
+
+def test_procd_gets_one_agent_with_respawn_syslog_and_a_reload_trigger(router, ipks):
+    rt = installed(router, ipks["spin"])
+    msgs = service_messages(read_log(os.path.join(router, "tmp", "procd.log")))
+    assert msgs == [("set", {
+        "name": "spin",
+        "script": "/etc/init.d/spin",
+        "instances": {"agent": AGENT},
+        "triggers": [RELOAD_ON_SPIN_CONFIG],
+    })]
+    assert rt.procd.actions == [("start", "spin", "agent")]
+
+
+def test_save_and_apply_sends_hup_so_the_agent_keeps_its_history(router, ipks):
+    """LuCI's Save & Apply changes /etc/config/spin and fires config.change
+    for `spin`: procd runs `/etc/init.d/spin reload`. The definition is the
+    same but the config file's checksum is not, and the instance has a
+    reload_signal: procd sends HUP instead of restarting the agent."""
+    rt = installed(router, ipks["spin"])
+    rt.config("option scan_interval '5'", "option scan_interval '2'")
+    rt.init("reload")
+    assert rt.procd.actions == [("start", "spin", "agent"), ("signal", "spin", "agent", HUP)]
+    # a reload with nothing changed leaves the agent alone
+    rt.init("reload")
+    assert rt.procd.actions[2:] == []
+
+
+def test_disabling_in_the_config_stops_the_agent_and_takes_its_rules_away(router, ipks):
+    rt = installed(router, ipks["spin"])
+    rt.config("option enabled '1'", "option enabled '0'")
+    rt.init("reload")
+    assert rt.procd.actions[1:] == [("stop", "spin", "agent")]
+    assert "nft delete table inet spin" in rt.calls()
+    rt.config("option enabled '0'", "option enabled '1'")
+    rt.init("reload")
+    assert rt.procd.actions[2:] == [("start", "spin", "agent")]
+
+
+def test_stop_ends_the_agent_and_removes_spins_firewall_state(router, ipks):
+    rt = installed(router, ipks["spin"])
+    rt.init("stop")
+    assert rt.procd.actions[1:] == [("stop", "spin", "agent")]
+    calls = rt.calls()
+    assert "nft delete table inet spin" in calls
+    assert "nft delete table bridge spin" in calls
+    for tool in ("iptables", "ip6tables"):
+        for table in ("raw", "mangle", "nat", "filter"):
+            assert "%s -w -t %s -S" % (tool, table) in calls
+    assert "ipset list -n" in calls
+
+
+def test_the_firewall_hook_pokes_the_agent_and_never_fails_the_firewall(router, ipks):
+    rt = installed(router, ipks["spin"])
+    # fw4 sources it from `sh -c`; UCI functions are off in there
+    r = chroot.run(router, ["/bin/sh", "-c", "config() { exit 1; }; . /usr/share/spin/firewall.include"])
+    assert r.returncode == 0, r.stdout
+    assert rt.calls()[-2] == "ubus -t 5 call spin reapply"
+    # agent not running: ubus fails, the firewall carries on
+    with open(os.path.join(router, "usr", "sbin", "ubus"), "w") as f:
+        f.write("#!/bin/sh\nexit 4\n")
+    r = chroot.run(router, ["/bin/sh", "-c", ". /usr/share/spin/firewall.include"])
+    assert r.returncode == 0
+
+
+def test_upgrade_keeps_it_enabled_and_restarts_it(router, ipks):
+    rt = installed(router, ipks["spin"])
+    r = chroot.run(router, ["/bin/sh", "/usr/lib/opkg/info/spin.prerm", "upgrade"], {"PKG_UPGRADE": "1"})
+    assert r.returncode == 0, r.stdout
+    assert "uci -q delete firewall.spin" not in rt.calls()
+    rt.sync()
+    rt2 = chroot.install(router, ipks["spin"], upgrade=True)
+    assert rt2.returncode == 0, rt2.stdout
+    rt.sync()
+    assert rt.procd.actions == [("start", "spin", "agent"), ("stop", "spin", "agent"),
+                                ("start", "spin", "agent")]
+    assert os.path.lexists(os.path.join(router, "etc/rc.d/S95spin"))
+
+
+def test_opkg_remove_leaves_no_hook_no_boot_link_and_no_agent(router, ipks):
+    rt = installed(router, ipks["spin"])
+    r = chroot.remove(router, "spin")
+    assert r.returncode == 0, r.stdout
+    rt.sync()
+    calls = rt.calls()
+    assert "uci -q delete firewall.spin" in calls
+    assert "nft delete table inet spin" in calls
+    assert rt.procd.actions == [("start", "spin", "agent"), ("stop", "spin", "agent")]
+    assert not os.listdir(os.path.join(router, "etc", "rc.d"))
+    for path in ("etc/init.d/spin", "usr/bin/spin", "usr/lib/spin/spin_lite/agent.py",
+                 "usr/share/spin/firewall.include"):
+        assert not os.path.exists(os.path.join(router, path)), path
+
+
+def test_luci_app_install_clears_luci_caches_and_reloads_rpcd(router, ipks):
+    installed(router, ipks["spin"])
+    open(os.path.join(router, "tmp", "luci-indexcache"), "w").close()
+    rt = installed(router, ipks["luci-app-spin"])
+    assert not os.path.exists(os.path.join(router, "tmp", "luci-indexcache"))
+    assert "rpcd reload" in rt.calls()
+    assert os.path.exists(os.path.join(router, "usr/share/rpcd/acl.d/luci-app-spin.json"))
+
+
+# -- for real: the firewall state that stop and opkg remove take away -------
+
+def ns(name, *argv, check=True):
+    return subprocess.run(["ip", "netns", "exec", name] + list(argv), check=check,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+
+
+def test_clean_removes_every_spin_table_chain_and_set_and_nothing_else():
+    """In a namespace: spin's nft table, iptables/ip6tables chains hooked
+    into FORWARD and INPUT (one jump carries a comment with spaces), and an
+    ipset a rule still uses; beside them a VPN's chain and set and fw4's
+    table. `/etc/init.d/spin clean` (what stop and opkg remove run) leaves
+    only the others."""
+    if os.geteuid() != 0:
+        pytest.fail("needs root for a network namespace")
+    name = "spin-pkg-%d" % os.getpid()
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        ns(name, "nft", "add table inet spin")
+        ns(name, "nft", "add chain inet spin forward { type filter hook forward priority -10 ; }")
+        ns(name, "nft", "add table inet fw4")
+        ns(name, "ipset", "create", "spin_blocked4", "hash:ip")
+        ns(name, "ipset", "create", "vpn_hosts", "hash:ip")
+        for ipt in ("iptables", "ip6tables"):
+            ns(name, ipt, "-w", "-N", "spin_forward")
+            ns(name, ipt, "-w", "-N", "spin_input")
+            ns(name, ipt, "-w", "-A", "spin_forward", "-j", "DROP")
+            ns(name, ipt, "-w", "-I", "FORWARD", "-m", "comment", "--comment", "spin: hook 'forward'",
+               "-j", "spin_forward")
+            ns(name, ipt, "-w", "-I", "INPUT", "-j", "spin_input")
+            ns(name, ipt, "-w", "-N", "vpn_forward")
+            ns(name, ipt, "-w", "-A", "FORWARD", "-j", "vpn_forward")
+        ns(name, "iptables", "-w", "-A", "spin_forward", "-m", "set", "--match-set", "spin_blocked4",
+           "src", "-j", "DROP")
+        ns(name, "iptables", "-w", "-t", "mangle", "-N", "spin_mark")
+        ns(name, "iptables", "-w", "-t", "mangle", "-A", "PREROUTING", "-j", "spin_mark")
+
+        env = dict(os.environ, IPKG_INSTROOT=os.path.join(TOP, "tests", "router", "root"))
+        r = subprocess.run(["ip", "netns", "exec", name, "busybox", "sh",
+                            os.path.join(env["IPKG_INSTROOT"], "etc", "rc.common"),
+                            os.path.join(TOP, "files", "etc", "init.d", "spin"), "clean"],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+        assert r.returncode == 0, r.stdout
+
+        tables = ns(name, "nft", "list", "tables").stdout
+        assert "inet fw4" in tables and "spin" not in tables, tables
+        sets = ns(name, "ipset", "list", "-n").stdout.split()
+        assert sets == ["vpn_hosts"]
+        for ipt in ("iptables", "ip6tables"):
+            for table in ("filter", "mangle"):
+                rules = ns(name, ipt, "-w", "-t", table, "-S").stdout
+                assert "spin" not in rules, (ipt, table, rules)
+            assert "-A FORWARD -j vpn_forward" in ns(name, ipt, "-w", "-S").stdout
+    finally:
+        subprocess.run(["ip", "netns", "del", name])
