@@ -340,6 +340,9 @@ class DnsSnoop:
         self.ifname = None
         self.state = "off"
         self.last_expire = 0
+        self.last_try = 0
+        self.ifindex = None
+        self.agent = None
 
     def start(self, agent):
         if not agent.cfg.get("dns_snoop", True):
@@ -349,11 +352,14 @@ class DnsSnoop:
         try:
             self.sock = open_socket(self.ifname)
         except OSError as e:
+            if self.state != "error: %s: %s" % (self.ifname, e):
+                sys.stderr.write("spin: dns names off: cannot read %s: %s\n" % (self.ifname, e))
             self.state = "error: %s: %s" % (self.ifname, e)
-            sys.stderr.write("spin: dns names off: cannot read %s: %s\n" % (self.ifname, e))
             self.sock = None
             return
         self.state = "on"
+        self.ifindex = plat.read_file("/sys/class/net/%s/ifindex" % self.ifname)
+        self.agent = agent
         agent.loop.add_reader(self.sock, self.readable)
 
     def readable(self, *_):
@@ -364,13 +370,26 @@ class DnsSnoop:
                 packet = self.sock.recv(SNAPLEN)
             except OSError as e:
                 if e.errno != EAGAIN:
-                    sys.stderr.write("spin: dns socket: %s\n" % e)
+                    # the interface went away (ENETDOWN): close, retry from after_scan
+                    sys.stderr.write("spin: dns socket on %s: %s\n" % (self.ifname, e))
+                    self.stop(self.agent)
+                    self.state = "error: %s: %s" % (self.ifname, e)
                 return
             for _, addr, name, ttl in parse(packet, self.counts):
                 learn(addr, name, ttl, now)
 
     def after_scan(self, agent, now_ms):
         now = now_ms // 1000
+        if now - self.last_try >= 30:
+            self.last_try = now
+            if self.sock is None and self.state.startswith("error"):
+                # the LAN bridge may come up after the agent (boot, network restart)
+                self.start(agent)
+            elif self.sock is not None and self.ifindex != plat.read_file(
+                    "/sys/class/net/%s/ifindex" % self.ifname):
+                # the bridge was made anew: a packet socket stays bound to the old one
+                self.stop(agent)
+                self.start(agent)
         if now - self.last_expire >= 60:
             self.last_expire = now
             self.endpoints.expire(now)
