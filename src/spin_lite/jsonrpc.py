@@ -118,7 +118,9 @@ class Server:
     def __init__(self):
         self.listeners = []
         self.conns = {}
-        self.routes = {}  # path -> fn(agent, method, headers, body) -> (code, body, ctype)
+        # path -> fn(agent, method, headers, body) -> (code, body, ctype); a key
+        # ending in "/" also takes every path under it; headers[":path"] is the path
+        self.routes = {}
 
     def start(self, agent):
         cfg = agent.cfg
@@ -193,8 +195,9 @@ class Server:
         if need_token and headers.get("authorization", "") != "Bearer " + agent.cfg["token"]:
             return response(401, json.dumps({"error": "missing or wrong bearer token"}))
         path = path.split("?")[0]
-        route = self.routes.get(path)
+        route = self.routes.get(path) or self.routes.get(path[:path.find("/", 1) + 1])
         if route is not None:
+            headers[":path"] = path
             code, out, ctype = route(agent, method, headers, body)
             return response(code, out, ctype)
         if path not in ("/", "/rpc"):
