@@ -1,0 +1,311 @@
+'use strict';
+'require baseclass';
+
+/*
+ * Devices and the domains they talk to, as an inline SVG drawn by a small
+ * force layout (Fruchterman-Reingold: every pair pushes apart, every edge
+ * pulls together, a weak pull to the centre keeps idle devices in view,
+ * and a cooling step size makes it settle). About 60 nodes after grouping,
+ * so the O(n^2) pass costs well under a millisecond per step.
+ *
+ * Positions are kept by node id between updates: a poll moves nodes only a
+ * little (low starting temperature), new nodes start next to what they
+ * talk to, and the first layout starts from fixed places, so the picture
+ * is the same for the same data.
+ *
+ * Colours come from CSS classes and custom properties (spin.css), so LuCI's
+ * dark theme and prefers-color-scheme restyle it without code.
+ */
+
+var NS = 'http://www.w3.org/2000/svg';
+
+function S(tag, attrs, children) {
+	var el = document.createElementNS(NS, tag);
+	for (var k in attrs)
+		if (attrs[k] != null)
+			el.setAttribute(k, attrs[k]);
+	(children || []).forEach(function(c) {
+		el.appendChild(typeof(c) == 'string' ? document.createTextNode(c) : c);
+	});
+	return el;
+}
+
+/* a stable small number from a string, for fixed starting places */
+function hash(s) {
+	var h = 7;
+	for (var i = 0; i < s.length; i++)
+		h = (h * 31 + s.charCodeAt(i)) % 100003;
+	return h;
+}
+
+function shorten(s, n) {
+	s = String(s);
+	return s.length > n ? s.slice(0, n - 1) + '\u2026' : s;
+}
+
+var Graph = baseclass.extend({
+	__init__: function(opts) {
+		opts = opts || {};
+		this.onselect = opts.onselect || null;
+		this.pos = {};
+		this.selected = null;
+		this.width = 800;
+		this.height = 500;
+		this.svg = S('svg', { 'class': 'spin-graph', role: 'img',
+			'aria-label': _('Devices and the destinations they talk to') });
+		this.edgeLayer = S('g', { 'class': 'spin-edges' });
+		this.nodeLayer = S('g', { 'class': 'spin-nodes' });
+		this.svg.appendChild(this.edgeLayer);
+		this.svg.appendChild(this.nodeLayer);
+		this.model = { nodes: [], edges: [] };
+	},
+
+	element: function() {
+		return this.svg;
+	},
+
+	size: function() {
+		var box = this.svg.parentNode;
+		var w = (box && box.clientWidth) || 800;
+		var h = Math.round(Math.max(320, Math.min(window.innerHeight * 0.62, w * 0.75)));
+		return [ Math.max(280, w), h ];
+	},
+
+	radius: function(n, maxBytes) {
+		if (n.kind == 'device')
+			return 13;
+		return 5 + 13 * Math.sqrt((n.bytes || 0) / (maxBytes || 1));
+	},
+
+	update: function(model) {
+		var wh = this.size(), W = wh[0], H = wh[1];
+		var resized = (W != this.width || H != this.height);
+		var first = Object.keys(this.pos).length == 0;
+		this.width = W;
+		this.height = H;
+		this.model = model;
+		var nodes = model.nodes, edges = model.edges, i;
+		var maxBytes = 1, maxEdge = 1;
+		for (i = 0; i < nodes.length; i++)
+			if (nodes[i].kind != 'device')
+				maxBytes = Math.max(maxBytes, nodes[i].bytes || 0);
+		for (i = 0; i < edges.length; i++)
+			maxEdge = Math.max(maxEdge, edges[i].bytes);
+
+		this.place(nodes, edges, W, H);
+		this.layout(nodes, edges, W, H, first || resized ? 220 : 40, first ? 0.12 : 0.03, maxEdge);
+		this.draw(nodes, edges, maxBytes, maxEdge);
+	},
+
+	/* a fixed starting place for nodes not seen before */
+	place: function(nodes, edges, W, H) {
+		var cx = W / 2, cy = H / 2, R = Math.min(W, H) / 2;
+		var devices = nodes.filter(function(n) { return n.kind == 'device'; });
+		var partner = {};
+		for (var i = 0; i < edges.length; i++)
+			if (!partner[edges[i].to] || partner[edges[i].to].bytes < edges[i].bytes)
+				partner[edges[i].to] = edges[i];
+		for (var j = 0; j < nodes.length; j++) {
+			var n = nodes[j];
+			var p = this.pos[n.id];
+			if (p) {
+				n.x = p[0]; n.y = p[1];
+				continue;
+			}
+			var a = (hash(n.id) % 360) * Math.PI / 180;
+			if (n.kind == 'device') {
+				var k = devices.indexOf(n);
+				var ad = 2 * Math.PI * k / Math.max(1, devices.length);
+				n.x = cx + R * 0.35 * Math.cos(ad);
+				n.y = cy + R * 0.35 * Math.sin(ad);
+			}
+			else if (partner[n.id] && this.pos[partner[n.id].from]) {
+				var q = this.pos[partner[n.id].from];
+				n.x = q[0] + 40 * Math.cos(a);
+				n.y = q[1] + 40 * Math.sin(a);
+			}
+			else {
+				n.x = cx + R * 0.8 * Math.cos(a);
+				n.y = cy + R * 0.8 * Math.sin(a);
+			}
+		}
+	},
+
+	layout: function(nodes, edges, W, H, steps, t0, maxEdge) {
+		var n = nodes.length;
+		if (!n)
+			return;
+		var byId = {};
+		nodes.forEach(function(x) { byId[x.id] = x; });
+		/* L: the length an edge wants; nodes further than 3L apart ignore
+		 * each other, so the weak pull to the centre can gather them */
+		var L = Math.max(45, Math.min(0.6 * Math.sqrt(W * H / n), 150));
+		var mx = 70, my = 24, t = t0 * Math.min(W, H);
+		var cx = W / 2, cy = H / 2;
+		for (var s = 0; s < steps; s++) {
+			var i, j, a, b, dx, dy, d, f;
+			for (i = 0; i < n; i++) {
+				nodes[i].dx = 0;
+				nodes[i].dy = 0;
+			}
+			for (i = 0; i < n; i++) {
+				a = nodes[i];
+				for (j = i + 1; j < n; j++) {
+					b = nodes[j];
+					dx = a.x - b.x; dy = a.y - b.y;
+					d = Math.sqrt(dx * dx + dy * dy) || 0.01;
+					if (d > 3 * L)
+						continue;
+					f = L * L / d * (1 - d / (3 * L));
+					if (a.kind == 'device' && b.kind == 'device')
+						f *= 2;   /* devices stand apart, each with its cloud */
+					a.dx += dx / d * f; a.dy += dy / d * f;
+					b.dx -= dx / d * f; b.dy -= dy / d * f;
+				}
+			}
+			for (i = 0; i < edges.length; i++) {
+				a = byId[edges[i].from]; b = byId[edges[i].to];
+				if (!a || !b)
+					continue;
+				dx = a.x - b.x; dy = a.y - b.y;
+				d = Math.sqrt(dx * dx + dy * dy) || 0.01;
+				/* heavier traffic sits a little closer */
+				f = (d - L * (1.1 - 0.4 * Math.sqrt(edges[i].bytes / maxEdge))) * 0.5;
+				a.dx -= dx / d * f; a.dy -= dy / d * f;
+				b.dx += dx / d * f; b.dy += dy / d * f;
+			}
+			for (i = 0; i < n; i++) {
+				a = nodes[i];
+				a.dx -= (a.x - cx) * 0.04;
+				a.dy -= (a.y - cy) * 0.04 * W / H;
+				d = Math.sqrt(a.dx * a.dx + a.dy * a.dy) || 0.01;
+				var step = Math.min(d, t);
+				a.x = Math.max(mx, Math.min(W - mx, a.x + a.dx / d * step));
+				/* a device's name sits below it: keep room for it */
+				a.y = Math.max(my, Math.min(H - (a.kind == 'device' ? 36 : my), a.y + a.dy / d * step));
+			}
+			t = Math.max(t * 0.975, 0.5);
+		}
+		for (var m = 0; m < n; m++)
+			this.pos[nodes[m].id] = [ nodes[m].x, nodes[m].y ];
+	},
+
+	draw: function(nodes, edges, maxBytes, maxEdge) {
+		var self = this, W = this.width, H = this.height;
+		var byId = {};
+		nodes.forEach(function(x) { byId[x.id] = x; });
+		this.svg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
+		this.svg.setAttribute('width', W);
+		this.svg.setAttribute('height', H);
+
+		while (this.edgeLayer.firstChild)
+			this.edgeLayer.removeChild(this.edgeLayer.firstChild);
+		while (this.nodeLayer.firstChild)
+			this.nodeLayer.removeChild(this.nodeLayer.firstChild);
+
+		edges.slice().sort(function(a, b) { return a.bytes - b.bytes; }).forEach(function(e) {
+			var a = byId[e.from], b = byId[e.to];
+			if (!a || !b)
+				return;
+			var cls = 'spin-edge';
+			if (a.state == 'blocked' || a.state == 'quarantined' || b.state == 'blocked')
+				cls += ' spin-edge-blocked';
+			if (self.selected && (e.from == self.selected || e.to == self.selected))
+				cls += ' spin-edge-selected';
+			self.edgeLayer.appendChild(S('line', {
+				'class': cls, x1: a.x.toFixed(1), y1: a.y.toFixed(1),
+				x2: b.x.toFixed(1), y2: b.y.toFixed(1),
+				'stroke-width': (1 + 7 * Math.sqrt(e.bytes / maxEdge)).toFixed(1),
+				'data-from': e.from, 'data-to': e.to, 'data-bytes': e.bytes
+			}, [ S('title', {}, [ '%s \u2192 %s'.format(a.label, b.label) ]) ]));
+		});
+
+		/* labels: every device's below it, then the heaviest groups' to the
+		 * right or left of them where that overlaps nothing already placed;
+		 * the rest say who they are on hover (<title>) */
+		var boxes = [];
+		var free = function(b) {
+			for (var i = 0; i < boxes.length; i++) {
+				var o = boxes[i];
+				if (b[0] < o[2] && o[0] < b[2] && b[1] < o[3] && o[1] < b[3])
+					return false;
+			}
+			return b[0] >= 0 && b[2] <= W && b[1] >= 0 && b[3] <= H;
+		};
+		var labels = {};
+		nodes.forEach(function(n) {
+			var r = self.radius(n, maxBytes);
+			boxes.push([ n.x - r, n.y - r, n.x + r, n.y + r ]);
+		});
+		nodes.filter(function(n) { return n.kind == 'device'; }).forEach(function(n) {
+			var text = shorten(n.label, 22), w = text.length * 7.2, r = self.radius(n, maxBytes);
+			labels[n.id] = { text: text, x: 0, y: r + 13, anchor: 'middle' };
+			boxes.push([ n.x - w / 2, n.y + r, n.x + w / 2, n.y + r + 16 ]);
+		});
+		var budget = W < 500 ? 10 : 30;
+		nodes.filter(function(n) { return n.kind != 'device'; })
+			.sort(function(a, b) { return b.bytes - a.bytes; })
+			.slice(0, budget).forEach(function(n) {
+				var text = shorten(n.label, 26), w = text.length * 6.6 + 4, r = self.radius(n, maxBytes);
+				var right = [ n.x + r + 2, n.y - 8, n.x + r + 2 + w, n.y + 8 ];
+				var left = [ n.x - r - 2 - w, n.y - 8, n.x - r - 2, n.y + 8 ];
+				if (free(right)) {
+					boxes.push(right);
+					labels[n.id] = { text: text, x: r + 4, y: 4, anchor: 'start' };
+				}
+				else if (free(left)) {
+					boxes.push(left);
+					labels[n.id] = { text: text, x: -r - 4, y: 4, anchor: 'end' };
+				}
+			});
+
+		nodes.forEach(function(n) {
+			var r = self.radius(n, maxBytes);
+			var cls = 'spin-node spin-' + n.kind + ' spin-state-' + (n.state || 'normal');
+			if (n.id == self.selected)
+				cls += ' spin-selected';
+			var g = S('g', { 'class': cls, transform: 'translate(' + n.x.toFixed(1) + ',' + n.y.toFixed(1) + ')',
+				'data-id': n.id, 'data-label': n.label, 'data-state': n.state || 'normal',
+				'data-bytes': n.bytes || 0, tabindex: 0, role: 'button', 'aria-label': n.label });
+			g.appendChild(S('title', {}, [ n.label ]));
+			if (n.kind == 'device')
+				g.appendChild(S('rect', { x: -r, y: -r, width: 2 * r, height: 2 * r, rx: 4 }));
+			else
+				g.appendChild(S('circle', { r: r.toFixed(1) }));
+			var lb = labels[n.id];
+			if (lb)
+				g.appendChild(S('text', { x: lb.x, y: lb.y, 'text-anchor': lb.anchor, 'class': 'spin-label' }, [ lb.text ]));
+			var pick = function(ev) {
+				if (ev.type == 'keydown' && ev.key != 'Enter' && ev.key != ' ')
+					return;
+				ev.preventDefault();
+				self.select(n.id);
+			};
+			g.addEventListener('click', pick);
+			g.addEventListener('keydown', pick);
+			self.nodeLayer.appendChild(g);
+		});
+	},
+
+	select: function(id) {
+		this.selected = id;
+		var nodes = this.model.nodes, node = null;
+		for (var i = 0; i < nodes.length; i++)
+			if (nodes[i].id == id)
+				node = nodes[i];
+		Array.prototype.forEach.call(this.nodeLayer.childNodes, function(g) {
+			g.classList.toggle('spin-selected', g.getAttribute('data-id') == id);
+		});
+		Array.prototype.forEach.call(this.edgeLayer.childNodes, function(l) {
+			l.classList.toggle('spin-edge-selected',
+				l.getAttribute('data-from') == id || l.getAttribute('data-to') == id);
+		});
+		if (this.onselect)
+			this.onselect(node);
+	}
+});
+
+return baseclass.extend({
+	Graph: Graph,
+	svg: S
+});

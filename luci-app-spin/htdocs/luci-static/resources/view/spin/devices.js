@@ -1,0 +1,265 @@
+'use strict';
+'require view';
+'require rpc';
+'require poll';
+'require ui';
+'require dom';
+'require spin.common as common';
+'require spin.chart as chart';
+
+/*
+ * Devices: one row per device with what it does now and today, and the
+ * owner's actions. "Timeline" opens the device's traffic per minute from
+ * the agent's history rings.
+ */
+
+var callStatus = rpc.declare({ object: 'spin', method: 'status', expect: { '': {} } });
+var callStatusStrict = rpc.declare({ object: 'spin', method: 'status', expect: { '': {} }, reject: true });
+var callDevices = rpc.declare({ object: 'spin', method: 'devices', expect: { devices: [] } });
+var callGraph = rpc.declare({ object: 'spin', method: 'graph', expect: { '': { nodes: [], edges: [] } } });
+var callBlocks = rpc.declare({ object: 'spin', method: 'blocks', expect: { '': { blocks: [], quarantines: [] } } });
+var callHistory = rpc.declare({ object: 'spin', method: 'history', params: [ 'mac', 'minutes' ], expect: { '': { points: [] } } });
+
+var callBlock = rpc.declare({ object: 'spin', method: 'block', params: [ 'mac', 'remote', 'note' ], reject: true });
+var callUnblock = rpc.declare({ object: 'spin', method: 'unblock', params: [ 'id' ], reject: true });
+var callQuarantine = rpc.declare({ object: 'spin', method: 'quarantine', params: [ 'mac', 'reason' ], reject: true });
+var callRelease = rpc.declare({ object: 'spin', method: 'release', params: [ 'mac' ], reject: true });
+var callName = rpc.declare({ object: 'spin', method: 'name', params: [ 'mac', 'name' ], reject: true });
+
+function minutesToday() {
+	var d = new Date();
+	return Math.max(1, Math.min(1440, d.getHours() * 60 + d.getMinutes() + 1));
+}
+
+function sumHistory(h) {
+	var up = 0, down = 0;
+	((h && h.points) || []).concat((h && h.coarse) || []).forEach(function(p) {
+		up += p.bytes_out || 0;
+		down += p.bytes_in || 0;
+	});
+	if (h && h.current) {
+		up += h.current.bytes_out || 0;
+		down += h.current.bytes_in || 0;
+	}
+	return [ up, down ];
+}
+
+return view.extend({
+	load: function() {
+		return Promise.all([
+			L.resolveDefault(callStatus(), {}),
+			L.resolveDefault(callDevices(), []),
+			L.resolveDefault(callGraph(), { nodes: [], edges: [] }),
+			L.resolveDefault(callBlocks(), { blocks: [], quarantines: [] }),
+			L.resolveDefault(rpc.list('spin'), {})
+		]);
+	},
+
+	can: function(method) {
+		return this.methods.indexOf(method) >= 0;
+	},
+
+	render: function(data) {
+		this.methods = Object.keys((data[4] && data[4].spin) || {});
+		this.open = null;
+		this.today = {};
+		this.todayAt = 0;
+		this.data = { devices: data[1], graph: data[2], blocks: data[3] };
+
+		var node = E('div', { 'class': 'spin-view', 'id': 'spin-devices' }, [
+			E('link', { 'rel': 'stylesheet', 'href': L.resource('spin/spin.css') }),
+			E('h2', {}, [ _('Devices') ]),
+			E('div', { 'class': 'cbi-map-descr' }, [
+				_('Every device the router has seen, what it sends and receives now and today, and where most of it goes.')
+			]),
+			E('div', { 'class': 'spin-toolbar' }, [
+				E('span', { 'class': 'spin-summary', 'id': 'spin-link', 'role': 'status' }, [])
+			]),
+			E('table', { 'class': 'spin-table', 'id': 'spin-device-table' }, [
+				E('thead', {}, [ E('tr', {}, [
+					E('th', {}, [ _('Name') ]), E('th', {}, [ _('MAC') ]), E('th', {}, [ _('Addresses') ]),
+					E('th', {}, [ _('Now') ]), E('th', {}, [ _('Today') ]), E('th', {}, [ _('Top destinations') ]),
+					E('th', {}, [ _('State') ]), E('th', {}, [ _('Actions') ])
+				]) ]),
+				E('tbody', {}, [ E('tr', {}, [ E('td', { 'colspan': 8, 'class': 'spin-empty' }, [ _('Collecting data…') ]) ]) ])
+			])
+		]);
+		window.requestAnimationFrame(L.bind(function() { this.renderTable(this.data); this.refreshToday(); }, this));
+		poll.add(L.bind(this.refresh, this), Math.max(1, +data[0].scan_interval || L.env.pollinterval || 5));
+		return node;
+	},
+
+	refresh: function() {
+		return Promise.all([
+			callStatusStrict(),
+			L.resolveDefault(callDevices(), null),
+			L.resolveDefault(callGraph(), null),
+			L.resolveDefault(callBlocks(), null)
+		]).then(L.bind(function(res) {
+			dom.content(document.getElementById('spin-link'), []);
+			this.data = { devices: res[1] || this.data.devices, graph: res[2] || this.data.graph,
+				blocks: res[3] || this.data.blocks };
+			this.renderTable(this.data);
+			if (Date.now() - this.todayAt > 60000)
+				return this.refreshToday();
+		}, this)).catch(L.bind(function(err) {
+			dom.content(document.getElementById('spin-link'), [ E('em', {}, [ common.failure(_('Updating the table'), err) ]) ]);
+		}, this));
+	},
+
+	/* bytes since midnight: one history call per device, once a minute */
+	refreshToday: function() {
+		this.todayAt = Date.now();
+		var minutes = minutesToday();
+		return Promise.all(this.data.devices.map(function(d) {
+			return L.resolveDefault(callHistory(d.mac, minutes), null);
+		})).then(L.bind(function(hs) {
+			for (var i = 0; i < hs.length && i < this.data.devices.length; i++)
+				if (hs[i])
+					this.today[this.data.devices[i].mac] = sumHistory(hs[i]);
+			this.renderTable(this.data);
+		}, this));
+	},
+
+	names: function(graph) {
+		var out = {};
+		((graph && graph.nodes) || []).forEach(function(n) {
+			if (n.kind == 'endpoint')
+				out[n.id] = common.endpointGroup(n);
+		});
+		return out;
+	},
+
+	renderTable: function(data) {
+		var tbody = document.querySelector('#spin-device-table tbody');
+		if (!tbody)
+			return;
+		var idx = common.blockIndex(data.blocks), names = this.names(data.graph), rows = [];
+		var devices = data.devices.slice().sort(function(a, b) {
+			return (b.rate_out + b.rate_in) - (a.rate_out + a.rate_in) ||
+				common.deviceLabel(a).localeCompare(common.deviceLabel(b));
+		});
+		if (!devices.length)
+			rows.push(E('tr', {}, [ E('td', { 'colspan': 8, 'class': 'spin-empty' }, [ _('No devices seen yet.') ]) ]));
+
+		devices.forEach(L.bind(function(d) {
+			var label = common.deviceLabel(d), state = common.deviceState(d, idx);
+			var today = this.today[d.mac];
+			var top = ((d.bucket && d.bucket.top) || []).map(function(t) {
+				return names[t[0]] || t[0];
+			}).filter(function(v, i, a) { return a.indexOf(v) == i; }).slice(0, 3);
+			var actions = [
+				E('button', { 'class': 'btn cbi-button', 'data-action': 'timeline',
+					'aria-expanded': this.open == d.mac ? 'true' : 'false',
+					'click': ui.createHandlerFn(this, 'handleTimeline', d.mac) }, [ _('Timeline') ])
+			];
+			var blk = idx.device[d.mac], q = idx.quarantine[d.mac];
+			if (this.can('name'))
+				actions.push(E('button', { 'class': 'btn cbi-button cbi-button-action', 'data-action': 'rename',
+					'click': ui.createHandlerFn(this, 'handleRename', d.mac, label) }, [ _('Rename') ]));
+			if (blk && this.can('unblock'))
+				actions.push(E('button', { 'class': 'btn cbi-button cbi-button-apply', 'data-action': 'unblock',
+					'click': ui.createHandlerFn(this, 'handleUnblock', blk.id, label) }, [ _('Unblock') ]));
+			else if (!blk && !q && this.can('block'))
+				actions.push(E('button', { 'class': 'btn cbi-button cbi-button-negative', 'data-action': 'block',
+					'click': ui.createHandlerFn(this, 'handleBlock', d.mac, label) }, [ _('Block') ]));
+			if (q && this.can('release'))
+				actions.push(E('button', { 'class': 'btn cbi-button cbi-button-apply', 'data-action': 'release',
+					'click': ui.createHandlerFn(this, 'handleRelease', d.mac, label) }, [ _('Release') ]));
+			else if (!q && this.can('quarantine'))
+				actions.push(E('button', { 'class': 'btn cbi-button cbi-button-negative', 'data-action': 'quarantine',
+					'click': ui.createHandlerFn(this, 'handleQuarantine', d.mac, label) }, [ _('Quarantine') ]));
+
+			rows.push(E('tr', { 'data-mac': d.mac, 'class': this.open == d.mac ? 'spin-open' : '' }, [
+				E('td', { 'data-title': _('Name') }, [ E('strong', {}, [ label ]),
+					d.hostname && d.hostname != label ? E('div', { 'class': 'spin-muted' }, [ d.hostname ]) : '' ]),
+				E('td', { 'data-title': _('MAC'), 'class': 'spin-mono spin-nowrap' }, [ d.mac ]),
+				E('td', { 'data-title': _('Addresses'), 'class': 'spin-mono' }, [ (d.ips || []).join(' ') || '-' ]),
+				E('td', { 'data-title': _('Now'), 'class': 'spin-num' }, [
+					'\u2191 %s \u2193 %s'.format(common.rate(d.rate_out), common.rate(d.rate_in)) ]),
+				E('td', { 'data-title': _('Today'), 'class': 'spin-num' }, [
+					today ? '\u2191 %s \u2193 %s'.format(common.bytes(today[0]), common.bytes(today[1])) : '\u2026' ]),
+				E('td', { 'data-title': _('Top destinations') }, [ top.join(', ') || '-' ]),
+				E('td', { 'data-title': _('State') }, [
+					E('span', { 'class': 'spin-badge spin-state-' + state }, [ common.stateText(state) ]) ]),
+				E('td', { 'data-title': '' }, [ E('div', { 'class': 'spin-actions' }, actions) ])
+			]));
+			if (this.open == d.mac)
+				rows.push(E('tr', { 'class': 'spin-open spin-timeline-row', 'data-for': d.mac }, [
+					E('td', { 'colspan': 8, 'id': 'spin-timeline', 'data-title': '' }, [ this.chart || E('em', {}, [ _('Loading…') ]) ])
+				]));
+		}, this));
+		dom.content(tbody, rows);
+	},
+
+	handleTimeline: function(mac, ev) {
+		if (this.open == mac) {
+			this.open = null;
+			this.chart = null;
+			this.renderTable(this.data);
+			return Promise.resolve();
+		}
+		this.open = mac;
+		this.chart = null;
+		this.renderTable(this.data);
+		return callHistory(mac, 60).then(L.bind(function(h) {
+			var cell = document.getElementById('spin-timeline');
+			var width = cell ? cell.clientWidth - 16 : 600;
+			this.chart = E('div', {}, [
+				E('strong', {}, [ _('The last hour, per minute: upload above the line, download below') ]),
+				chart.timeline(h, width, 3600)
+			]);
+			if (this.open == mac)
+				this.renderTable(this.data);
+		}, this));
+	},
+
+	act: function(what, promise) {
+		return promise.catch(function(err) {
+			ui.addNotification(null, E('p', {}, [ common.failure(what, err) ]), 'danger');
+		}).then(L.bind(this.refresh, this));
+	},
+
+	handleBlock: function(mac, label, ev) {
+		return this.act(_('Blocking %s').format(label), callBlock(mac, undefined, _('blocked from the device list')));
+	},
+
+	handleUnblock: function(id, label, ev) {
+		return this.act(_('Unblocking %s').format(label), callUnblock(id));
+	},
+
+	handleQuarantine: function(mac, label, ev) {
+		if (!window.confirm(_('Quarantine %s? It keeps its address and name lookups but reaches nothing else until you release it.').format(label)))
+			return Promise.resolve();
+		return this.act(_('Quarantining %s').format(label), callQuarantine(mac, _('by the owner')));
+	},
+
+	handleRelease: function(mac, label, ev) {
+		return this.act(_('Releasing %s').format(label), callRelease(mac));
+	},
+
+	handleRename: function(mac, label, ev) {
+		var input = E('input', { 'type': 'text', 'class': 'cbi-input-text', 'id': 'spin-rename-input',
+			'value': label, 'maxlength': 63, 'aria-label': _('New name') });
+		var save = L.bind(function() {
+			ui.hideModal();
+			return this.act(_('Renaming %s').format(label), callName(mac, input.value.trim()));
+		}, this);
+		input.addEventListener('keydown', function(ev) { if (ev.key == 'Enter') save(); });
+		ui.showModal(_('Rename %s').format(label), [
+			E('p', {}, [ _('The name is kept on the router and shown everywhere instead of the name the device gave itself. Leave it empty to go back to that name.') ]),
+			input,
+			E('div', { 'class': 'right' }, [
+				E('button', { 'class': 'btn cbi-button', 'click': ui.hideModal }, [ _('Cancel') ]),
+				' ',
+				E('button', { 'class': 'btn cbi-button cbi-button-positive', 'id': 'spin-rename-save', 'click': save }, [ _('Save') ])
+			])
+		]);
+		input.focus();
+		return Promise.resolve();
+	},
+
+	handleSave: null,
+	handleSaveApply: null,
+	handleReset: null
+});

@@ -1,0 +1,298 @@
+'use strict';
+'require view';
+'require rpc';
+'require poll';
+'require ui';
+'require dom';
+'require spin.common as common';
+'require spin.graph as graph';
+
+/*
+ * Network: every device and the domains it talks to, live. Edges are as
+ * thick as the traffic of the last minute or two; a click on a node shows
+ * what it is and what can be done about it. Actions whose method this
+ * agent does not have (rpc.list) are not offered.
+ */
+
+var callStatus = rpc.declare({ object: 'spin', method: 'status', expect: { '': {} } });
+var callGraph = rpc.declare({ object: 'spin', method: 'graph', expect: { '': { nodes: [], edges: [] } } });
+var callDevices = rpc.declare({ object: 'spin', method: 'devices', expect: { devices: [] } });
+var callBlocks = rpc.declare({ object: 'spin', method: 'blocks', expect: { '': { blocks: [], quarantines: [] } } });
+/* reads that must say when they fail (the poll shows it) */
+var callStatusStrict = rpc.declare({ object: 'spin', method: 'status', expect: { '': {} }, reject: true });
+
+var callBlock = rpc.declare({ object: 'spin', method: 'block', params: [ 'mac', 'remote', 'note' ], reject: true });
+var callUnblock = rpc.declare({ object: 'spin', method: 'unblock', params: [ 'id' ], reject: true });
+var callQuarantine = rpc.declare({ object: 'spin', method: 'quarantine', params: [ 'mac', 'reason' ], reject: true });
+var callRelease = rpc.declare({ object: 'spin', method: 'release', params: [ 'mac' ], reject: true });
+var callName = rpc.declare({ object: 'spin', method: 'name', params: [ 'mac', 'name' ], reject: true });
+
+return view.extend({
+	load: function() {
+		return Promise.all([
+			L.resolveDefault(callStatus(), {}),
+			L.resolveDefault(callGraph(), { nodes: [], edges: [] }),
+			L.resolveDefault(callDevices(), []),
+			L.resolveDefault(callBlocks(), { blocks: [], quarantines: [] }),
+			L.resolveDefault(rpc.list('spin'), {})
+		]);
+	},
+
+	can: function(method) {
+		return this.methods.indexOf(method) >= 0;
+	},
+
+	render: function(data) {
+		var sig = (data[4] && data[4].spin) || {};
+		this.methods = Object.keys(sig);
+		this.filter = '';
+		this.selectedId = null;
+		this.graph = new graph.Graph({ onselect: L.bind(this.renderDetails, this) });
+
+		var filterBox = E('input', {
+			'type': 'search', 'class': 'cbi-input-text', 'placeholder': _('Filter: device, address or domain'),
+			'aria-label': _('Filter'),
+			'input': L.bind(function(ev) {
+				this.filter = ev.target.value;
+				this.renderGraph(this.data);
+			}, this)
+		});
+
+		var node = E('div', { 'class': 'spin-view', 'id': 'spin-network' }, [
+			E('link', { 'rel': 'stylesheet', 'href': L.resource('spin/spin.css') }),
+			E('h2', {}, [ _('Network') ]),
+			E('div', { 'class': 'cbi-map-descr' }, [
+				_('Who each device on your network talks to, updated every scan. Thicker lines carry more traffic. Select a device or destination to see details and act on it.')
+			]),
+			E('div', { 'class': 'spin-toolbar' }, [
+				filterBox,
+				E('span', { 'class': 'spin-summary', 'id': 'spin-summary' }, [ _('Collecting data…') ]),
+				E('span', { 'class': 'spin-summary', 'id': 'spin-link', 'role': 'status' }, [])
+			]),
+			E('div', { 'class': 'spin-layout' }, [
+				E('div', { 'class': 'spin-canvas', 'id': 'spin-canvas' }, [ this.graph.element() ]),
+				E('div', { 'class': 'spin-details', 'id': 'spin-details' }, [
+					E('p', { 'class': 'spin-muted' }, [ _('Select a device or a destination in the picture.') ])
+				])
+			]),
+			E('div', { 'class': 'spin-legend' }, [
+				E('span', { 'class': 'spin-l-device' }, [ _('Device') ]),
+				E('span', { 'class': 'spin-l-endpoint' }, [ _('Destination (by domain)') ]),
+				E('span', { 'class': 'spin-l-new' }, [ _('New device') ]),
+				E('span', { 'class': 'spin-l-blocked' }, [ _('Blocked') ]),
+				E('span', { 'class': 'spin-l-quarantined' }, [ _('Quarantined') ])
+			])
+		]);
+
+		this.data = { status: data[0], graph: data[1], devices: data[2], blocks: data[3] };
+		/* draw once the skeleton is in the page and has a width */
+		window.requestAnimationFrame(L.bind(function() { this.renderGraph(this.data); }, this));
+		poll.add(L.bind(this.refresh, this), Math.max(1, +data[0].scan_interval || L.env.pollinterval || 5));
+		return node;
+	},
+
+	refresh: function() {
+		return Promise.all([
+			callStatusStrict(),
+			L.resolveDefault(callGraph(), null),
+			L.resolveDefault(callDevices(), null),
+			L.resolveDefault(callBlocks(), null)
+		]).then(L.bind(function(res) {
+			this.setLink(null);
+			this.data = {
+				status: res[0],
+				graph: res[1] || this.data.graph,
+				devices: res[2] || this.data.devices,
+				blocks: res[3] || this.data.blocks
+			};
+			this.renderGraph(this.data);
+		}, this)).catch(L.bind(function(err) {
+			this.setLink(common.failure(_('Updating the picture'), err));
+		}, this));
+	},
+
+	setLink: function(msg) {
+		var el = document.getElementById('spin-link');
+		if (el)
+			dom.content(el, msg ? [ E('em', {}, [ msg ]) ] : []);
+	},
+
+	renderGraph: function(data) {
+		var narrow = (document.getElementById('spin-canvas') || {}).clientWidth < 500;
+		var model = common.model(data.graph, data.devices, data.blocks,
+			{ filter: this.filter, maxGroups: narrow ? 14 : 40 });
+		this.model = model;
+		var still = null;
+		for (var i = 0; i < model.nodes.length; i++)
+			if (model.nodes[i].id == this.selectedId)
+				still = model.nodes[i];
+		this.graph.selected = still ? still.id : null;
+		this.graph.update(model);
+
+		var devs = model.nodes.filter(function(n) { return n.kind == 'device'; }).length;
+		var summary = _('%d devices, %d destination domains').format(devs, model.groups);
+		if (model.folded)
+			summary += ' ' + _('(%d small ones folded into "others")').format(model.folded);
+		dom.content(document.getElementById('spin-summary'), [ summary ]);
+
+		if (this.selectedId)
+			this.renderDetails(still, true);
+	},
+
+	/* who talks to / with node, heaviest first */
+	partners: function(node) {
+		var byId = {}, out = [];
+		this.model.nodes.forEach(function(n) { byId[n.id] = n; });
+		this.model.edges.forEach(function(e) {
+			if (e.from == node.id && byId[e.to])
+				out.push([ byId[e.to], e.bytes ]);
+			else if (e.to == node.id && byId[e.from])
+				out.push([ byId[e.from], e.bytes ]);
+		});
+		return out.sort(function(a, b) { return b[1] - a[1]; });
+	},
+
+	renderDetails: function(node, quiet) {
+		var box = document.getElementById('spin-details');
+		if (!box)
+			return;
+		if (!node) {
+			this.selectedId = null;
+			dom.content(box, E('p', { 'class': 'spin-muted' }, [ _('Select a device or a destination in the picture.') ]));
+			return;
+		}
+		/* a poll must not yank the panel from under a pressed button */
+		if (quiet && box.querySelector('.spinning'))
+			return;
+		this.selectedId = node.id;
+		var rows = [], actions = [];
+		var partners = this.partners(node).slice(0, 8).map(function(p) {
+			return E('li', {}, [ p[0].label + ' \u2014 ' + common.bytes(p[1]) ]);
+		});
+
+		if (node.kind == 'device') {
+			var d = node.device, idx = this.model.index;
+			rows.push([ _('State'), E('span', { 'class': 'spin-badge spin-state-' + node.state }, [ common.stateText(node.state) ]) ]);
+			rows.push([ _('MAC'), E('span', { 'class': 'spin-mono' }, [ d.mac ]) ]);
+			if (d.hostname && d.hostname != d.name)
+				rows.push([ _('Hostname'), d.hostname ]);
+			rows.push([ _('Addresses'), E('span', { 'class': 'spin-mono' }, [ (d.ips || []).join(', ') || '-' ]) ]);
+			if (d.rate_out != null)
+				rows.push([ _('Now'), '\u2191 %s  \u2193 %s'.format(common.rate(d.rate_out), common.rate(d.rate_in)) ]);
+			if (d.connections != null)
+				rows.push([ _('Connections'), String(d.connections) ]);
+			if (d.last_seen)
+				rows.push([ _('Last seen'), common.ago(d.last_seen) ]);
+
+			var blk = idx.device[d.mac], q = idx.quarantine[d.mac];
+			if (blk && this.can('unblock'))
+				actions.push(E('button', { 'class': 'btn cbi-button cbi-button-apply', 'data-action': 'unblock',
+					'click': ui.createHandlerFn(this, 'handleUnblock', [ blk.id ], node.label) }, [ _('Unblock') ]));
+			else if (!blk && !q && this.can('block'))
+				actions.push(E('button', { 'class': 'btn cbi-button cbi-button-negative', 'data-action': 'block',
+					'click': ui.createHandlerFn(this, 'handleBlockDevice', d.mac, node.label) }, [ _('Block') ]));
+			if (q && this.can('release'))
+				actions.push(E('button', { 'class': 'btn cbi-button cbi-button-apply', 'data-action': 'release',
+					'click': ui.createHandlerFn(this, 'handleRelease', d.mac, node.label) }, [ _('Release') ]));
+			else if (!q && this.can('quarantine'))
+				actions.push(E('button', { 'class': 'btn cbi-button cbi-button-negative', 'data-action': 'quarantine',
+					'click': ui.createHandlerFn(this, 'handleQuarantine', d.mac, node.label) }, [ _('Quarantine') ]));
+			if (this.can('name'))
+				actions.push(E('button', { 'class': 'btn cbi-button cbi-button-action', 'data-action': 'rename',
+					'click': ui.createHandlerFn(this, 'handleRename', d.mac, node.label) }, [ _('Rename') ]));
+		}
+		else {
+			rows.push([ _('Traffic'), common.bytes(node.bytes) ]);
+			if (node.kind == 'group' && node.names.length)
+				rows.push([ _('Names'), node.names.slice(0, 6).join(', ') ]);
+			rows.push([ _('Addresses'), E('span', { 'class': 'spin-mono' }, [
+				node.members.slice(0, 8).join(', ') + (node.members.length > 8 ? ' \u2026' : '') ]) ]);
+			if (node.kind == 'group') {
+				var covering = this.model.index.remote.filter(function(b) {
+					return node.members.some(function(ip) { return common.covers(b.remote, ip); });
+				});
+				if (covering.length) {
+					rows.push([ _('State'), E('span', { 'class': 'spin-badge spin-state-blocked' }, [ _('Blocked') ]) ]);
+					if (this.can('unblock'))
+						actions.push(E('button', { 'class': 'btn cbi-button cbi-button-apply', 'data-action': 'unblock',
+							'click': ui.createHandlerFn(this, 'handleUnblock', covering.map(function(b) { return b.id; }), node.label) },
+							[ _('Unblock') ]));
+				}
+				else if (this.can('block'))
+					actions.push(E('button', { 'class': 'btn cbi-button cbi-button-negative', 'data-action': 'block',
+						'click': ui.createHandlerFn(this, 'handleBlockRemote', node.members.slice(), node.label) },
+						[ _('Block for every device') ]));
+			}
+		}
+
+		dom.content(box, [
+			E('h3', {}, [ node.label ]),
+			E('dl', {}, rows.reduce(function(acc, r) {
+				return acc.concat([ E('dt', {}, [ r[0] ]), E('dd', {}, [ r[1] ]) ]);
+			}, [])),
+			partners.length ? E('div', {}, [
+				E('strong', {}, [ node.kind == 'device' ? _('Talks to') : _('Devices') ]),
+				E('ul', {}, partners)
+			]) : E('p', { 'class': 'spin-muted' }, [ _('No traffic in the last minutes.') ]),
+			E('div', { 'class': 'spin-actions' }, actions)
+		]);
+	},
+
+	/* run an action, say what failed in words, then redraw with fresh data */
+	act: function(what, promise) {
+		return promise.catch(function(err) {
+			ui.addNotification(null, E('p', {}, [ common.failure(what, err) ]), 'danger');
+		}).then(L.bind(this.refresh, this));
+	},
+
+	handleBlockDevice: function(mac, label, ev) {
+		return this.act(_('Blocking %s').format(label), callBlock(mac, undefined, _('blocked from the network view')));
+	},
+
+	handleBlockRemote: function(ips, label, ev) {
+		return this.act(_('Blocking %s').format(label), Promise.all(ips.map(function(ip) {
+			return callBlock(undefined, ip, label);
+		})));
+	},
+
+	handleUnblock: function(ids, label, ev) {
+		return this.act(_('Unblocking %s').format(label), Promise.all(ids.map(function(id) {
+			return callUnblock(id);
+		})));
+	},
+
+	handleQuarantine: function(mac, label, ev) {
+		if (!window.confirm(_('Quarantine %s? It keeps its address and name lookups but reaches nothing else until you release it.').format(label)))
+			return Promise.resolve();
+		return this.act(_('Quarantining %s').format(label), callQuarantine(mac, _('by the owner')));
+	},
+
+	handleRelease: function(mac, label, ev) {
+		return this.act(_('Releasing %s').format(label), callRelease(mac));
+	},
+
+	handleRename: function(mac, label, ev) {
+		var input = E('input', { 'type': 'text', 'class': 'cbi-input-text', 'id': 'spin-rename-input',
+			'value': label, 'maxlength': 63, 'aria-label': _('New name') });
+		var save = L.bind(function() {
+			ui.hideModal();
+			return this.act(_('Renaming %s').format(label), callName(mac, input.value.trim()));
+		}, this);
+		input.addEventListener('keydown', function(ev) { if (ev.key == 'Enter') save(); });
+		ui.showModal(_('Rename %s').format(label), [
+			E('p', {}, [ _('The name is kept on the router and shown everywhere instead of the name the device gave itself. Leave it empty to go back to that name.') ]),
+			input,
+			E('div', { 'class': 'right' }, [
+				E('button', { 'class': 'btn cbi-button', 'click': ui.hideModal }, [ _('Cancel') ]),
+				' ',
+				E('button', { 'class': 'btn cbi-button cbi-button-positive', 'id': 'spin-rename-save', 'click': save }, [ _('Save') ])
+			])
+		]);
+		input.focus();
+		return Promise.resolve();
+	},
+
+	handleSave: null,
+	handleSaveApply: null,
+	handleReset: null
+});

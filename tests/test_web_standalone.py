@@ -1,0 +1,178 @@
+"""The owner opens the page the agent serves itself (no LuCI on this host).
+
+A simulated home with five devices; the agent runs in the router namespace
+with its web part on, and a browser on the host reaches it through a
+127.0.0.1 port forwarded to the agent's unix socket. Every story checks
+the page and, where the page claims something happened to the network,
+the network itself (a TCP connect from the camera's namespace, the
+camera's own byte counter, the firewall's drop counter).
+"""
+
+import os
+import time
+
+import pytest
+
+from tests.web.browser import ARTIFACTS, Browser, available
+from tests.world.home import DEVICES, STATIC_HOSTS, Home
+from tests.world.webproxy import forward
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WWW = os.path.join(REPO, "luci-app-spin", "htdocs")
+CAMERA = DEVICES["camera"][0]
+CAMERA_CLOUD = ("203.0.113.10", 9000)
+
+NODE = ".spin-device[data-id='%s']"
+
+
+def expected_names():
+    """What the owner should read: a static DHCP host's name, else the
+    hostname the device sent with its lease."""
+    static = {mac: name for name, mac, _ in STATIC_HOSTS}
+    return sorted(static.get(mac, hostname) for mac, hostname, _ in DEVICES.values())
+
+
+@pytest.fixture(scope="module")
+def home():
+    why = available()
+    if why:
+        pytest.fail("no browser: " + why)
+    # traffic starts after the agent: it turns on conntrack byte counting,
+    # and a connection opened before that never gets counters
+    with Home(traffic=False) as h:
+        h.start_agent(www_dir=WWW)
+        for name in h.devices:
+            h.start_traffic(name)
+        h.wait_for(lambda: len(h.call("devices")["devices"]) == len(DEVICES), timeout=30,
+                   what="every device in the agent's table")
+        yield h
+
+
+@pytest.fixture(scope="module")
+def page(home):
+    with forward(home.rpc_socket) as fw, Browser() as b:
+        b.url = fw.url + "/spin/"
+        yield b
+
+
+def labels(b):
+    return b.eval("Array.from(document.querySelectorAll('.spin-device')).map(n => n.dataset.label).sort()")
+
+
+def camera_can_connect(home):
+    """A fresh TCP connection from the camera to its cloud: real packets."""
+    code = ("import socket,sys\n"
+            "try:\n socket.create_connection(%r, timeout=2).close()\n"
+            "except OSError:\n sys.exit(1)\n" % (CAMERA_CLOUD,))
+    import subprocess
+    import sys
+    p = subprocess.run(home._argv("camera", [sys.executable, "-c", code]), capture_output=True)
+    return p.returncode == 0
+
+
+def cloud_received(home):
+    """What the internet's upload sink has read: only the camera uploads."""
+    import json
+    try:
+        with open(home.path("services.json")) as f:
+            return json.load(f)["sink_bytes"]
+    except (OSError, ValueError):
+        return None
+
+
+def stands_still(home, seconds=2):
+    """True once the cloud receives nothing for `seconds`."""
+    a = cloud_received(home)
+    time.sleep(seconds)
+    return a is not None and cloud_received(home) == a
+
+
+def test_the_page_names_every_device_and_the_camera_talks_most(home, page):
+    page.goto(page.url)
+    # the first render, from the data load() fetched, before any poll
+    page.wait("document.querySelectorAll('.spin-device').length > 0")
+    assert labels(page) == expected_names()
+    # the camera streams 1.5 MB/s to its cloud: its edge is the thickest
+    home.wait_for(lambda: any(e["from"] == CAMERA for e in home.call("graph")["edges"]),
+                  timeout=15, what="camera traffic in the agent's graph")
+    heaviest = page.wait("""(() => {
+        const edges = Array.from(document.querySelectorAll('.spin-edge'));
+        if (!edges.some(e => e.dataset.from == '%s')) return null;
+        edges.sort((a, b) => b.dataset.bytes - a.dataset.bytes);
+        return edges[0].dataset.from;
+    })()""" % CAMERA, timeout=15)
+    assert heaviest == CAMERA
+    page.screenshot("standalone-network-desktop.png")
+    assert page.logs() == []
+
+
+def test_block_on_the_camera_stops_its_traffic_and_unblock_brings_it_back(home, page):
+    page.goto(page.url)
+    page.click(NODE % CAMERA)
+    page.wait("document.querySelector('#spin-details h3').textContent == 'camera'")
+    assert camera_can_connect(home)
+
+    page.click("#spin-details [data-action=block]")
+    page.wait("document.querySelector(\"%s\").dataset.state == 'blocked'" % (NODE % CAMERA))
+    blocks = [b for b in home.call("blocks")["blocks"] if b.get("mac") == CAMERA]
+    assert len(blocks) == 1
+    # the network, not the page: no new connection, the stream stands still,
+    # and the firewall counts what it drops
+    assert not camera_can_connect(home)
+    home.wait_for(lambda: [b for b in home.call("blocks")["blocks"] if b.get("mac") == CAMERA][0]["dropped"] > 0,
+                  timeout=10, what="the camera's block to drop packets")
+    home.wait_for(lambda: stands_still(home), timeout=15, what="the camera's upload to stop reaching its cloud")
+    page.screenshot("standalone-camera-blocked.png")
+
+    page.click("#spin-details [data-action=unblock]")
+    page.wait("document.querySelector(\"%s\").dataset.state != 'blocked'" % (NODE % CAMERA))
+    assert not [b for b in home.call("blocks")["blocks"] if b.get("mac") == CAMERA]
+    assert camera_can_connect(home)
+    stopped = cloud_received(home)
+    home.wait_for(lambda: cloud_received(home) > stopped + 1000000, timeout=20,
+                  what="the camera's upload to reach its cloud again")
+    assert page.logs() == []
+
+
+def test_a_new_name_survives_a_reload_and_an_agent_restart(home, page):
+    page.goto(page.url)
+    page.click(NODE % CAMERA)
+    page.click("#spin-details [data-action=rename]")
+    page.fill("#spin-rename-input", "Front door camera")
+    page.click("#spin-rename-save")
+    page.wait("document.querySelector(\"%s\").dataset.label == 'Front door camera'" % (NODE % CAMERA))
+
+    page.reload()
+    page.wait("document.querySelector(\"%s\") && document.querySelector(\"%s\").dataset.label == 'Front door camera'"
+              % (NODE % CAMERA, NODE % CAMERA))
+
+    home.stop_agent()
+    # the open page says, in words, that it lost the router
+    text = page.wait("(document.getElementById('spin-link') || {}).textContent", timeout=15)
+    assert "did not answer" in text and "{" not in text
+    home.start_agent(www_dir=WWW)
+    page.reload()
+    page.wait("document.querySelector(\"%s\") && document.querySelector(\"%s\").dataset.label == 'Front door camera'"
+              % (NODE % CAMERA, NODE % CAMERA))
+    assert home.call("device", {"mac": CAMERA})["name"] == "Front door camera"
+    page.logs()  # the stop left failed requests in the console; that was the point
+
+
+def test_screenshots_desktop_phone_and_dark(home, page):
+    shots = []
+    for size, opts in (("desktop", {}), ("phone", {"width": 390, "height": 844, "mobile": True}),
+                       ("dark", {"dark": True})):
+        page.page(**opts)
+        for view in ("network", "devices", "blocks"):
+            page.goto(page.url + "?view=" + view)
+            page.wait("document.querySelector('.spin-view') && !document.querySelector('#view > .spinning')")
+            if view == "network":
+                page.wait("document.querySelectorAll('.spin-device').length == %d" % len(DEVICES))
+                page.click(NODE % CAMERA)
+            if view == "devices":
+                page.wait("document.querySelectorAll('#spin-device-table tr[data-mac]').length == %d" % len(DEVICES))
+                page.click("tr[data-mac='%s'] [data-action=timeline]" % CAMERA)
+                page.wait("document.querySelector('.spin-timeline')")
+            shots.append(page.screenshot("standalone-%s-%s.png" % (view, size), full_page=True))
+    assert all(os.path.getsize(p) > 10000 for p in shots)
+    assert os.path.dirname(shots[0]) == ARTIFACTS
