@@ -448,6 +448,25 @@ def test_depends_are_exactly_the_python3_packages_the_agent_imports():
         sorted(declared), sorted(needed))
 
 
+def test_what_the_stdlib_itself_pulls_in_is_covered_too():
+    """Importing every agent module loads more of the stdlib than the agent
+    names (subprocess brings selectors, ...): all of it must be in the
+    declared packages as well."""
+    src = os.path.join(TOP, "src", "spin_lite")
+    mods = sorted(f[:-3] for f in os.listdir(src) if f.endswith(".py") and f != "__main__.py")
+    code = ("import sys\n" + "".join("import spin_lite.%s\n" % m for m in mods)
+            + "print(' '.join(sorted({n.split('.')[0] for n in sys.modules})))")
+    # -S: without site, whose .pth files on this machine import zipfile and lzma
+    out = subprocess.run([sys.executable, "-S", "-c", code], env=dict(os.environ, PYTHONPATH=os.path.join(TOP, "src")),
+                         check=True, stdout=subprocess.PIPE, universal_newlines=True).stdout.split()
+    assert "spin_lite" in out and "json" in out
+    declared = set(sdk_depends())
+    for name in out:
+        assert name not in OPENWRT_PY3_ABSENT, name
+        if name in OPENWRT_PY3_SPLIT:
+            assert OPENWRT_PY3_SPLIT[name] in declared, "%s needs %s" % (name, OPENWRT_PY3_SPLIT[name])
+
+
 def test_the_import_analysis_notices_a_split_out_module(tmp_path, monkeypatch):
     """The derivation above can fail: an agent that imported logging would
     need python3-logging."""
