@@ -9,6 +9,7 @@ checks that it ended by itself.
 
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -119,6 +120,10 @@ def test_blocking_the_camera_stops_its_upload_while_the_speaker_keeps_streaming(
     after = counters(home)
     assert after["sink_bytes"] == before["sink_bytes"], "the camera's upload still arrives"
     assert after["source_bytes"] > before["source_bytes"], "the speaker stopped streaming too"
+    # its connection was deleted from conntrack, and what it retransmits is
+    # dropped before conntrack confirms a new entry
+    assert not [line for line in home.conntrack().splitlines()
+                if "src=%s " % cam.ip4 in line and "dport=9000 " in line]
     shown = blocks_by_id(home)[bid]
     assert shown["what"] == "camera" and shown["note"] == "camera off" and shown["dropped"] > 0
     assert home.call("status")["errors"].get("firewall") is None
@@ -278,6 +283,32 @@ def test_a_flushed_ruleset_is_restored_within_one_scan(home):
         assert home.call("blocks")["firewall"]["restores"] > restores
         assert not reaches(home, "laptop", SHOP4, 80)
         assert reaches(home, "laptop", NEWS4, 80)
+    finally:
+        home.call("unblock", {"id": bid})
+
+
+def spin(home, *argv):
+    p = subprocess.run(["ip", "netns", "exec", home.ns("router"), sys.executable, "-m", "spin_lite"]
+                       + list(argv) + ["-c", home.agent_config], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(HERE), "src")))
+    return p.returncode, p.stdout
+
+
+def test_spin_firewall_prints_checks_and_flushes_what_the_agent_loads(home):
+    laptop = home.devices["laptop"]
+    bid = home.call("block", {"mac": laptop.mac, "remote": SHOP4})["id"]
+    try:
+        rc, text = spin(home, "firewall", "print")
+        assert rc == 0 and 'block %d"' % bid in text and laptop.ip4 in text
+        rc, text = spin(home, "firewall", "check")
+        assert (rc, text.split(": ", 1)[1]) == (0, "rules accepted; loaded and whole\n")
+        restores = home.call("blocks")["firewall"]["restores"]
+        rc, text = spin(home, "firewall", "flush")
+        assert rc == 0 and "removed" in text
+        home.wait_for(lambda: home.call("blocks")["firewall"]["restores"] > restores, timeout=5,
+                      what="the agent putting its rules back after `spin firewall flush`")
+        assert spin(home, "firewall", "check")[0] == 0
+        assert not reaches(home, "laptop", SHOP4, 80)
     finally:
         home.call("unblock", {"id": bid})
 

@@ -165,20 +165,7 @@ class Blocks:
         return out
 
     def forget_connections(self, ips, remote=None):
-        """Delete conntrack entries so established (and offloaded) flows
-        stop now rather than when they next time out."""
-        for ip in ips:
-            fam = ["-f", "ipv6"] if ":" in ip else []
-            if remote is not None:
-                plat.run(["conntrack", "-D"] + fam + ["-s", ip, "-d", remote])
-                plat.run(["conntrack", "-D"] + fam + ["--reply-src", remote, "-d", ip])
-            else:
-                plat.run(["conntrack", "-D"] + fam + ["-s", ip])
-                plat.run(["conntrack", "-D"] + fam + ["--reply-src", ip])
-        if not ips and remote is not None:
-            fam = ["-f", "ipv6"] if ":" in remote else []
-            plat.run(["conntrack", "-D"] + fam + ["-d", remote])
-            plat.run(["conntrack", "-D"] + fam + ["--reply-src", remote])
+        self.backend.forget(ips, remote)
 
     # -- part ---------------------------------------------------------------
 

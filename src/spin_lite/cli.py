@@ -18,6 +18,7 @@ DEFAULT_CONFIG = "/etc/config/spin"
 USAGE = """usage: spin agent [-c CONFIG]
        spin call [-c CONFIG] METHOD [JSON-ARGS]
        spin top [-c CONFIG] [-n COUNT]
+       spin firewall print|check|flush [-c CONFIG]
 """
 
 
@@ -147,7 +148,13 @@ def cmd_top(argv):
         return 0
 
 
-COMMANDS = {"agent": cmd_agent, "call": cmd_call, "top": cmd_top}
+def cmd_firewall(argv):
+    from . import firewall
+    opts, rest = options(argv, ("-c",))
+    return firewall.cli(rest, config.load(opts.get("-c", DEFAULT_CONFIG))[0])
+
+
+COMMANDS = {"agent": cmd_agent, "call": cmd_call, "top": cmd_top, "firewall": cmd_firewall}
 
 
 def main(argv=None):

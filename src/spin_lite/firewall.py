@@ -529,9 +529,30 @@ def _text(b):
     return b.decode("utf-8", "replace") if isinstance(b, bytes) else b
 
 
+def forget_connections(ips, remote=None):
+    """Delete conntrack entries so established (and offloaded) flows stop
+    now rather than when they time out: the device's own (original source,
+    or reply source for what came in), or only those with the remote."""
+    for ip in ips:
+        fam = ["-f", "ipv6"] if ":" in ip else []
+        if remote is not None:
+            if family(remote) != family(ip):
+                continue
+            plat.run(["conntrack", "-D"] + fam + ["-s", ip, "-d", remote])
+            plat.run(["conntrack", "-D"] + fam + ["--reply-src", remote, "-d", ip])
+        else:
+            plat.run(["conntrack", "-D"] + fam + ["-s", ip])
+            plat.run(["conntrack", "-D"] + fam + ["--reply-src", ip])
+    if not ips and remote is not None:
+        fam = ["-f", "ipv6"] if ":" in remote else []
+        plat.run(["conntrack", "-D"] + fam + ["-d", remote])
+        plat.run(["conntrack", "-D"] + fam + ["--reply-src", remote])
+
+
 class Nft:
     """table inet spin through nft -f - (one transaction per change)."""
     name = "nft"
+    forget = staticmethod(forget_connections)
 
     def __init__(self, cfg):
         self.nft = cfg.get("nft_cmd") or "nft"
@@ -610,6 +631,7 @@ class Iptables:
     is installed, as firewall3 on OpenWrt 21.02 is legacy; else iptables);
     the ip6tables, -save and -restore names are derived from it."""
     name = "iptables"
+    forget = staticmethod(forget_connections)
 
     def __init__(self, cfg):
         base = cfg.get("iptables_cmd") or default_iptables()
@@ -732,13 +754,16 @@ class Off:
     def counters(self):
         return {}
 
+    def forget(self, ips, remote=None):
+        return None
+
     def remove(self):
         return None
 
 
 def _which(name):
     import os
-    for d in (os.environ.get("PATH") or "/usr/sbin:/usr/bin:/sbin:/bin").split(":"):
+    for d in (os.getenv("PATH") or "/usr/sbin:/usr/bin:/sbin:/bin").split(":"):
         try:
             os.stat(d + "/" + name)
             return True
@@ -777,3 +802,61 @@ def choose(cfg):
 def remove_all(backend):
     """Delete everything we own (package removal, `spin firewall flush`)."""
     return backend.remove()
+
+
+# -- spin firewall print | check | flush -----------------------------------
+
+CLI_USAGE = """usage: spin firewall print|check|flush [-c CONFIG]
+  print   the rules the agent loads (device addresses asked from a running agent)
+  check   whether the kernel accepts them (nft -c) and whether they are loaded whole
+  flush   delete spin's table / chains / ipsets (a running agent puts them back)
+"""
+
+
+def cli(argv, cfg):
+    """`spin firewall ...` (cfg from config.load); returns an exit code."""
+    from . import blocks
+    verb = argv[0] if argv else ""
+    if verb not in ("print", "check", "flush"):
+        sys.stderr.write(CLI_USAGE)
+        return 2
+    part = blocks.Blocks(cfg)
+    backend = part.backend
+    state = part.state()
+    if verb == "flush":
+        err = remove_all(backend)
+        sys.stdout.write("%s: %s\n" % (backend.name, err or "removed"))
+        return 1 if err else 0
+    state["devices"] = _agent_addresses(cfg, state["devices"])
+    if verb == "print":
+        if backend.name == "iptables":
+            sys.stdout.write("### ipset -exist restore\n" + render_ipset(state))
+            for fam in (4, 6):
+                sys.stdout.write("### %s-restore --noflush\n" % backend.cmd[fam])
+                sys.stdout.write(render_iptables(state, fam))
+        else:
+            sys.stdout.write(render(state))
+        return 0
+    err = backend.check(state)
+    whole = backend.intact(state)
+    sys.stdout.write("%s: rules %s; loaded %s\n" % (
+        backend.name, "accepted" if err is None else "refused: " + err,
+        "and whole" if whole else "no (or not whole)"))
+    return 0 if err is None and whole else 1
+
+
+def _agent_addresses(cfg, macs):
+    """{mac: ips} from the running agent, or empty lists when it is not."""
+    address = cfg.get("rpc_socket") or cfg.get("rpc_listen")
+    if not address:
+        return macs
+    try:
+        from . import jsonrpc
+        out = {}
+        for mac in macs:
+            d = jsonrpc.call(address, "device", {"mac": mac}, cfg.get("token") or None)
+            out[mac] = d.get("ips") or []
+        return out
+    except Exception as e:  # no agent: render without addresses, and say so
+        sys.stderr.write("spin: agent not reachable (%s); device addresses left out\n" % e)
+        return macs
