@@ -281,3 +281,105 @@ def test_clean_removes_every_spin_table_chain_and_set_and_nothing_else():
             assert "-A FORWARD -j vpn_forward" in ns(name, ipt, "-w", "-S").stdout
     finally:
         subprocess.run(["ip", "netns", "del", name])
+
+
+# -- the packaged agent itself, on the Python of GL.iNet 4.x -----------------
+
+LAPTOP_FLOW = ("ipv4     2 tcp      6 431999 ESTABLISHED src=192.168.1.10 dst=203.0.113.5 sport=40000 "
+               "dport=443 packets=10 bytes=1000 src=203.0.113.5 dst=192.168.1.10 sport=443 dport=40000 "
+               "packets=12 bytes=9000 [ASSURED] mark=0 zone=0 use=2\n")
+ARP = ("IP address       HW type     Flags       HW address            Mask     Device\n"
+       "192.168.1.10     0x1         0x2         02:00:00:00:00:0a     *        br-lan\n")
+TEST_CONFIG = """config spin 'main'
+	option scan_interval '1'
+	list lan_net '192.168.1.0/24'
+	option conntrack_file '/snapshot/nf_conntrack'
+	option arp_file '/snapshot/arp'
+	option firewall 'none'
+	option dns_snoop '0'
+	option ubus_socket ''
+	option www_dir ''
+"""
+
+
+def with_python39(root):
+    """Debian bullseye's Python 3.9 (tests/cross/run.py makes it) under
+    /py39 in the router, and /usr/bin/python3 running it with its own C
+    library, as the launcher expects to find python3."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("cross_run", os.path.join(TOP, "tests", "cross", "run.py"))
+    cross = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cross)
+    sysroot, _ = cross.sysroot("py39")
+    subprocess.run(["cp", "-a", sysroot, os.path.join(root, "py39")], check=True)
+    with open(os.path.join(root, "usr", "bin", "python3"), "w") as f:
+        f.write("#!/bin/sh\nexec /py39/lib64/ld-linux-x86-64.so.2 --library-path "
+                "/py39/lib/x86_64-linux-gnu:/py39/usr/lib/x86_64-linux-gnu /py39/usr/bin/python3.9 \"$@\"\n")
+    os.chmod(os.path.join(root, "usr", "bin", "python3"), 0o755)
+
+
+def spin_call(root, *args):
+    import json
+    r = chroot.run(root, ["/usr/bin/spin", "call", "-c", "/etc/config/spin.test"] + list(args),
+                   {"PYTHONHOME": "/py39/usr"})
+    assert r.returncode == 0, r.stdout
+    return json.loads(r.stdout)
+
+
+def seen(history):
+    """(bytes out, bytes in) over the open bucket and the closed ones, so a
+    minute turning over between two calls changes nothing."""
+    buckets = [history["current"]] + [p for p in history["points"] if p]
+    return (sum(b.get("bytes_out", 0) for b in buckets), sum(b.get("bytes_in", 0) for b in buckets))
+
+
+def test_the_packaged_agent_runs_on_python_3_9_and_a_hup_keeps_its_history(router, ipks):
+    """The launcher, the .py files and the CLI exactly as the ipk installs
+    them, on Python 3.9: the agent sees the laptop's connection, keeps it
+    through the HUP procd sends on Save & Apply, and stops on TERM."""
+    import time
+    installed(router, ipks["spin"])
+    with_python39(router)
+    os.makedirs(os.path.join(router, "snapshot"))
+    with open(os.path.join(router, "snapshot", "nf_conntrack"), "w") as f:
+        f.write(LAPTOP_FLOW)
+    with open(os.path.join(router, "snapshot", "arp"), "w") as f:
+        f.write(ARP)
+    with open(os.path.join(router, "etc", "config", "spin.test"), "w") as f:
+        f.write(TEST_CONFIG)
+    log = open(os.path.join(router, "tmp", "agent.log"), "w")
+    agent = subprocess.Popen(["chroot", router, "/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                              "PYTHONHOME=/py39/usr", "/usr/bin/spin", "agent", "-c", "/etc/config/spin.test"],
+                             stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(os.path.join(router, "var", "run", "spin", "rpc.sock")):
+            assert agent.poll() is None, open(log.name).read()
+            assert time.monotonic() < deadline, open(log.name).read()
+            time.sleep(0.2)
+        # the launcher exec'd Python: procd's signals reach the agent itself
+        cmdline = open("/proc/%d/cmdline" % agent.pid, "rb").read().split(b"\0")
+        assert b"/py39/usr/bin/python3.9" in cmdline and b"-u" in cmdline and b"spin_lite" in cmdline
+        while spin_call(router, "status")["devices"] < 1:
+            assert time.monotonic() < deadline, open(log.name).read()
+            time.sleep(0.2)
+        before = seen(spin_call(router, "history", '{"mac": "02:00:00:00:00:0a", "minutes": 5}'))
+        assert before == (1000, 9000)
+        uptime = spin_call(router, "status")["uptime"]
+
+        agent.send_signal(signal.SIGHUP)
+        while "reloaded" not in open(log.name).read():
+            assert agent.poll() is None, open(log.name).read()
+            assert time.monotonic() < deadline, open(log.name).read()
+            time.sleep(0.2)
+        after = seen(spin_call(router, "history", '{"mac": "02:00:00:00:00:0a", "minutes": 5}'))
+        assert after == before
+        assert spin_call(router, "status")["uptime"] >= uptime
+
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=30) == 0, open(log.name).read()
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+        log.close()
