@@ -313,7 +313,7 @@ def test_spin_firewall_prints_checks_and_flushes_what_the_agent_loads(home):
         home.call("unblock", {"id": bid})
 
 
-def test_kill_9_and_restart_keep_the_same_blocks_and_ids(home):
+def test_kill_9_reboot_and_restart_keep_the_same_blocks_and_ids(home):
     laptop, bulb = home.devices["laptop"], home.devices["bulb"]
     bid = home.call("block", {"mac": laptop.mac, "remote": SHOP4, "note": "homework"})["id"]
     home.call("quarantine", {"mac": bulb.mac, "reason": "scan"})
@@ -323,6 +323,9 @@ def test_kill_9_and_restart_keep_the_same_blocks_and_ids(home):
         # nobody is watching, the kernel still holds the rules
         assert not reaches(home, "laptop", SHOP4, 80)
         assert not reaches(home, "bulb", BULB_TIME, 80)
+        # and a reboot: the kernel forgets, the file remembers
+        assert spin(home, "firewall", "flush")[0] == 0
+        assert reaches(home, "laptop", SHOP4, 80)
         home.start_agent()
         after = blocks_by_id(home)
         assert sorted(after) == sorted(before)

@@ -198,3 +198,13 @@ def test_monitor_only_keeps_decisions_without_a_firewall(tmp_path):
     cfg.update(state_dir=str(tmp_path / "state"), firewall="none")
     part = blocks.Blocks(cfg)
     assert part.backend.name == "none" and part.status()["firewall"] == "off"
+
+
+def test_a_clock_that_went_back_does_not_lengthen_a_block(tmp_path, monkeypatch):
+    a, part = make_agent(tmp_path)
+    bid = call(a, "block", {"mac": CAMERA, "minutes": 5})["id"]
+    real = plat.wall
+    monkeypatch.setattr(plat, "wall", lambda: real() - 3 * 365 * 86400)   # booted without NTP
+    b, part_b = make_agent(tmp_path)
+    left_ms = part_b.deadlines[("block", bid)] - plat.monotonic_ms()
+    assert 4 * 60000 < left_ms <= 5 * 60000 + 1000

@@ -93,7 +93,10 @@ class Blocks:
         self.saved = self._text()
         now_wall, now = plat.wall(), plat.monotonic_ms()
         for key, rec in self._timed():
-            self.deadlines[key] = now + int((rec["expires"] - now_wall) * 1000)
+            # never longer than it was given: a router that booted without
+            # NTP may believe it is years earlier than when the block began
+            left = min(rec["expires"] - now_wall, rec["expires"] - rec["created"])
+            self.deadlines[key] = now + int(left * 1000)
 
     def _text(self):
         return plat.json.dumps(self.store)

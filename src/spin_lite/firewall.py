@@ -529,24 +529,47 @@ def _text(b):
     return b.decode("utf-8", "replace") if isinstance(b, bytes) else b
 
 
+CT_PROC = "/proc/net/nf_conntrack"
+
+
 def forget_connections(ips, remote=None):
     """Delete conntrack entries so established (and offloaded) flows stop
     now rather than when they time out: the device's own (original source,
-    or reply source for what came in), or only those with the remote."""
+    or reply source for what came in), or only those with the remote.
+
+    With the `conntrack` tool (package conntrack on OpenWrt) per address;
+    without it, OpenWrt's kernel (patch 600-netfilter_conntrack_flush)
+    deletes every entry of an address written into /proc/net/nf_conntrack,
+    which for a destination block of one device means all of that device's
+    connections: they reconnect, the blocked one cannot."""
+    argvs = []
     for ip in ips:
         fam = ["-f", "ipv6"] if ":" in ip else []
         if remote is not None:
             if family(remote) != family(ip):
                 continue
-            plat.run(["conntrack", "-D"] + fam + ["-s", ip, "-d", remote])
-            plat.run(["conntrack", "-D"] + fam + ["--reply-src", remote, "-d", ip])
+            argvs.append(fam + ["-s", ip, "-d", remote])
+            argvs.append(fam + ["--reply-src", remote, "-d", ip])
         else:
-            plat.run(["conntrack", "-D"] + fam + ["-s", ip])
-            plat.run(["conntrack", "-D"] + fam + ["--reply-src", ip])
+            argvs.append(fam + ["-s", ip])
+            argvs.append(fam + ["--reply-src", ip])
     if not ips and remote is not None:
         fam = ["-f", "ipv6"] if ":" in remote else []
-        plat.run(["conntrack", "-D"] + fam + ["-d", remote])
-        plat.run(["conntrack", "-D"] + fam + ["--reply-src", remote])
+        argvs.append(fam + ["-d", remote])
+        argvs.append(fam + ["--reply-src", remote])
+    for argv in argvs:
+        rc, _, _ = plat.run(["conntrack", "-D"] + argv)
+        if rc == 127:
+            break
+    else:
+        return
+    targets = list(ips) or ([remote] if remote and "/" not in remote else [])
+    for addr in targets:
+        try:
+            with open(CT_PROC, "w") as f:
+                f.write(addr + "\n")
+        except OSError:
+            return
 
 
 class Nft:
