@@ -55,8 +55,10 @@ var Graph = baseclass.extend({
 			'aria-label': _('Devices and the destinations they talk to') });
 		this.edgeLayer = S('g', { 'class': 'spin-edges' });
 		this.nodeLayer = S('g', { 'class': 'spin-nodes' });
+		this.labelLayer = S('g', { 'class': 'spin-labels' });   /* above every node */
 		this.svg.appendChild(this.edgeLayer);
 		this.svg.appendChild(this.nodeLayer);
+		this.svg.appendChild(this.labelLayer);
 		this.model = { nodes: [], edges: [] };
 	},
 
@@ -169,8 +171,10 @@ var Graph = baseclass.extend({
 					continue;
 				dx = a.x - b.x; dy = a.y - b.y;
 				d = Math.sqrt(dx * dx + dy * dy) || 0.01;
-				/* heavier traffic sits a little closer */
-				f = (d - L * (1.1 - 0.4 * Math.sqrt(edges[i].bytes / maxEdge))) * 0.5;
+				/* every edge wants the same length: its width, not its
+				 * length, says how much it carries, and a short heavy edge
+				 * would hide under its nodes */
+				f = (d - L) * 0.5;
 				a.dx -= dx / d * f; a.dy -= dy / d * f;
 				b.dx += dx / d * f; b.dy += dy / d * f;
 			}
@@ -202,6 +206,8 @@ var Graph = baseclass.extend({
 			this.edgeLayer.removeChild(this.edgeLayer.firstChild);
 		while (this.nodeLayer.firstChild)
 			this.nodeLayer.removeChild(this.nodeLayer.firstChild);
+		while (this.labelLayer.firstChild)
+			this.labelLayer.removeChild(this.labelLayer.firstChild);
 
 		edges.slice().sort(function(a, b) { return a.bytes - b.bytes; }).forEach(function(e) {
 			var a = byId[e.from], b = byId[e.to];
@@ -274,7 +280,9 @@ var Graph = baseclass.extend({
 				g.appendChild(S('circle', { r: r.toFixed(1) }));
 			var lb = labels[n.id];
 			if (lb)
-				g.appendChild(S('text', { x: lb.x, y: lb.y, 'text-anchor': lb.anchor, 'class': 'spin-label' }, [ lb.text ]));
+				self.labelLayer.appendChild(S('text', { x: (n.x + lb.x).toFixed(1), y: (n.y + lb.y).toFixed(1),
+					'text-anchor': lb.anchor, 'class': 'spin-label' + (n.kind == 'device' ? ' spin-label-device' : ''),
+					'data-for': n.id }, [ lb.text ]));
 			var pick = function(ev) {
 				if (ev.type == 'keydown' && ev.key != 'Enter' && ev.key != ' ')
 					return;
