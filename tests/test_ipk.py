@@ -317,6 +317,26 @@ def chroot_install_offline(ipk, root, bindir):
         os.environ["PATH"] = old
 
 
+def test_opkg_offline_root_alone_is_taken_for_an_offline_root_too(ipks, tmp_path):
+    """opkg-lede's --offline-root --force-postinstall runs scripts with
+    PKG_ROOT=<root>/ but no IPKG_INSTROOT (image builds export that
+    themselves): the scripts still stay inside the root."""
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    chroot.install(str(root), ipks["spin"], offline=True)
+    for link in ("S95spin", "K10spin"):
+        os.unlink(root / "etc/rc.d" / link)
+    env = {"PATH": os.environ["PATH"], "PKG_ROOT": str(root) + "//", "PKG_UPGRADE": "0"}
+    info = root / "usr/lib/opkg/info"
+    r = subprocess.run(["busybox", "sh", str(info / "spin.postinst"), "configure"], env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    assert r.returncode == 0 and r.stdout == "", r.stdout
+    assert os.readlink(root / "etc/rc.d/S95spin") == "../init.d/spin"
+    r = subprocess.run(["busybox", "sh", str(info / "spin.prerm"), "remove"], env=env)
+    assert r.returncode == 0
+    assert not os.path.lexists(root / "etc/rc.d/S95spin")
+
+
 def test_offline_remove_takes_the_boot_links_away(ipks, tmp_path):
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)

@@ -49,7 +49,7 @@ POSTINST = r"""#!/bin/sh
 # {pkg} postinst, written by tools/ipk.py: what OpenWrt's default_postinst
 # does for an SDK-built package, then the package's own postinst.
 [ "${{IPKG_NO_SCRIPT}}" = "1" ] && exit 0
-if [ -n "${{IPKG_INSTROOT}}" ]; then
+{instroot}if [ -n "${{IPKG_INSTROOT}}" ]; then
 {offline}	exit 0
 fi
 {uci_defaults}rm -f /tmp/luci-indexcache*
@@ -64,11 +64,21 @@ done
 command -v uci >/dev/null && uci commit
 """
 
+# opkg-lede sets PKG_ROOT (the destination's root) for every script but
+# never IPKG_INSTROOT: OpenWrt's image build exports that itself. A plain
+# `opkg --offline-root DIR --force-postinstall` would otherwise run the
+# live branch against the build host.
+INSTROOT = r"""if [ -z "${IPKG_INSTROOT}" ] && [ -n "${PKG_ROOT}" ]; then
+	IPKG_INSTROOT="$(echo "${PKG_ROOT}" | sed 's,/*$,,')"
+	export IPKG_INSTROOT
+fi
+"""
+
 PRERM = r"""#!/bin/sh
 # {pkg} prerm, written by tools/ipk.py: the package's own prerm, then what
 # OpenWrt's default_prerm does: disable (not on upgrade) and stop.
 [ "${{IPKG_NO_SCRIPT}}" = "1" ] && exit 0
-if [ -n "${{IPKG_INSTROOT}}" ]; then
+{instroot}if [ -n "${{IPKG_INSTROOT}}" ]; then
 {offline}	exit 0
 fi
 {own}{stop}exit 0
@@ -334,6 +344,7 @@ def maintainer_scripts(pkg):
         stop += '[ "${PKG_UPGRADE}" = "1" ] || /etc/init.d/%s disable\n/etc/init.d/%s stop\n' % (name, name)
     postinst = POSTINST.format(
         pkg=pkg["name"],
+        instroot=INSTROOT,
         offline=links,
         uci_defaults=POSTINST_UCI_DEFAULTS.format(files=" ".join(uci_defaults)) if uci_defaults else "",
         own="(\n%s\n)\n" % own_post if own_post else "",
@@ -341,6 +352,7 @@ def maintainer_scripts(pkg):
     )
     prerm = PRERM.format(
         pkg=pkg["name"],
+        instroot=INSTROOT,
         offline=unlinks,
         own="(\n%s\n)\n" % own_pre if own_pre else "",
         stop=stop,
