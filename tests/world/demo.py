@@ -14,6 +14,9 @@ import sys
 import threading
 
 from tests.world.home import SRC, Home, HomeError
+from tests.world.webproxy import forward
+
+WWW = os.path.join(os.path.dirname(SRC), "luci-app-spin", "htdocs")
 
 
 def main():
@@ -22,14 +25,25 @@ def main():
     ap.add_argument("--scan-after", type=float, default=60, help="seconds until the bulb scans")
     ap.add_argument("--no-scan", action="store_true", help="the bulb stays a bulb")
     ap.add_argument("--scan-interval", type=int, default=2)
+    ap.add_argument("--web-port", type=int, default=8080, help="127.0.0.1 port of the visualizer")
     a = ap.parse_args()
-    home = Home(firewall=a.firewall, agent=True, config={"scan_interval": a.scan_interval})
+    # traffic starts after the agent: it turns conntrack byte counting on, and
+    # the camera's one long upload would otherwise never be counted
+    home = Home(firewall=a.firewall, agent=True, traffic=False,
+                config={"scan_interval": a.scan_interval, "www_dir": WWW})
     try:
         home.up()
     except HomeError as e:
         sys.exit("demo: %s" % e)
     try:
+        for name in home.devices:
+            home.start_traffic(name)
         print("home %s up in %.1f s; files in %s" % (home.tag, home.started_in, home.dir))
+        try:
+            web = forward(home.rpc_socket, a.web_port)
+        except OSError:
+            web = forward(home.rpc_socket, 0)   # that port is taken: any free one
+        print("the visualizer: %s/spin/   (LuCI's views, served by the agent)" % web.url)
         print("agent log: %s   (removed at exit; SPIN_KEEP_HOME=1 keeps it)" % home.agent_log)
         print("from another shell: PYTHONPATH=%s python3 -m spin_lite call -c %s devices"
               % (SRC, home.agent_config))
