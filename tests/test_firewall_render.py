@@ -54,6 +54,13 @@ def test_render_nft(name):
 
 
 @pytest.mark.parametrize("name", CASES)
+def test_render_bridge(name):
+    case = load(name)
+    text = firewall.render_bridge(case["state"])
+    assert text == golden(name, ".bridge", text), case["story"]
+
+
+@pytest.mark.parametrize("name", CASES)
 def test_render_iptables(name):
     case = load(name)
     text = ipt_text(case["state"])
@@ -101,6 +108,7 @@ for f in sorted(os.listdir(d)):
                + "### iptables-restore --noflush\\n" + firewall.render_iptables(st, 4)
                + "### ip6tables-restore --noflush\\n" + firewall.render_iptables(st, 6))
         same = (firewall.render(st) == open(d + f[:-5] + ".nft").read()
+                and firewall.render_bridge(st) == open(d + f[:-5] + ".bridge").read()
                 and ipt == open(d + f[:-5] + ".ipt").read())
         print(f[:-5], "same" if same else "DIFFERENT")
 """
@@ -154,6 +162,10 @@ def test_nft_loads_the_text_twice(scratch, name):
         assert p.returncode == 0, p.stderr.decode()
     listing = run_in(scratch, ["nft", "list", "table", "inet", "spin"], "").stdout.decode()
     assert listing.count('comment "spin: ') == sum(firewall.nft_rule_count(load(name)["state"]))
+    bridge = firewall.render_bridge(load(name)["state"])
+    for _ in range(2):
+        p = run_in(scratch, ["nft", "-f", "-"], bridge)
+        assert p.returncode == 0, p.stderr.decode()
 
 
 @pytest.mark.netns

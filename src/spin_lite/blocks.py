@@ -202,6 +202,8 @@ class Blocks:
             firewall.remove_all(self.backend)
             self.backend = new
         self.cfg = agent.cfg
+        if getattr(self.backend, "bridge", None) not in (None, True):
+            self.backend.bridge = None     # try the bridge table again
         self.apply("reload")
 
     def stop(self, agent):
@@ -216,10 +218,14 @@ class Blocks:
             state = "off"
         else:
             state = "error" if self.error else "ok"
-        return {"firewall": state, "backend": self.backend.name, "error": self.error,
+        out = {"firewall": state, "backend": self.backend.name, "error": self.error,
                 "blocks": len(self.store["blocks"]),
                 "quarantines": len(self.store["quarantines"]),
                 "allows": len(self.store["allows"]), "restores": self.restores}
+        bridge = getattr(self.backend, "bridge", None)
+        if bridge is not None:
+            out["bridge"] = "ok" if bridge is True else bridge
+        return out
 
     # -- expiry -------------------------------------------------------------
 

@@ -351,6 +351,42 @@ def nft_rule_count(state):
     return len(FORWARD) + extra, len(OPEN_NFT) + len(INPUT)
 
 
+BRIDGE_RULES = (
+    ("ether saddr @q_mac drop", "quarantined device reaches no other device"),
+    ("ether daddr @q_mac drop", "no device reaches a quarantined one"),
+)
+
+
+def render_bridge(state):
+    """`table bridge spin`: quarantined devices cut off from their LAN
+    peers on the same bridge, which never pass the inet forward hook.
+    Loaded in a transaction of its own: it needs kmod-nft-bridge, and a
+    router without it must still get table inet spin. Pure."""
+    elements, _ = plan(state)
+    lines = [
+        "# spin-lite: quarantine across the LAN bridge; replaced as a whole",
+        "table bridge %s" % TABLE,
+        "delete table bridge %s" % TABLE,
+        "table bridge %s {" % TABLE,
+        "\tset q_mac {",
+        "\t\ttype ether_addr",
+        "\t\tcounter",
+    ]
+    if elements["q_mac"]:
+        lines.append("\t\telements = {")
+        for elem, owner in elements["q_mac"]:
+            lines.append('\t\t\t%s comment "%s",' % (elem, owner))
+        lines.append("\t\t}")
+    lines.append("\t}")
+    lines.append("\tchain forward {")
+    lines.append("\t\ttype filter hook forward priority %s; policy accept;" % PRIORITY)
+    for rule, comment in BRIDGE_RULES:
+        lines.append('\t\t%s comment "spin: %s"' % (rule, comment))
+    lines.append("\t}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
 # -- iptables + ipset -----------------------------------------------------
 
 IPT_SELECTOR = {"src": "src", "dst": "dst"}
@@ -573,29 +609,40 @@ def forget_connections(ips, remote=None):
 
 
 class Nft:
-    """table inet spin through nft -f - (one transaction per change)."""
+    """table inet spin through nft -f - (one transaction per change), and
+    table bridge spin when the kernel has nft bridge support."""
     name = "nft"
     forget = staticmethod(forget_connections)
 
     def __init__(self, cfg):
         self.nft = cfg.get("nft_cmd") or "nft"
         self.run_dir = cfg.get("run_dir") or "/tmp/spin"
+        self.bridge = None    # None: not tried, True: loaded, text: why not
 
-    def apply(self, state):
-        text = render(state)
+    def _load(self, text, name):
         rc, out, err = plat.run([self.nft, "-f", "-"], stdin=text.encode())
         if rc != 0:
-            _save_rejected(self.run_dir, "firewall.rejected.nft", text, err)
+            _save_rejected(self.run_dir, name, text, err)
             return "nft: " + _text(err).strip()
         return None
 
+    def apply(self, state):
+        err = self._load(render(state), "firewall.rejected.nft")
+        if err is None and self.bridge in (None, True):
+            berr = self._load(render_bridge(state), "firewall.rejected.bridge.nft")
+            if berr is not None:
+                # not fatal: quarantine still holds for routed traffic
+                plat.warn("firewall: no table bridge spin (LAN peers of a quarantined"
+                          " device are not cut off): " + berr)
+            self.bridge = berr or True
+        return err
+
     def check(self, state):
-        text = render(state)
-        rc, out, err = plat.run([self.nft, "-c", "-f", "-"], stdin=text.encode())
+        rc, out, err = plat.run([self.nft, "-c", "-f", "-"], stdin=render(state).encode())
         return None if rc == 0 else _text(err).strip()
 
-    def _listing(self):
-        rc, out, err = plat.run([self.nft, "-j", "list", "table", "inet", TABLE])
+    def _listing(self, family="inet"):
+        rc, out, err = plat.run([self.nft, "-j", "list", "table", family, TABLE])
         if rc != 0:
             return None
         try:
@@ -604,7 +651,8 @@ class Nft:
             return None
 
     def intact(self, state):
-        """True when our table is there with every chain and rule."""
+        """True when our table is there with every chain and rule (and the
+        bridge table, when this kernel took it)."""
         items = self._listing()
         if items is None:
             return False
@@ -616,13 +664,21 @@ class Nft:
                 counts[rule["chain"]] += 1
             if "set" in item:
                 sets += 1
-        return (counts["forward"], counts["input"]) == nft_rule_count(state) and sets == len(SETS)
+        if (counts["forward"], counts["input"]) != nft_rule_count(state) or sets != len(SETS):
+            return False
+        if self.bridge is True:
+            items = self._listing("bridge")
+            if items is None or sum(1 for i in items if "rule" in i) != len(BRIDGE_RULES):
+                return False
+        return True
 
     def counters(self):
         """{owner: packets} from set element counters and rule counters."""
         items = self._listing()
         if items is None:
             return None
+        if self.bridge is True:
+            items = items + (self._listing("bridge") or [])
         got = {}
         for item in items:
             s = item.get("set")
@@ -642,6 +698,7 @@ class Nft:
         return got
 
     def remove(self):
+        plat.run([self.nft, "delete", "table", "bridge", TABLE])
         rc, _, err = plat.run([self.nft, "delete", "table", "inet", TABLE])
         return None if rc == 0 or b"No such file" in err else _text(err).strip()
 
@@ -859,6 +916,7 @@ def cli(argv, cfg):
                 sys.stdout.write(render_iptables(state, fam))
         else:
             sys.stdout.write(render(state))
+            sys.stdout.write(render_bridge(state))
         return 0
     err = backend.check(state)
     whole = backend.intact(state)
