@@ -340,6 +340,12 @@ def test_the_packaged_agent_runs_on_python_3_9_and_a_hup_keeps_its_history(route
     import time
     installed(router, ipks["spin"])
     with_python39(router)
+    # OpenWrt's package CI runs package/spin/test.sh on the target after install
+    subprocess.run(["cp", os.path.join(TOP, "package", "spin", "test.sh"), os.path.join(router, "tmp")], check=True)
+    version = [f for f in os.listdir(os.path.dirname(ipks["spin"])) if f.startswith("spin_")][0].split("_")[1]
+    for asked, rc in ((version, 0), ("9.9.9-1", 1)):
+        r = chroot.run(router, ["/bin/sh", "/tmp/test.sh", "spin", asked], {"PYTHONHOME": "/py39/usr"})
+        assert r.returncode == rc, r.stdout
     os.makedirs(os.path.join(router, "snapshot"))
     with open(os.path.join(router, "snapshot", "nf_conntrack"), "w") as f:
         f.write(LAPTOP_FLOW)
