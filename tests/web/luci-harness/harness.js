@@ -14,7 +14,10 @@
  *  - rpcd's `uci` object, in the page: get/set/delete/apply/confirm over
  *    harness-data/uci-<config>.json, checked against the acl's uci scope;
  *    an apply is recorded in HARNESS.applied for the test to carry out
- *    (write the file, HUP the agent: what procd's reload trigger does).
+ *    (write the file, HUP the agent: what procd's reload trigger does);
+ *  - ?fixture=NAME: a recorded agent instead of a live one. spin.* calls
+ *    are answered from harness-data/NAME.json ({method: reply}), for
+ *    pages no simulated home can fill (20 devices, 200 endpoints).
  */
 (function() {
 'use strict';
@@ -99,6 +102,11 @@ window.fetch = function(url, opts) {
 	if (!/^\/ubus(\/|$)/.test(u.pathname) || !opts || opts.method != 'POST')
 		return realFetch(url, opts);
 	var msg = JSON.parse(opts.body);
+	if (msg.method == 'list' && H.fixture) {
+		var sig = {};
+		Object.keys(H.fixture).forEach(function(m) { sig[m] = {}; });
+		return answer(msg.id, { result: { spin: sig } });
+	}
 	if (msg.method != 'call')
 		return realFetch(url, opts);
 	var p = msg.params || [];
@@ -111,6 +119,8 @@ window.fetch = function(url, opts) {
 		H.denied.push(p[1] + '.' + p[2]);
 		return answer(msg.id, { error: { code: -32002, message: 'Access denied' } });
 	}
+	if (H.fixture)
+		return answer(msg.id, { result: p[2] in H.fixture ? [ 0, H.fixture[p[2]] ] : [ 3 ] });
 	return realFetch(url, opts);
 };
 
@@ -123,15 +133,19 @@ function getJSON(path) {
 }
 
 H.boot = function() {
-	var want = (new URLSearchParams(location.search).get('path') || 'admin/services/spin').replace(/\/+$/, '');
+	var q = new URLSearchParams(location.search);
+	var want = (q.get('path') || 'admin/services/spin').replace(/\/+$/, '');
+	var fixture = q.get('fixture');
 	return Promise.all([
 		getJSON('/luci-static/harness-data/menu.json'),
 		getJSON('/luci-static/harness-data/acl.json'),
-		getJSON('/luci-static/harness-data/uci-spin.json')
+		getJSON('/luci-static/harness-data/uci-spin.json'),
+		fixture && /^[a-z0-9-]+$/.test(fixture) ? getJSON('/luci-static/harness-data/' + fixture + '.json') : null
 	]).then(function(res) {
 		H.menu = res[0];
 		H.acl = res[1];
 		H.uci.spin = res[2];
+		H.fixture = res[3];
 		var usable = function(e) {
 			var d = e.depends || {};
 			return (d.acl || []).every(function(g) { return H.acl[g]; }) &&

@@ -19,6 +19,9 @@
 
 var NS = 'http://www.w3.org/2000/svg';
 
+/* more devices than this: devices on a ring, destinations inside it */
+var RING = 8;
+
 function S(tag, attrs, children) {
 	var el = document.createElementNS(NS, tag);
 	for (var k in attrs)
@@ -36,6 +39,27 @@ function hash(s) {
 	for (var i = 0; i < s.length; i++)
 		h = (h * 31 + s.charCodeAt(i)) % 100003;
 	return h;
+}
+
+/* k points spread evenly by length (not by angle) around an ellipse,
+ * from the top clockwise: on a phone's tall ring the ends stay roomy */
+function ellipse(cx, cy, rx, ry, k) {
+	var steps = 720, len = [ 0 ], px = cx, py = cy - ry, i;
+	for (i = 1; i <= steps; i++) {
+		var a = 2 * Math.PI * i / steps - Math.PI / 2;
+		var x = cx + rx * Math.cos(a), y = cy + ry * Math.sin(a);
+		len.push(len[i - 1] + Math.sqrt((x - px) * (x - px) + (y - py) * (y - py)));
+		px = x; py = y;
+	}
+	var out = [], j = 0;
+	for (i = 0; i < k; i++) {
+		var want = len[steps] * i / k;
+		while (len[j] < want)
+			j++;
+		var b = 2 * Math.PI * j / steps - Math.PI / 2;
+		out.push([ cx + rx * Math.cos(b), cy + ry * Math.sin(b) ]);
+	}
+	return out;
 }
 
 function shorten(s, n) {
@@ -66,10 +90,14 @@ var Graph = baseclass.extend({
 		return this.svg;
 	},
 
-	size: function() {
+	/* the canvas: as wide as its box; a narrow one with many devices
+	 * grows downwards (a phone scrolls) so their names keep apart */
+	size: function(devices) {
 		var box = this.svg.parentNode;
 		var w = (box && box.clientWidth) || 800;
 		var h = Math.round(Math.max(320, Math.min(window.innerHeight * 0.62, w * 0.75)));
+		if (w < 600 && devices > RING)
+			h = Math.max(h, devices * 34 + 80);
 		return [ Math.max(280, w), h ];
 	},
 
@@ -80,7 +108,8 @@ var Graph = baseclass.extend({
 	},
 
 	update: function(model) {
-		var wh = this.size(), W = wh[0], H = wh[1];
+		var wh = this.size(model.nodes.filter(function(n) { return n.kind == 'device'; }).length);
+		var W = wh[0], H = wh[1];
 		var resized = (W != this.width || H != this.height);
 		var first = Object.keys(this.pos).length == 0;
 		this.width = W;
@@ -99,38 +128,63 @@ var Graph = baseclass.extend({
 		this.draw(nodes, edges, maxBytes, maxEdge);
 	},
 
-	/* a fixed starting place for nodes not seen before */
+	/*
+	 * Starting places. A few devices float freely like everything else.
+	 * Many devices (more than RING) sit on a fixed ring around the edge,
+	 * with the internet inside it: a domain that one device uses settles
+	 * next to that device, one that many use moves to the middle, and
+	 * every device stays where the owner found it last time.
+	 */
 	place: function(nodes, edges, W, H) {
 		var cx = W / 2, cy = H / 2, R = Math.min(W, H) / 2;
 		var devices = nodes.filter(function(n) { return n.kind == 'device'; });
-		var partner = {};
-		for (var i = 0; i < edges.length; i++)
-			if (!partner[edges[i].to] || partner[edges[i].to].bytes < edges[i].bytes)
-				partner[edges[i].to] = edges[i];
-		for (var j = 0; j < nodes.length; j++) {
-			var n = nodes[j];
-			var p = this.pos[n.id];
-			if (p) {
-				n.x = p[0]; n.y = p[1];
-				continue;
+		var ring = devices.length > RING;
+		var byId = {}, i;
+		nodes.forEach(function(x) { byId[x.id] = x; x.pinned = false; });
+		var spots = ring ? ellipse(cx, cy, W / 2 - 80, H / 2 - 34, devices.length) : null;
+		devices.forEach(function(n, k) {
+			var ad = 2 * Math.PI * k / Math.max(1, devices.length) - Math.PI / 2;
+			if (ring) {
+				n.x = spots[k][0];
+				n.y = spots[k][1];
+				n.pinned = true;
 			}
-			var a = (hash(n.id) % 360) * Math.PI / 180;
-			if (n.kind == 'device') {
-				var k = devices.indexOf(n);
-				var ad = 2 * Math.PI * k / Math.max(1, devices.length);
+			else if (this.pos[n.id]) {
+				n.x = this.pos[n.id][0];
+				n.y = this.pos[n.id][1];
+			}
+			else {
 				n.x = cx + R * 0.35 * Math.cos(ad);
 				n.y = cy + R * 0.35 * Math.sin(ad);
 			}
-			else if (partner[n.id] && this.pos[partner[n.id].from]) {
-				var q = this.pos[partner[n.id].from];
-				n.x = q[0] + 40 * Math.cos(a);
-				n.y = q[1] + 40 * Math.sin(a);
+		}, this);
+		/* a new group starts at the traffic-weighted middle of its devices */
+		var sum = {};
+		for (i = 0; i < edges.length; i++) {
+			var d = byId[edges[i].from];
+			if (!d)
+				continue;
+			var acc = sum[edges[i].to] = sum[edges[i].to] || [ 0, 0, 0 ];
+			var w = Math.sqrt(edges[i].bytes) + 1;
+			acc[0] += d.x * w; acc[1] += d.y * w; acc[2] += w;
+		}
+		nodes.forEach(function(n) {
+			if (n.kind == 'device')
+				return;
+			var p = this.pos[n.id], a = (hash(n.id) % 360) * Math.PI / 180;
+			if (p) {
+				n.x = p[0]; n.y = p[1];
+			}
+			else if (sum[n.id]) {
+				var mx = sum[n.id][0] / sum[n.id][2], my = sum[n.id][1] / sum[n.id][2];
+				n.x = cx + (mx - cx) * 0.75 + 12 * Math.cos(a);
+				n.y = cy + (my - cy) * 0.75 + 12 * Math.sin(a);
 			}
 			else {
-				n.x = cx + R * 0.8 * Math.cos(a);
-				n.y = cy + R * 0.8 * Math.sin(a);
+				n.x = cx + R * 0.5 * Math.cos(a);
+				n.y = cy + R * 0.5 * Math.sin(a);
 			}
-		}
+		}, this);
 	},
 
 	layout: function(nodes, edges, W, H, steps, t0, maxEdge) {
@@ -180,6 +234,8 @@ var Graph = baseclass.extend({
 			}
 			for (i = 0; i < n; i++) {
 				a = nodes[i];
+				if (a.pinned)
+					continue;
 				a.dx -= (a.x - cx) * 0.04;
 				a.dy -= (a.y - cy) * 0.04 * W / H;
 				d = Math.sqrt(a.dx * a.dx + a.dy * a.dy) || 0.01;
@@ -222,6 +278,7 @@ var Graph = baseclass.extend({
 				'class': cls, x1: a.x.toFixed(1), y1: a.y.toFixed(1),
 				x2: b.x.toFixed(1), y2: b.y.toFixed(1),
 				'stroke-width': (1 + 7 * Math.sqrt(e.bytes / maxEdge)).toFixed(1),
+				'stroke-opacity': (0.35 + 0.65 * Math.sqrt(e.bytes / maxEdge)).toFixed(2),
 				'data-from': e.from, 'data-to': e.to, 'data-bytes': e.bytes
 			}, [ S('title', {}, [ '%s \u2192 %s'.format(a.label, b.label) ]) ]));
 		});
@@ -229,10 +286,10 @@ var Graph = baseclass.extend({
 		/* labels: every device's below it, then the heaviest groups' to the
 		 * right or left of them where that overlaps nothing already placed;
 		 * the rest say who they are on hover (<title>) */
-		var boxes = [];
-		var free = function(b) {
-			for (var i = 0; i < boxes.length; i++) {
-				var o = boxes[i];
+		var boxes = [], nodeBoxes = [];
+		var free = function(b, list) {
+			for (var i = 0; i < list.length; i++) {
+				var o = list[i];
 				if (b[0] < o[2] && o[0] < b[2] && b[1] < o[3] && o[1] < b[3])
 					return false;
 			}
@@ -241,26 +298,37 @@ var Graph = baseclass.extend({
 		var labels = {};
 		nodes.forEach(function(n) {
 			var r = self.radius(n, maxBytes);
-			boxes.push([ n.x - r, n.y - r, n.x + r, n.y + r ]);
+			nodeBoxes.push([ n.x - r, n.y - r, n.x + r, n.y + r ]);
 		});
+		/* a device is always named: below it, else above, right or left
+		 * of it, whichever overlaps no other name (names are drawn above
+		 * nodes, with a halo); below when all do */
 		nodes.filter(function(n) { return n.kind == 'device'; }).forEach(function(n) {
-			var text = shorten(n.label, 22), w = text.length * 7.2, r = self.radius(n, maxBytes);
-			labels[n.id] = { text: text, x: 0, y: r + 13, anchor: 'middle' };
-			boxes.push([ n.x - w / 2, n.y + r, n.x + w / 2, n.y + r + 16 ]);
+			var text = shorten(n.label, 22), w = text.length * 8 + 4, r = self.radius(n, maxBytes);
+			var places = [
+				[ [ n.x - w / 2, n.y + r, n.x + w / 2, n.y + r + 16 ], 0, r + 13, 'middle' ],
+				[ [ n.x - w / 2, n.y - r - 16, n.x + w / 2, n.y - r ], 0, -r - 4, 'middle' ],
+				[ [ n.x + r + 2, n.y - 8, n.x + r + 4 + w, n.y + 8 ], r + 4, 4, 'start' ],
+				[ [ n.x - r - 4 - w, n.y - 8, n.x - r - 2, n.y + 8 ], -r - 4, 4, 'end' ]
+			];
+			var p = places.filter(function(c) { return free(c[0], boxes); })[0] || places[0];
+			labels[n.id] = { text: text, x: p[1], y: p[2], anchor: p[3] };
+			boxes.push(p[0]);
 		});
+		var all = boxes.concat(nodeBoxes);
 		var budget = W < 500 ? 10 : 30;
 		nodes.filter(function(n) { return n.kind != 'device'; })
 			.sort(function(a, b) { return b.bytes - a.bytes; })
 			.slice(0, budget).forEach(function(n) {
-				var text = shorten(n.label, 26), w = text.length * 6.6 + 4, r = self.radius(n, maxBytes);
+				var text = shorten(n.label, 26), w = text.length * 7.2 + 6, r = self.radius(n, maxBytes);
 				var right = [ n.x + r + 2, n.y - 8, n.x + r + 2 + w, n.y + 8 ];
 				var left = [ n.x - r - 2 - w, n.y - 8, n.x - r - 2, n.y + 8 ];
-				if (free(right)) {
-					boxes.push(right);
+				if (free(right, all)) {
+					all.push(right);
 					labels[n.id] = { text: text, x: r + 4, y: 4, anchor: 'start' };
 				}
-				else if (free(left)) {
-					boxes.push(left);
+				else if (free(left, all)) {
+					all.push(left);
 					labels[n.id] = { text: text, x: -r - 4, y: 4, anchor: 'end' };
 				}
 			});

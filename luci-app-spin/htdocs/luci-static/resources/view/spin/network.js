@@ -58,8 +58,15 @@ return view.extend({
 			}, this)
 		});
 
+		/* the first drawing waits for the stylesheet: it sizes the canvas */
+		var css = E('link', { 'rel': 'stylesheet', 'href': L.resource('spin/spin.css') });
+		var styled = new Promise(function(resolve) {
+			css.addEventListener('load', resolve);
+			css.addEventListener('error', resolve);
+		});
+
 		var node = E('div', { 'class': 'spin-view', 'id': 'spin-network' }, [
-			E('link', { 'rel': 'stylesheet', 'href': L.resource('spin/spin.css') }),
+			css,
 			E('h2', {}, [ _('Network') ]),
 			E('div', { 'class': 'cbi-map-descr' }, [
 				_('Who each device on your network talks to, updated every scan. Thicker lines carry more traffic. Select a device or destination to see details and act on it.')
@@ -85,8 +92,15 @@ return view.extend({
 		]);
 
 		this.data = { status: data[0], graph: data[1], devices: data[2], blocks: data[3] };
-		/* draw once the skeleton is in the page and has a width */
-		window.requestAnimationFrame(L.bind(function() { this.renderGraph(this.data); }, this));
+		/* draw once the skeleton is in the page and has its width */
+		styled.then(L.bind(function() {
+			window.requestAnimationFrame(L.bind(function() { this.renderGraph(this.data); }, this));
+		}, this));
+		var redraw = null;
+		window.addEventListener('resize', L.bind(function() {
+			clearTimeout(redraw);
+			redraw = setTimeout(L.bind(function() { this.renderGraph(this.data); }, this), 200);
+		}, this));
 		poll.add(L.bind(this.refresh, this), Math.max(1, +data[0].scan_interval || L.env.pollinterval || 5));
 		return node;
 	},
