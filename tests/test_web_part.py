@@ -101,8 +101,15 @@ def test_failures_are_a_bare_status_as_uhttpd_sends_them():
         assert reply == {"jsonrpc": "2.0", "id": 1, "result": result}, params
     reply = ubus(a, {"jsonrpc": "2.0", "id": 2, "method": "call", "params": [sid, "network", "status", {}]})
     assert reply["error"]["code"] == -32000
-    reply = ubus(a, {"jsonrpc": "2.0", "id": 3, "method": "call", "params": [sid, "spin"]})
+    # uhttpd: call params must be [sid, object, method, {args}]; a caller
+    # may not bring its own ubus_rpc_session; a frame not 2.0 is unreadable
+    reply = ubus(a, {"jsonrpc": "2.0", "id": 3, "method": "call", "params": [sid, "spin", "status"]})
+    assert reply["error"]["code"] == -32700
+    reply = ubus(a, {"jsonrpc": "2.0", "id": 5, "method": "call",
+                     "params": [sid, "spin", "status", {"ubus_rpc_session": "f" * 32}]})
     assert reply["error"]["code"] == -32602
+    reply = ubus(a, {"jsonrpc": "1.0", "id": 6, "method": "list"})
+    assert reply["error"]["code"] == -32700
     reply = ubus(a, {"jsonrpc": "2.0", "id": 4, "method": "frobnicate", "params": []})
     assert reply["error"]["code"] == -32601
     code, _, body = request(a, "POST", "/ubus", b"{not json")

@@ -39,8 +39,10 @@ MAX_FILE = 1 << 20
 LIST_TYPES = {"string": "string", "int": "number", "bool": "boolean", "table": "object",
               "array": "array", "mac": "string", "ip": "string", "remote": "string"}
 
-# JSON-RPC errors as uhttpd sends them
-ERR_INVALID = (-32600, "Invalid request")
+# JSON-RPC errors as uhttpd sends them (uhttpd ubus.c: a frame it cannot
+# read, or call params that are not [sid, object, method, {args}], is a
+# parse error; args that already carry ubus_rpc_session are refused)
+ERR_PARSE = (-32700, "Parse error")
 ERR_PARAMS = (-32602, "Invalid parameters")
 ERR_METHOD = (-32601, "Method not found")
 ERR_OBJECT = (-32000, "Object not found")
@@ -79,14 +81,14 @@ def _error(rid, err):
 def ubus_one(agent, req):
     """One uhttpd-style JSON-RPC request object -> its response object."""
     if not isinstance(req, dict) or req.get("jsonrpc") != "2.0" or not isinstance(req.get("method"), str):
-        return _error(None, ERR_INVALID)
+        return _error(req.get("id") if isinstance(req, dict) else None, ERR_PARSE)
     rid = req.get("id")
     params = req.get("params")
     if req["method"] == "list":
         if params is None or params == []:
             return {"jsonrpc": "2.0", "id": rid, "result": ["spin"]}
         if not isinstance(params, list):
-            return _error(rid, ERR_PARAMS)
+            return {"jsonrpc": "2.0", "id": rid, "result": ["spin"]}
         result = {}
         for obj in params:
             if obj == "spin":
@@ -94,11 +96,11 @@ def ubus_one(agent, req):
         return {"jsonrpc": "2.0", "id": rid, "result": result}
     if req["method"] != "call":
         return _error(rid, ERR_METHOD)
-    if not isinstance(params, list) or len(params) < 3 or not all(isinstance(p, str) for p in params[:3]):
-        return _error(rid, ERR_PARAMS)
-    sid, obj, method = params[0], params[1], params[2]
-    args = params[3] if len(params) > 3 else {}
-    if not isinstance(args, dict):
+    if (not isinstance(params, list) or len(params) < 4 or not all(isinstance(p, str) for p in params[:3])
+            or not isinstance(params[3], dict)):
+        return _error(rid, ERR_PARSE)
+    sid, obj, method, args = params[0], params[1], params[2], params[3]
+    if "ubus_rpc_session" in args:
         return _error(rid, ERR_PARAMS)
     if obj != "spin":
         return _error(rid, ERR_OBJECT)
