@@ -108,6 +108,7 @@ def home(request):
                    timeout=20, what="the thermostat polling and known to the agent")
         h.timed = h.call("block", {"mac": thermo.mac, "minutes": 1, "note": "one minute"})["id"]
         h.timed_at = time.monotonic()
+        assert not reaches(h, "thermostat", "203.0.113.30", 80), "the one-minute block does not hold"
         yield h
 
 

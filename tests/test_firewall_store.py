@@ -208,3 +208,16 @@ def test_a_clock_that_went_back_does_not_lengthen_a_block(tmp_path, monkeypatch)
     b, part_b = make_agent(tmp_path)
     left_ms = part_b.deadlines[("block", bid)] - plat.monotonic_ms()
     assert 4 * 60000 < left_ms <= 5 * 60000 + 1000
+
+
+def test_a_decision_that_cannot_be_saved_is_refused_and_not_made(tmp_path):
+    a, part = make_agent(tmp_path)
+    call(a, "block", {"mac": CAMERA})
+    loaded = len(part.backend.loaded)
+    part.path = str(tmp_path / "no-such-dir" / "x" / "blocks.json")
+    os.makedirs(str(tmp_path / "no-such-dir"))
+    open(str(tmp_path / "no-such-dir" / "x"), "w").close()      # a file where the directory should be
+    assert status_of(a, "block", {"mac": LAPTOP}) == api.UNKNOWN_ERROR
+    assert status_of(a, "quarantine", {"mac": BULB}) == api.UNKNOWN_ERROR
+    assert [b["mac"] for b in call(a, "blocks", {})["blocks"]] == [CAMERA]
+    assert call(a, "blocks", {})["quarantines"] == [] and len(part.backend.loaded) == loaded

@@ -109,6 +109,15 @@ class Blocks:
         plat.write_atomic(self.path, text)
         self.saved = text
 
+    def persist(self, before):
+        """Save a decision, or undo it: a decision the router would forget
+        at the next restart is refused rather than half made."""
+        try:
+            self.save()
+        except OSError as e:
+            self.store = plat.json.loads(before)
+            raise ApiError(api.UNKNOWN_ERROR, "cannot save %s: %s" % (self.path, e))
+
     def _timed(self):
         for b in self.store["blocks"]:
             if b.get("expires"):
@@ -263,7 +272,10 @@ class Blocks:
                     self.store["quarantines"].remove(rec)
                     self._emit("spin.quarantine", {"action": "expired", "mac": ident,
                                                    "reason": rec.get("reason") or ""})
-        self.save()
+        try:
+            self.save()
+        except OSError as e:
+            plat.warn("cannot save %s: %s" % (self.path, e))
         self.apply("expiry")
 
     # -- decisions (called by the api handlers) ------------------------------
@@ -361,9 +373,10 @@ class Blocks:
         expires, deadline = self._expiry(a.get("minutes"))
         rec.update({"id": self.store["next_id"], "created": int(plat.wall()),
                     "expires": expires, "note": a.get("note") or ""})
+        before = self._text()
         self.store["next_id"] += 1
         self.store["blocks"].append(rec)
-        self.save()
+        self.persist(before)
         self.apply("block %d" % rec["id"])
         if deadline is not None:
             self.deadlines[("block", rec["id"])] = deadline
@@ -378,9 +391,10 @@ class Blocks:
         rec = self._block(ident)
         if rec is None:
             raise ApiError(NOT_FOUND, "no block %d" % ident)
+        before = self._text()
         self.store["blocks"].remove(rec)
+        self.persist(before)
         self._disarm(("block", ident))
-        self.save()
         self.apply("unblock %d" % ident)
         self._emit("spin.block", {"action": "unblock", "block": self.describe(rec)})
         return {"id": ident}
@@ -412,8 +426,9 @@ class Blocks:
         expires, deadline = self._expiry(a.get("minutes"))
         rec = {"mac": mac, "created": int(plat.wall()), "expires": expires,
                "reason": a.get("reason") or ""}
+        before = self._text()
         self.store["quarantines"].append(rec)
-        self.save()
+        self.persist(before)
         self.apply("quarantine " + mac)
         if deadline is not None:
             self.deadlines[("quarantine", mac)] = deadline
@@ -428,9 +443,10 @@ class Blocks:
         rec = self._quarantine(mac)
         if rec is None:
             raise ApiError(NOT_FOUND, "%s is not in quarantine" % mac)
+        before = self._text()
         self.store["quarantines"].remove(rec)
+        self.persist(before)
         self._disarm(("quarantine", mac))
-        self.save()
         self.apply("release " + mac)
         self._emit("spin.quarantine", {"action": "release", "mac": mac, "reason": rec.get("reason") or ""})
         return {"mac": mac}
@@ -446,8 +462,9 @@ class Blocks:
         k, v = self._allow_key(a)
         if any(x.get(k) == v for x in self.store["allows"]):
             raise ApiError(INVALID, "%s is already allowed" % v)
+        before = self._text()
         self.store["allows"].append({k: v})
-        self.save()
+        self.persist(before)
         self.apply("allow " + v)
         return {k: v}
 
@@ -455,8 +472,9 @@ class Blocks:
         k, v = self._allow_key(a)
         for x in self.store["allows"]:
             if x.get(k) == v:
+                before = self._text()
                 self.store["allows"].remove(x)
-                self.save()
+                self.persist(before)
                 self.apply("disallow " + v)
                 return {k: v}
         raise ApiError(NOT_FOUND, "%s is not allowed" % v)
