@@ -116,6 +116,53 @@ def test_devices_page_renames_and_shows_a_timeline(home, luci):
     assert luci.logs() == []
 
 
+def test_quarantine_from_the_devices_page_and_release_from_the_blocks_page(home, luci):
+    bulb = DEVICES["bulb"][0]
+    open_view(luci, "devices")
+    row = "#spin-device-table tr[data-mac='%s']" % bulb
+    luci.wait("document.querySelector(\"%s\")" % row)
+    luci.click(row + " [data-action=quarantine]")   # the confirm() is answered yes
+    luci.wait("document.querySelector(\"%s .spin-badge\").textContent == 'Quarantined'" % row)
+    assert [q["mac"] for q in home.call("blocks")["quarantines"]] == [bulb]
+    assert luci.eval("!!document.querySelector(\"%s [data-action=release]\")" % row)
+
+    open_view(luci, "blocks")
+    luci.wait("document.querySelectorAll('#spin-quarantine-table tr[data-mac]').length == 1")
+    assert "bulb" in luci.eval("document.querySelector('#spin-quarantine-table tr[data-mac]').textContent")
+    luci.click("#spin-quarantine-table [data-action=release]")
+    luci.wait("document.querySelectorAll('#spin-quarantine-table tr[data-mac]').length == 0")
+    assert home.call("blocks")["quarantines"] == []
+    session_and_acl_held(luci)
+    assert luci.logs() == []
+
+
+def test_a_destination_is_blocked_for_everyone_then_ignored_then_shown_again(home, luci):
+    group = ".spin-group[data-label='example-music.com']"
+    open_view(luci, "network")
+    luci.wait("document.querySelector(\"%s\")" % group, timeout=20)
+    luci.click(group)
+    luci.click("#spin-details [data-action=block]")
+    luci.wait("document.querySelector(\"%s\").dataset.state == 'blocked'" % group)
+    remote_blocks = [b for b in home.call("blocks")["blocks"] if b.get("remote") and not b.get("mac")]
+    assert remote_blocks and all(b["remote"].startswith("203.0.113.") for b in remote_blocks)
+    luci.click("#spin-details [data-action=unblock]")
+    luci.wait("document.querySelector(\"%s\").dataset.state != 'blocked'" % group)
+    assert not [b for b in home.call("blocks")["blocks"] if b.get("remote")]
+
+    luci.click("#spin-details [data-action=ignore]")
+    luci.wait("!document.querySelector(\"%s\")" % group)
+    ignored = [i["remote"] for i in home.call("ignored")["ignored"] if i["why"] == "owner"]
+    assert ignored and all(r.startswith("203.0.113.") for r in ignored)
+    open_view(luci, "blocks")
+    luci.wait("document.querySelectorAll('#spin-ignore-table tr[data-why=owner] [data-action=unignore]').length == %d" % len(ignored))
+    for left in range(len(ignored) - 1, -1, -1):
+        luci.click("#spin-ignore-table tr[data-why=owner] [data-action=unignore]")
+        luci.wait("document.querySelectorAll('#spin-ignore-table tr[data-why=owner] [data-action=unignore]').length == %d" % left)
+    assert [i for i in home.call("ignored")["ignored"] if i["why"] == "owner"] == []
+    session_and_acl_held(luci)
+    assert luci.logs() == []
+
+
 def test_a_refused_action_is_said_in_words(home, luci):
     """An owner whose login lacks the write grant (acl.d without `block`):
     the page says blocking failed and why, with no JSON in sight, and the

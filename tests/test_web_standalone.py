@@ -134,6 +134,19 @@ def test_block_on_the_camera_stops_its_traffic_and_unblock_brings_it_back(home, 
     assert page.logs() == []
 
 
+def test_the_page_follows_changes_made_elsewhere_without_a_reload(home, page):
+    speaker = DEVICES["speaker"][0]
+    page.goto(page.url)
+    page.wait("document.querySelector(\"%s\")" % (NODE % speaker))
+    page.eval("window.stillTheSamePage = true")
+    block = home.call("block", {"mac": speaker, "note": "from the command line"})
+    page.wait("document.querySelector(\"%s\").dataset.state == 'blocked'" % (NODE % speaker))
+    home.call("unblock", {"id": block["id"]})
+    page.wait("document.querySelector(\"%s\").dataset.state != 'blocked'" % (NODE % speaker))
+    assert page.eval("window.stillTheSamePage") is True
+    assert page.logs() == []
+
+
 def test_a_new_name_survives_a_reload_and_an_agent_restart(home, page):
     page.goto(page.url)
     page.click(NODE % CAMERA)

@@ -20,13 +20,16 @@ var callBlock = rpc.declare({ object: 'spin', method: 'block', params: [ 'remote
 var callUnblock = rpc.declare({ object: 'spin', method: 'unblock', params: [ 'id' ], reject: true });
 var callRelease = rpc.declare({ object: 'spin', method: 'release', params: [ 'mac' ], reject: true });
 var callDisallow = rpc.declare({ object: 'spin', method: 'disallow', params: [ 'mac', 'remote' ], reject: true });
+var callIgnored = rpc.declare({ object: 'spin', method: 'ignored', expect: { ignored: [] } });
+var callUnignore = rpc.declare({ object: 'spin', method: 'unignore', params: [ 'remote' ], reject: true });
 
 return view.extend({
 	load: function() {
 		return Promise.all([
 			L.resolveDefault(callStatus(), {}),
 			L.resolveDefault(callBlocks(), { blocks: [], quarantines: [], allows: [] }),
-			L.resolveDefault(rpc.list('spin'), {})
+			L.resolveDefault(rpc.list('spin'), {}),
+			L.resolveDefault(callIgnored(), [])
 		]);
 	},
 
@@ -73,17 +76,24 @@ return view.extend({
 			E('h3', {}, [ _('Quarantined devices') ]),
 			this.table('spin-quarantine-table', [ _('Device'), _('Since'), _('Ends'), _('Packets stopped'), _('Reason'), '' ]),
 			E('h3', {}, [ _('Always allowed') ]),
-			this.table('spin-allow-table', [ _('Device or destination'), '' ])
+			this.table('spin-allow-table', [ _('Device or destination'), '' ]),
+			this.can('ignored') ? E('h3', {}, [ _('Ignored destinations') ]) : '',
+			this.can('ignored') ? E('div', { 'class': 'cbi-map-descr' }, [
+				_('Traffic to and from these addresses is not counted or shown (the router\'s own addresses are ignored from the start).') ]) : '',
+			this.can('ignored') ? this.table('spin-ignore-table', [ _('Address'), _('Why'), '' ]) : ''
 		]);
-		window.requestAnimationFrame(L.bind(function() { this.renderLists(data[1]); }, this));
+		window.requestAnimationFrame(L.bind(function() { this.renderLists(data[1], data[3]); }, this));
 		poll.add(L.bind(this.refresh, this), Math.max(2, +data[0].scan_interval || L.env.pollinterval || 5));
 		return node;
 	},
 
 	refresh: function() {
-		return callBlocksStrict().then(L.bind(function(listing) {
+		return Promise.all([
+			callBlocksStrict(),
+			this.can('ignored') ? L.resolveDefault(callIgnored(), []) : []
+		]).then(L.bind(function(res) {
 			dom.content(document.getElementById('spin-link'), []);
-			this.renderLists(listing);
+			this.renderLists(res[0], res[1]);
 		}, this)).catch(L.bind(function(err) {
 			dom.content(document.getElementById('spin-link'), [ E('em', {}, [ common.failure(_('Updating the lists'), err) ]) ]);
 		}, this));
@@ -98,7 +108,7 @@ return view.extend({
 		dom.content(tbody, rows);
 	},
 
-	renderLists: function(listing) {
+	renderLists: function(listing, ignored) {
 		var now = Date.now() / 1000;
 		this.fill('spin-block-table', (listing.blocks || []).map(L.bind(function(b) {
 			return E('tr', { 'data-id': b.id }, [
@@ -137,6 +147,20 @@ return view.extend({
 					'click': ui.createHandlerFn(this, 'handleDisallow', a.mac || undefined, a.remote || undefined, what) }, [ _('Stop allowing') ]) ] : [])
 			]);
 		}, this)), _('Nothing is on the allow list.'), 2);
+
+		this.fill('spin-ignore-table', (ignored || []).map(L.bind(function(i) {
+			return E('tr', { 'data-remote': i.remote, 'data-why': i.why }, [
+				E('td', { 'data-title': _('Address'), 'class': 'spin-mono' }, [ i.remote ]),
+				E('td', { 'data-title': _('Why') }, [ i.why == 'router' ? _('an address of the router') : _('you chose to') ]),
+				E('td', { 'data-title': '' }, this.can('unignore') ? [ E('button', {
+					'class': 'btn cbi-button', 'data-action': 'unignore',
+					'click': ui.createHandlerFn(this, 'handleUnignore', i.remote) }, [ _('Show again') ]) ] : [])
+			]);
+		}, this)), _('Nothing is ignored.'), 3);
+	},
+
+	handleUnignore: function(remote, ev) {
+		return this.act(_('Showing %s again').format(remote), callUnignore(remote));
 	},
 
 	act: function(what, promise) {

@@ -26,6 +26,7 @@ var callUnblock = rpc.declare({ object: 'spin', method: 'unblock', params: [ 'id
 var callQuarantine = rpc.declare({ object: 'spin', method: 'quarantine', params: [ 'mac', 'reason' ], reject: true });
 var callRelease = rpc.declare({ object: 'spin', method: 'release', params: [ 'mac' ], reject: true });
 var callName = rpc.declare({ object: 'spin', method: 'name', params: [ 'mac', 'name' ], reject: true });
+var callIgnore = rpc.declare({ object: 'spin', method: 'ignore', params: [ 'remote' ], reject: true });
 
 return view.extend({
 	load: function() {
@@ -236,6 +237,10 @@ return view.extend({
 					actions.push(E('button', { 'class': 'btn cbi-button cbi-button-negative', 'data-action': 'block',
 						'click': ui.createHandlerFn(this, 'handleBlockRemote', node.members.slice(), node.label) },
 						[ _('Block for every device') ]));
+				if (this.can('ignore'))
+					actions.push(E('button', { 'class': 'btn cbi-button', 'data-action': 'ignore',
+						'click': ui.createHandlerFn(this, 'handleIgnore', node.members.slice(), node.label) },
+						[ _('Ignore') ]));
 			}
 		}
 
@@ -266,6 +271,15 @@ return view.extend({
 	handleBlockRemote: function(ips, label, ev) {
 		return this.act(_('Blocking %s').format(label), Promise.all(ips.map(function(ip) {
 			return callBlock(undefined, ip, label);
+		})));
+	},
+
+	handleIgnore: function(ips, label, ev) {
+		if (!window.confirm(_('Ignore %s? Traffic to and from its addresses is no longer counted or shown; the Blocks page lists what is ignored.').format(label)))
+			return Promise.resolve();
+		this.selectedId = null;
+		return this.act(_('Ignoring %s').format(label), Promise.all(ips.map(function(ip) {
+			return callIgnore(ip);
 		})));
 	},
 
