@@ -163,6 +163,31 @@ def test_a_destination_is_blocked_for_everyone_then_ignored_then_shown_again(hom
     assert luci.logs() == []
 
 
+def test_the_blocks_page_blocks_an_address_for_an_hour_and_refuses_nonsense(home, luci):
+    open_view(luci, "blocks")
+    luci.fill("#spin-block-remote", "not-an-address")
+    luci.click("#spin-block-form button[type=submit]")
+    text = luci.wait("(document.querySelector('.alert-message') || {}).textContent")
+    assert "Blocking not-an-address failed" in text and "invalid" in text and "{" not in text
+    assert home.call("blocks")["blocks"] == []
+
+    luci.eval("document.querySelector('.alert-message').remove()")
+    luci.fill("#spin-block-remote", "198.51.100.40")
+    luci.eval("document.getElementById('spin-block-minutes').value = '60'")
+    luci.click("#spin-block-form button[type=submit]")
+    luci.wait("document.querySelectorAll('#spin-block-table tr[data-id]').length == 1")
+    row = luci.eval("document.querySelector('#spin-block-table tr[data-id]').textContent")
+    assert "198.51.100.40" in row and ("in 1 h" in row or "in 60 min" in row)
+    [b] = home.call("blocks")["blocks"]
+    assert b["remote"] == "198.51.100.40" and b["expires"]
+    luci.screenshot("luci-blocks-desktop.png")
+    luci.click("#spin-block-table [data-action=unblock]")
+    luci.wait("document.querySelectorAll('#spin-block-table tr[data-id]').length == 0")
+    assert home.call("blocks")["blocks"] == []
+    session_and_acl_held(luci)
+    luci.logs()
+
+
 def test_a_refused_action_is_said_in_words(home, luci):
     """An owner whose login lacks the write grant (acl.d without `block`):
     the page says blocking failed and why, with no JSON in sight, and the

@@ -79,7 +79,7 @@ return view.extend({
 			this.table('spin-allow-table', [ _('Device or destination'), '' ]),
 			this.can('ignored') ? E('h3', {}, [ _('Ignored destinations') ]) : '',
 			this.can('ignored') ? E('div', { 'class': 'cbi-map-descr' }, [
-				_('Traffic to and from these addresses is not counted or shown (the router\'s own addresses are ignored from the start).') ]) : '',
+				_('Traffic to and from these addresses is not counted or shown.') ]) : '',
 			this.can('ignored') ? this.table('spin-ignore-table', [ _('Address'), _('Why'), '' ]) : ''
 		]);
 		window.requestAnimationFrame(L.bind(function() { this.renderLists(data[1], data[3]); }, this));
@@ -148,15 +148,26 @@ return view.extend({
 			]);
 		}, this)), _('Nothing is on the allow list.'), 2);
 
-		this.fill('spin-ignore-table', (ignored || []).map(L.bind(function(i) {
+		/* what the owner chose to ignore, one row each; the router's own
+		 * addresses (one per interface, link-local ones too) in one line */
+		var mine = (ignored || []).filter(function(i) { return i.why != 'router'; });
+		var router = (ignored || []).filter(function(i) { return i.why == 'router'; });
+		var rows = mine.map(L.bind(function(i) {
 			return E('tr', { 'data-remote': i.remote, 'data-why': i.why }, [
 				E('td', { 'data-title': _('Address'), 'class': 'spin-mono' }, [ i.remote ]),
-				E('td', { 'data-title': _('Why') }, [ i.why == 'router' ? _('an address of the router') : _('you chose to') ]),
+				E('td', { 'data-title': _('Why') }, [ _('you chose to') ]),
 				E('td', { 'data-title': '' }, this.can('unignore') ? [ E('button', {
 					'class': 'btn cbi-button', 'data-action': 'unignore',
 					'click': ui.createHandlerFn(this, 'handleUnignore', i.remote) }, [ _('Show again') ]) ] : [])
 			]);
-		}, this)), _('Nothing is ignored.'), 3);
+		}, this));
+		if (router.length)
+			rows.push(E('tr', { 'data-why': 'router' }, [
+				E('td', { 'colspan': 3, 'class': 'spin-muted', 'title': router.map(function(i) { return i.remote; }).join(' ') }, [
+					(mine.length ? _('and the router\'s own %d addresses') : _('The router\'s own %d addresses'))
+						.format(router.length) ])
+			]));
+		this.fill('spin-ignore-table', rows, _('Nothing is ignored.'), 3);
 	},
 
 	handleUnignore: function(remote, ev) {
