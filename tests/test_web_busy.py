@@ -22,9 +22,11 @@ import pytest
 from tests.web import luci_www
 from tests.web.browser import Browser, available
 
+# a DHCP hostname is whatever the device says: one of them says markup
+HOSTILE = '<img src=x onerror="window.pwned=1">'
 DEVICE_NAMES = ["camera", "doorbell", "speaker", "tv", "thermostat", "laptop", "phone-anna",
                 "phone-ben", "tablet", "printer", "bulb-kitchen", "bulb-hall", "vacuum", "nas",
-                "console", "watch", "fridge", "plug-1", "plug-2", "desktop"]
+                "console", "watch", "fridge", "plug-1", HOSTILE, "desktop"]
 
 
 def busy_agent(seed=6):
@@ -142,6 +144,20 @@ def test_twenty_devices_and_two_hundred_destinations_stay_readable(site):
     site.wait("document.querySelectorAll('.spin-device').length == 1")
     assert site.eval("document.querySelector('.spin-device').dataset.label") == "laptop"
     assert site.logs() == []
+
+
+def test_a_name_with_markup_is_shown_as_text_everywhere(site):
+    site.goto(site.base)
+    site.wait("document.querySelectorAll('.spin-device').length == 20")
+    hostile = "02:00:00:00:01:%02x" % DEVICE_NAMES.index(HOSTILE)
+    site.click(".spin-device[data-id='%s']" % hostile)
+    assert site.eval("document.querySelector('#spin-details h3').textContent") == HOSTILE
+    site.goto(site.base.replace("spin/network", "spin/devices"))
+    site.wait("document.querySelectorAll('#spin-device-table tr[data-mac]').length == 20")
+    assert site.eval("document.querySelector(\"tr[data-mac='%s'] strong\").textContent" % hostile) == HOSTILE
+    assert site.eval("document.querySelectorAll('#view img').length") == 0
+    assert site.eval("window.pwned === undefined")
+    site.logs()
 
 
 def test_a_phone_gets_fewer_groups_and_no_overlap(site):
