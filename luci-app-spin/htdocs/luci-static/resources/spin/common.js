@@ -359,6 +359,8 @@ return baseclass.extend({
 				6: _('you are not allowed to do that'),
 				7: _('the router took too long to answer')
 			}[+m[1]] || _('the router reported an error');
+		else if (/error -32000|object not found/i.test(msg))
+			why = _('the spin-lite service is not running on the router');
 		else if (/error -32002|access denied/i.test(msg))
 			why = _('you are not allowed to do that');
 		else if (/HTTP error (401|403)/.test(msg))
