@@ -173,3 +173,17 @@ def test_a_phone_gets_fewer_groups_and_no_overlap(site):
     site.wait("document.querySelectorAll('.spin-device').length == 20")
     site.screenshot("busy-network-dark.png")
     assert site.logs() == []
+
+
+def test_luci_dark_mode_recolours_the_picture(site):
+    """LuCI's bootstrap theme marks dark mode on <html data-darkmode="true">,
+    whatever the system's setting: the colours follow it."""
+    site.page()
+    site.goto(site.base)
+    site.wait("document.querySelectorAll('.spin-device').length == 20")
+    fill = "getComputedStyle(document.querySelector('.spin-device rect')).fill"
+    light = site.eval(fill)
+    site.eval("document.documentElement.setAttribute('data-darkmode', 'true')")
+    assert site.eval(fill) != light
+    site.eval("document.documentElement.removeAttribute('data-darkmode')")
+    assert site.eval(fill) == light
