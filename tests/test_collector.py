@@ -145,3 +145,33 @@ def test_status_reports_counters_and_no_errors(home):
     assert s["errors"] == {}
     assert "192.168.8.0/24" in s["lan"] and "192.168.8.1" in s["router_ips"]
     assert s["devices"] >= 5
+
+
+def test_spin_top_shows_the_devices_live(home):
+    p = subprocess.run([sys.executable, "-m", "spin_lite", "top", "-c", home.agent_config, "-n", "1"],
+                       capture_output=True, text=True, timeout=30, env=dict(os.environ, PYTHONPATH=SRC))
+    assert p.returncode == 0, p.stderr
+    screen = p.stdout
+    assert "NAME" in screen and "OUT/s" in screen
+    for name in ("camera", "speaker", "laptop", "bulb", "hallway-thermostat"):
+        assert name in screen, screen
+    rows = [ln for ln in screen.splitlines() if ln.startswith(("camera", "speaker", "laptop"))]
+    assert rows[0].startswith("camera"), screen  # the busiest first
+
+
+def test_a_reload_keeps_history_and_reads_the_new_config(home):
+    mac = home.devices["camera"].mac
+    before = home.call("history", {"mac": mac})
+    home.write_agent_config(scan_interval=2, bucket_seconds=BUCKET, bogus_option="x")
+    home.reload_agent()
+    home.wait_for(lambda: home.call("status")["scan_interval"] == 2, timeout=10, what="the reload")
+    after = home.call("history", {"mac": mac})
+    assert after["points"][:len(before["points"])] == before["points"]
+    assert any("bogus_option" in w for w in home.call("status")["warnings"])
+    assert home.agent.poll() is None
+
+
+def test_sigterm_stops_the_agent_cleanly(home):
+    assert home.stop_agent() == 0
+    assert not os.path.exists(home.rpc_socket)
+    assert "agent stopped" in home.agent_log_tail()
