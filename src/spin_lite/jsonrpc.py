@@ -192,10 +192,12 @@ class Server:
 
     def respond(self, agent, req, need_token):
         method, path, headers, body = req
-        if need_token and headers.get("authorization", "") != "Bearer " + agent.cfg["token"]:
-            return response(401, json.dumps({"error": "missing or wrong bearer token"}))
         path = path.split("?")[0]
         route = self.routes.get(path) or self.routes.get(path[:path.find("/", 1) + 1])
+        # a route marked public (the web page's own files) needs no token
+        if need_token and not getattr(route, "public", False) \
+                and headers.get("authorization", "") != "Bearer " + agent.cfg["token"]:
+            return response(401, json.dumps({"error": "missing or wrong bearer token"}))
         if route is not None:
             headers[":path"] = path
             code, out, ctype = route(agent, method, headers, body)
