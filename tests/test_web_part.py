@@ -137,13 +137,22 @@ def test_a_batch_gets_one_answer_per_request():
     assert reply[0]["result"][0] == 0 and reply[1]["result"] == [3]
 
 
-def test_a_listener_that_needs_a_token_needs_it_for_the_page_too():
+def test_a_listener_that_needs_a_token_gives_the_page_but_not_the_data():
     a = Agent(token="s3cret")
     web.Web().start(a)
-    code, _, _ = request(a, "GET", "/spin/", need_token=True)
-    assert code == 401
-    code, _, _ = request(a, "GET", "/spin/", need_token=True, headers={"authorization": "Bearer s3cret"})
-    assert code == 200
+    code, _, body = request(a, "GET", "/spin/", need_token=True)
+    assert code == 200 and b"luci-lite.js" in body
+    call = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "call",
+                       "params": ["0" * 32, "spin", "status", {}]}).encode()
+    for path in ("/ubus", "/ubus/spin.status", "/"):
+        code, _, _ = request(a, "POST", path, call, need_token=True)
+        assert code == 401, path
+        code, _, _ = request(a, "POST", path, call, need_token=True,
+                             headers={"authorization": "Bearer wrong"})
+        assert code == 401, path
+    code, _, body = request(a, "POST", "/ubus", call, need_token=True,
+                            headers={"authorization": "Bearer s3cret"})
+    assert code == 200 and json.loads(body)["result"][0] == 0
 
 
 def test_no_www_dir_serves_no_files_but_still_answers_ubus():

@@ -14,8 +14,8 @@ import time
 import pytest
 
 from tests.web.browser import ARTIFACTS, Browser, available
-from tests.world.home import DEVICES, STATIC_HOSTS, Home
-from tests.world.webproxy import forward
+from tests.world.home import DEVICES, LAN4_ROUTER, STATIC_HOSTS, Home
+from tests.world.webproxy import forward, forward_into
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WWW = os.path.join(REPO, "luci-app-spin", "htdocs")
@@ -189,3 +189,25 @@ def test_screenshots_desktop_phone_and_dark(home, page):
             shots.append(page.screenshot("standalone-%s-%s.png" % (view, size), full_page=True))
     assert all(os.path.getsize(p) > 10000 for p in shots)
     assert os.path.dirname(shots[0]) == ARTIFACTS
+
+
+def test_an_agent_shared_on_the_lan_asks_for_its_token(home, page):
+    """rpc_listen on the router's LAN address needs the token: the page
+    still loads, asks for the token, refuses a wrong one in words, and
+    shows the home with the right one."""
+    home.stop_agent()
+    home.start_agent(www_dir=WWW, rpc_listen="%s:8080" % LAN4_ROUTER, token="s3cret-token")
+    with forward_into(home.ns("router"), LAN4_ROUTER, 8080) as fw:
+        page.page()
+        page.goto(fw.url + "/spin/")
+        page.wait("document.getElementById('spin-token-form')")
+        assert page.eval("document.querySelectorAll('.spin-device').length") == 0
+        page.fill("#spin-token", "a guess")
+        page.click_load("#spin-token-form button")
+        text = page.wait("(document.getElementById('spin-token-form') || {}).textContent")
+        assert "not accepted" in text
+        page.fill("#spin-token", "s3cret-token")
+        page.click_load("#spin-token-form button")
+        page.wait("document.querySelectorAll('.spin-device').length == %d" % len(DEVICES))
+        page.screenshot("standalone-token-desktop.png")
+        page.logs()  # the refused probes are 401s in the console, on purpose

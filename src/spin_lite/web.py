@@ -16,7 +16,8 @@ only when that listener is on:
   {"method":"list","params":["spin"]} -> {"result":{"spin":{method:{arg:type}}}}.
   uhttpd adds `ubus_rpc_session` to the arguments; so do we (the api ignores
   it). There is no rpcd here, so no session or ACL check: this listener is a
-  unix socket with mode 0600 or loopback, or it needs the bearer token.
+  unix socket with mode 0600 or loopback, or it needs the bearer token
+  (the page's own files do not: the page asks the owner for the token).
 """
 
 from . import api, plat
@@ -129,6 +130,23 @@ def ubus_route(agent, method, headers, body):
     return 200, json.dumps(out), "application/json"
 
 
+class Files:
+    """GET of the page's files. Public: a listener that needs a token for
+    the API still hands out the page that asks for it (the files are the
+    same for everyone; the data is what the token guards). A class, not a
+    function with an attribute: MicroPython's functions take none."""
+
+    public = True
+
+    def __init__(self, root):
+        self.root = root
+
+    def __call__(self, agent, method, headers, body):
+        if method not in ("GET", "HEAD"):
+            return 405, b"GET only\n", "text/plain"
+        return static_file(agent.cfg.get("www_dir") or self.root, headers.get(":path", ""))
+
+
 class Web:
     """An agent part: adds its routes to the JSON-RPC server, if there is one."""
 
@@ -144,11 +162,6 @@ class Web:
         root = agent.cfg.get("www_dir") or ""
         if not root:
             return
-
-        def files(agent, method, headers, body):
-            if method not in ("GET", "HEAD"):
-                return 405, b"GET only\n", "text/plain"
-            return static_file(agent.cfg.get("www_dir") or root, headers.get(":path", ""))
-
+        files = Files(root)
         for prefix in ("/spin/", "/luci-static/"):
             server.routes[prefix] = files

@@ -73,6 +73,10 @@ class Browser:
     def click(self, selector, timeout=10):
         return self.call("click", selector=selector, timeout=int(timeout * 1000))
 
+    def click_load(self, selector, timeout=10):
+        """Click something that loads a page, and wait for that load."""
+        return self.call("clickLoad", selector=selector, timeout=int(timeout * 1000))
+
     def fill(self, selector, value):
         return self.call("fill", selector=selector, value=value)
 

@@ -34,6 +34,10 @@ const ops = {
   eval: (c) => page.evaluate(c.js),
   wait: async (c) => (await page.waitForFunction(c.js, null, { timeout: c.timeout || 10000, polling: 100 })).jsonValue(),
   click: async (c) => { await page.click(c.selector, { timeout: c.timeout || 10000 }); return true; },
+  clickLoad: async (c) => {   // a click that reloads or leaves the page
+    await Promise.all([page.waitForEvent('load', { timeout: c.timeout || 10000 }), page.click(c.selector)]);
+    return page.url();
+  },
   fill: async (c) => { await page.fill(c.selector, c.value, { timeout: c.timeout || 10000 }); return true; },
   press: async (c) => { await page.press(c.selector, c.key, { timeout: c.timeout || 10000 }); return true; },
   screenshot: async (c) => { await page.screenshot({ path: c.path, fullPage: !!c.fullPage }); return c.path; },

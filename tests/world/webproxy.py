@@ -1,4 +1,4 @@
-"""A TCP port on the host that leads to the agent's unix socket.
+"""A TCP port on the host that leads to the agent in the router namespace.
 
 The agent runs inside the router namespace and listens on a unix socket
 in the home's directory. Unix sockets are named in the filesystem, not in
@@ -6,13 +6,68 @@ a network namespace, so a process on the host can connect to it; a
 browser cannot, so this forwards 127.0.0.1:PORT to that socket, one
 thread per connection (a test or a demo has a handful).
 
+An agent that listens on TCP inside the namespace (rpc_listen on the LAN
+address, with a token) is reached the same way through a small relay
+started in that namespace for each connection (`forward_into`).
+
     python3 -m tests.world.webproxy /tmp/spin-home-.../rpc.sock [PORT]
 """
 
 import os
 import socket
+import subprocess
 import sys
 import threading
+
+# runs inside the namespace: stdin -> the TCP peer -> stdout
+RELAY = """
+import os, socket, sys, threading
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+s.settimeout(None)
+def up():
+    while True:
+        d = os.read(0, 65536)
+        if not d:
+            break
+        s.sendall(d)
+    s.shutdown(socket.SHUT_WR)
+threading.Thread(target=up, daemon=True).start()
+while True:
+    d = s.recv(65536)
+    if not d:
+        break
+    os.write(1, d)
+"""
+
+
+class Relay:
+    """A process in a namespace, connected to host:port there, that looks
+    enough like a socket for _pipe (recv, sendall, shutdown, close)."""
+
+    def __init__(self, ns, host, port):
+        self.p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", RELAY, host, str(port)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+    def recv(self, n):
+        return os.read(self.p.stdout.fileno(), n)
+
+    def sendall(self, data):
+        self.p.stdin.write(data)
+        self.p.stdin.flush()
+
+    def shutdown(self, how):
+        try:
+            self.p.stdin.close()
+        except OSError:
+            pass
+
+    def close(self):
+        self.shutdown(None)
+        try:
+            self.p.wait(5)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
 
 
 def _pipe(src, dst):
@@ -35,8 +90,9 @@ def _pipe(src, dst):
 class Forwarder:
     """forward(127.0.0.1:port -> unix path); port 0 picks a free one."""
 
-    def __init__(self, path, port=0, host="127.0.0.1"):
+    def __init__(self, path, port=0, host="127.0.0.1", into=None):
         self.path = path
+        self.into = into   # (namespace, host, port): a TCP listener there instead
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
@@ -59,6 +115,15 @@ class Forwarder:
             threading.Thread(target=self._one, args=(client,), daemon=True).start()
 
     def _one(self, client):
+        if self.into is not None:
+            upstream = Relay(*self.into)
+            t = threading.Thread(target=_pipe, args=(upstream, client), daemon=True)
+            t.start()
+            _pipe(client, upstream)
+            t.join(30)
+            client.close()
+            upstream.close()
+            return
         upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             upstream.connect(self.path)
@@ -92,6 +157,11 @@ class Forwarder:
 
 def forward(path, port=0):
     return Forwarder(path, port)
+
+
+def forward_into(ns, host, port, local_port=0):
+    """127.0.0.1:local_port -> host:port as seen inside namespace ns."""
+    return Forwarder(None, local_port, into=(ns, host, port))
 
 
 def main(argv):

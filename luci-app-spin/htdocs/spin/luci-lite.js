@@ -266,9 +266,12 @@ var Rpc = Class.extend({
 		var q = msg.params && msg.method == 'call' ? '/' + msg.params[1] + '.' + msg.params[2] : '';
 		var ctl = window.AbortController ? new AbortController() : null;
 		var timer = ctl ? setTimeout(function() { ctl.abort(); }, env.rpctimeout * 1000) : null;
+		var headers = { 'Content-Type': 'application/json' };
+		if (env.token)   /* the agent's own listener, shared beyond loopback */
+			headers['Authorization'] = 'Bearer ' + env.token;
 		return fetch(rpcBase + q, {
 			method: 'POST', credentials: 'same-origin', signal: ctl ? ctl.signal : undefined,
-			headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(msg)
+			headers: headers, body: JSON.stringify(msg)
 		}).finally(function() { clearTimeout(timer); });
 	},
 
