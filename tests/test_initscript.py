@@ -381,6 +381,7 @@ def test_the_packaged_agent_runs_on_python_3_9_and_a_hup_keeps_its_history(route
         after = seen(spin_call(router, "history", '{"mac": "02:00:00:00:00:0a", "minutes": 5}'))
         assert after == before
         assert spin_call(router, "status")["uptime"] >= uptime
+        assert open(log.name).read().count("configuration reloaded") == 1
 
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(timeout=30) == 0, open(log.name).read()
