@@ -501,3 +501,17 @@ def test_the_import_analysis_notices_a_split_out_module(tmp_path, monkeypatch):
             yield n
     guarded = {n.names[0].name: _guarded(n, list(chain(n))) for n in nodes}
     assert guarded == {"logging": False, "ujson": True, "json": False}
+
+
+def test_the_same_sources_build_the_same_bytes(ipks, tmp_path):
+    """Reproducible: with the same SOURCE_DATE_EPOCH a second build is
+    byte for byte the first (sorted names, fixed times, gzip without a
+    name or time), so an ipk can be checked against its sources."""
+    import hashlib
+    env = dict(os.environ, SOURCE_DATE_EPOCH=str(EPOCH))
+    subprocess.run([sys.executable, os.path.join(TOP, "tools", "ipk.py"), "--out", str(tmp_path)],
+                   env=env, check=True, stdout=subprocess.DEVNULL)
+    for name, first in ipks.items():
+        again = tmp_path / os.path.basename(first)
+        assert hashlib.sha256(open(first, "rb").read()).hexdigest() == \
+            hashlib.sha256(open(again, "rb").read()).hexdigest(), name
