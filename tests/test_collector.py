@@ -17,7 +17,7 @@ from tests.world.home import Home, SRC, resolve
 
 pytestmark = pytest.mark.netns
 
-BUCKET = 15
+BUCKET = 20
 MB = 1 << 20
 
 
@@ -63,7 +63,7 @@ def test_the_camera_is_listed_by_mac_and_hostname_with_its_upload(home):
         d = device(home, "camera")
         return d if d and d["bucket"]["bytes_out"] >= 5 * MB else None
 
-    d = home.wait_for(uploaded_5mb, timeout=3 * BUCKET, what="5 MB from the camera in one bucket")
+    d = home.wait_for(uploaded_5mb, timeout=4 * BUCKET, what="5 MB from the camera in one bucket")
     assert d["mac"] == cam.mac
     assert d["hostname"] == "camera" and d["name"] == "camera"
     assert cam.ip4 in d["ips"]
