@@ -127,6 +127,20 @@ return baseclass.extend({
 	registrable: registrable,
 	covers: covers,
 
+	/*
+	 * The spin methods this router has, from rpc.list('spin'): actions
+	 * whose method is missing are not offered. Should the list itself be
+	 * unavailable (an old LuCI ubus proxy), offer the actions every
+	 * spin-lite has had, and let a failing call say so in words.
+	 */
+	methods: function(listing) {
+		var sig = listing && listing.spin;
+		if (sig && typeof(sig) == 'object' && Object.keys(sig).length)
+			return Object.keys(sig);
+		return [ 'status', 'devices', 'graph', 'history', 'blocks', 'block', 'unblock',
+			'quarantine', 'release', 'allow', 'disallow' ];
+	},
+
 	deviceLabel: function(d) {
 		return d.name || d.hostname || d.mac;
 	},

@@ -45,7 +45,7 @@ return view.extend({
 	},
 
 	render: function(data) {
-		this.methods = Object.keys((data[2] && data[2].spin) || {});
+		this.methods = common.methods(data[2]);
 		var form = [];
 		if (this.can('block'))
 			form = E('form', { 'class': 'spin-toolbar', 'id': 'spin-block-form', 'submit': L.bind(function(ev) {

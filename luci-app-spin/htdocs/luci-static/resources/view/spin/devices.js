@@ -60,7 +60,7 @@ return view.extend({
 	},
 
 	render: function(data) {
-		this.methods = Object.keys((data[4] && data[4].spin) || {});
+		this.methods = common.methods(data[4]);
 		this.open = null;
 		this.today = {};
 		this.todayAt = 0;

@@ -6,6 +6,7 @@
 'require dom';
 'require spin.common as common';
 'require spin.graph as graph';
+'require spin.chart as chart';
 
 /*
  * Network: every device and the domains it talks to, live. Edges are as
@@ -18,6 +19,7 @@ var callStatus = rpc.declare({ object: 'spin', method: 'status', expect: { '': {
 var callGraph = rpc.declare({ object: 'spin', method: 'graph', expect: { '': { nodes: [], edges: [] } } });
 var callDevices = rpc.declare({ object: 'spin', method: 'devices', expect: { devices: [] } });
 var callBlocks = rpc.declare({ object: 'spin', method: 'blocks', expect: { '': { blocks: [], quarantines: [] } } });
+var callHistory = rpc.declare({ object: 'spin', method: 'history', params: [ 'mac', 'minutes' ], expect: { '': { points: [] } } });
 /* reads that must say when they fail (the poll shows it) */
 var callStatusStrict = rpc.declare({ object: 'spin', method: 'status', expect: { '': {} }, reject: true });
 
@@ -44,8 +46,7 @@ return view.extend({
 	},
 
 	render: function(data) {
-		var sig = (data[4] && data[4].spin) || {};
-		this.methods = Object.keys(sig);
+		this.methods = common.methods(data[4]);
 		this.filter = '';
 		this.selectedId = null;
 		this.graph = new graph.Graph({ onselect: L.bind(this.renderDetails, this) });
@@ -244,6 +245,15 @@ return view.extend({
 			}
 		}
 
+		var timeline = '';
+		if (node.kind == 'device') {
+			var h = this.history(node.id);
+			timeline = h ? E('div', { 'class': 'spin-mini' }, [
+				E('strong', {}, [ _('The last hour') ]),
+				chart.timeline(h, Math.max(240, box.clientWidth - 28), 3600)
+			]) : '';
+		}
+
 		dom.content(box, [
 			E('h3', {}, [ node.label ]),
 			E('dl', {}, rows.reduce(function(acc, r) {
@@ -253,8 +263,28 @@ return view.extend({
 				E('strong', {}, [ node.kind == 'device' ? _('Talks to') : _('Devices') ]),
 				E('ul', {}, partners)
 			]) : E('p', { 'class': 'spin-muted' }, [ _('No traffic in the last minutes.') ]),
+			timeline,
 			E('div', { 'class': 'spin-actions' }, actions)
 		]);
+	},
+
+	/* a device's last hour for the details panel: fetched when it is
+	 * selected and again once a minute, drawn from the cache meanwhile */
+	history: function(mac) {
+		var h = this.hist;
+		if ((!h || h.mac != mac || Date.now() - h.at > 60000) && this.histWanted != mac) {
+			this.histWanted = mac;
+			L.resolveDefault(callHistory(mac, 60), null).then(L.bind(function(data) {
+				this.histWanted = null;
+				if (!data)
+					return;
+				this.hist = { mac: mac, at: Date.now(), data: data };
+				var still = (this.model.nodes || []).filter(function(n) { return n.id == mac; })[0];
+				if (this.selectedId == mac && still)
+					this.renderDetails(still, true);
+			}, this));
+		}
+		return h && h.mac == mac ? h.data : null;
 	},
 
 	/* run an action, say what failed in words, then redraw with fresh data */
