@@ -320,7 +320,8 @@ def test_spin_firewall_prints_checks_and_flushes_what_the_agent_loads(home):
         assert rc == 0 and "removed" in text
         home.wait_for(lambda: home.call("blocks")["firewall"]["restores"] > restores, timeout=5,
                       what="the agent putting its rules back after `spin firewall flush`")
-        assert spin(home, "firewall", "check")[0] == 0
+        home.wait_for(lambda: spin(home, "firewall", "check")[0] == 0, timeout=5,
+                      what="`spin firewall check` to find the restored rules whole")
         assert not reaches(home, "laptop", SHOP4, 80)
     finally:
         home.call("unblock", {"id": bid})

@@ -83,9 +83,13 @@ def test_the_kernel_gets_the_devices_addresses_and_follows_them(tmp_path):
     n = len(part.backend.loaded)
     part.after_scan(a, plat.monotonic_ms())
     assert len(part.backend.loaded) == n, "nothing changed, nothing loaded"
-    a.devices.table[CAMERA].ips = {"192.168.8.150"}    # a new lease
+    a.devices.table[CAMERA].ips = {"192.168.8.150"}    # a new lease; the v6 entry went idle
     part.after_scan(a, plat.monotonic_ms())
-    assert part.backend.loaded[-1]["devices"][CAMERA] == ["192.168.8.150"]
+    assert part.backend.loaded[-1]["devices"][CAMERA] == ["192.168.8.101", "192.168.8.150",
+                                                         "fd00:8::ff:fe00:1"]
+    a.devices.by_ip = {"192.168.8.101": LAPTOP}       # the old lease went to the laptop
+    part.after_scan(a, plat.monotonic_ms())
+    assert part.backend.loaded[-1]["devices"][CAMERA] == ["192.168.8.150", "fd00:8::ff:fe00:1"]
 
 
 def test_events_tell_what_happened(tmp_path):

@@ -23,6 +23,7 @@ NOT_FOUND = api.NOT_FOUND
 PROTOS = ("tcp", "udp", "icmp")
 BLOCK_KEYS = ("mac", "ip", "remote", "port", "proto")
 RETRY_MAX_S = 60
+STICKY_MAX = 16   # addresses kept per device with a decision
 
 
 def router_macs():
@@ -63,6 +64,7 @@ class Blocks:
         self.retry_ms = 0
         self.retry_wait = 1
         self.base = {}        # owner -> packets dropped by earlier tables
+        self.known = {}       # mac -> addresses seen, oldest first
         self.restores = 0
         self.agent = None
         self.load()
@@ -129,17 +131,35 @@ class Blocks:
     # -- the kernel ---------------------------------------------------------
 
     def addresses(self):
-        """{mac: [ips]} of the devices our decisions name."""
+        """{mac: [ips]} of the devices our decisions name.
+
+        Sticky: an address stays while its neighbour entry comes and goes
+        (an idle IPv6 address drops out of the neighbour table, and the
+        rules should neither flap nor let inbound traffic through), until
+        another device shows up with it or the device has had more than
+        STICKY_MAX since."""
         macs = set()
         for k in ("blocks", "quarantines", "allows"):
             for r in self.store[k]:
                 if r.get("mac"):
                     macs.add(r["mac"])
+        devs = getattr(self.agent, "devices", None)
+        table = getattr(devs, "table", None) or {}
+        by_ip = getattr(devs, "by_ip", None) or {}
         out = {}
-        table = getattr(getattr(self.agent, "devices", None), "table", None) or {}
         for mac in sorted(macs):
+            known = self.known.get(mac) or []
             d = table.get(mac)
-            out[mac] = sorted(d.ips) if d is not None else []
+            for ip in sorted(d.ips) if d is not None else ():
+                if ip in known:
+                    known.remove(ip)
+                known.append(ip)             # most recently seen last
+            known = [ip for ip in known if by_ip.get(ip, mac) == mac][-STICKY_MAX:]
+            self.known[mac] = known
+            out[mac] = sorted(known)
+        for mac in list(self.known):
+            if mac not in macs:
+                del self.known[mac]
         return out
 
     def state(self):
@@ -162,7 +182,7 @@ class Blocks:
         for owner, n in (seen or {}).items():
             self.base[owner] = self.base.get(owner, 0) + n
         self.applied = plat.json.dumps(state)
-        self.applied_state = state
+        self.applied_state = plat.json.loads(self.applied)   # a copy: the store changes
         self.error = None
         self.retry_wait = 1
         if self.agent is not None:
