@@ -230,7 +230,10 @@ function compile(name, source) {
 	return Promise.all(deps.map(L.require)).then(function(values) {
 		var fn = Function.apply(null, args.concat([ source + '\n//# sourceURL=' + L.resource(name.replace(/\./g, '/') + '.js') ]));
 		var res = fn.apply(window, values);
-		return isClass(res) ? new res() : res;
+		/* as LuCI: a module must yield a class, and is used as its instance */
+		if (!isClass(res))
+			L.raise('TypeError', '"%s" factory yields invalid constructor', name);
+		return new res();
 	});
 }
 
