@@ -334,10 +334,10 @@ class Blocks:
             if remote is not None and firewall.contains(remote, r):
                 raise ApiError(INVALID, "remote: %s holds the router's own address %s" % (remote, r))
 
-    def _expiry(self, minutes):
+    def _expiry(self, minutes, now):
         if not minutes:
             return None, None
-        return plat.wall() + minutes * 60, plat.monotonic_ms() + minutes * 60000
+        return now + minutes * 60, plat.monotonic_ms() + minutes * 60000
 
     def name_of(self, mac):
         table = getattr(getattr(self.agent, "devices", None), "table", None) or {}
@@ -390,8 +390,9 @@ class Blocks:
             if (same_who and remote and b.get("remote") and not (port or proto)
                     and not (b.get("port") or b.get("proto")) and firewall.overlaps(remote, b["remote"])):
                 raise ApiError(INVALID, "%s overlaps block %d (%s)" % (remote, b["id"], b["remote"]))
-        expires, deadline = self._expiry(a.get("minutes"))
-        rec.update({"id": self.store["next_id"], "created": int(plat.wall()),
+        now = int(plat.wall())
+        expires, deadline = self._expiry(a.get("minutes"), now)
+        rec.update({"id": self.store["next_id"], "created": now,
                     "expires": expires, "note": a.get("note") or ""})
         before = self._text()
         self.store["next_id"] += 1
@@ -443,8 +444,9 @@ class Blocks:
             raise ApiError(INVALID, "%s is allowed; disallow it first" % mac)
         if self._quarantine(mac) is not None:
             raise ApiError(INVALID, "%s is already in quarantine" % mac)
-        expires, deadline = self._expiry(a.get("minutes"))
-        rec = {"mac": mac, "created": int(plat.wall()), "expires": expires,
+        now = int(plat.wall())
+        expires, deadline = self._expiry(a.get("minutes"), now)
+        rec = {"mac": mac, "created": now, "expires": expires,
                "reason": a.get("reason") or ""}
         before = self._text()
         self.store["quarantines"].append(rec)
