@@ -9,6 +9,8 @@ camera's own byte counter, the firewall's drop counter).
 """
 
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -59,15 +61,16 @@ def labels(b):
     return b.eval("Array.from(document.querySelectorAll('.spin-device')).map(n => n.dataset.label).sort()")
 
 
-def camera_can_connect(home):
-    """A fresh TCP connection from the camera to its cloud: real packets."""
+def can_connect(home, device, addr, port=80):
+    """A fresh TCP connection from device to addr:port: real packets."""
     code = ("import socket,sys\n"
             "try:\n socket.create_connection(%r, timeout=2).close()\n"
-            "except OSError:\n sys.exit(1)\n" % (CAMERA_CLOUD,))
-    import subprocess
-    import sys
-    p = subprocess.run(home._argv("camera", [sys.executable, "-c", code]), capture_output=True)
-    return p.returncode == 0
+            "except OSError:\n sys.exit(1)\n" % ((addr, port),))
+    return subprocess.run(home._argv(device, [sys.executable, "-c", code]), capture_output=True).returncode == 0
+
+
+def camera_can_connect(home):
+    return can_connect(home, "camera", *CAMERA_CLOUD)
 
 
 def cloud_received(home):
@@ -131,6 +134,35 @@ def test_block_on_the_camera_stops_its_traffic_and_unblock_brings_it_back(home, 
     stopped = cloud_received(home)
     home.wait_for(lambda: cloud_received(home) > stopped + 1000000, timeout=20,
                   what="the camera's upload to reach its cloud again")
+    assert page.logs() == []
+
+
+def test_blocking_one_edge_stops_that_pair_only(home, page):
+    """The laptop to example-shop.com, and nothing else: the laptop still
+    reads the news, the camera could still reach the shop."""
+    laptop = DEVICES["laptop"][0]
+    edge = ".spin-edge-hit[data-id='e:%s|g:example-shop.com']" % laptop
+    page.goto(page.url)
+    page.wait("document.querySelector(\"%s\")" % edge, timeout=20)
+    assert can_connect(home, "laptop", "203.0.113.7") and can_connect(home, "laptop", "198.51.100.10")
+    page.click(edge)
+    page.wait("document.querySelector('#spin-details h3').textContent == 'laptop \u2192 example-shop.com'")
+    page.click("#spin-details [data-action=block]")
+    page.wait("document.querySelector(\"%s\").classList.contains('spin-edge-blocked')"
+              % (".spin-edge[data-id='e:%s|g:example-shop.com']" % laptop))
+    pairs = [b for b in home.call("blocks")["blocks"] if b.get("mac") == laptop]
+    assert pairs and all(b["remote"] in ("203.0.113.7", "2001:db8:1::7") for b in pairs)
+    assert not can_connect(home, "laptop", "203.0.113.7")
+    assert can_connect(home, "laptop", "198.51.100.10")
+    assert can_connect(home, "camera", "203.0.113.7")
+    assert page.eval("document.querySelector(\"%s\").dataset.state" % (NODE % laptop)) != "blocked"
+    page.screenshot("standalone-pair-blocked.png")
+
+    page.click("#spin-details [data-action=unblock]")
+    page.wait("!document.querySelector(\"%s\").classList.contains('spin-edge-blocked')"
+              % (".spin-edge[data-id='e:%s|g:example-shop.com']" % laptop))
+    assert not [b for b in home.call("blocks")["blocks"] if b.get("mac") == laptop]
+    assert can_connect(home, "laptop", "203.0.113.7")
     assert page.logs() == []
 
 

@@ -150,7 +150,7 @@ return baseclass.extend({
 	 * quarantines by MAC, and blocks of a remote for everyone.
 	 */
 	blockIndex: function(listing) {
-		var idx = { device: {}, quarantine: {}, remote: [] };
+		var idx = { device: {}, quarantine: {}, remote: [], pair: {} };
 		var blocks = (listing && listing.blocks) || [];
 		for (var i = 0; i < blocks.length; i++) {
 			var b = blocks[i];
@@ -159,11 +159,20 @@ return baseclass.extend({
 				idx.device[b.mac] = b;
 			else if (!b.mac && !b.ip && b.remote && !b.port && !b.proto)
 				idx.remote.push(b);
+			else if (b.mac && b.remote && !b.port && !b.proto)
+				(idx.pair[b.mac] = idx.pair[b.mac] || []).push(b);
 		}
 		var qs = (listing && listing.quarantines) || [];
 		for (var j = 0; j < qs.length; j++)
 			idx.quarantine[qs[j].mac] = qs[j];
 		return idx;
+	},
+
+	/* the blocks of one device to any of these addresses */
+	pairBlocks: function(idx, mac, ips) {
+		return (idx.pair[mac] || []).filter(function(b) {
+			return ips.some(function(ip) { return covers(b.remote, ip); });
+		});
 	},
 
 	remoteBlock: function(idx, ip) {
@@ -343,9 +352,16 @@ return baseclass.extend({
 			merged[mk] = (merged[mk] || 0) + pairs[k];
 			devBytes[m2] = (devBytes[m2] || 0) + pairs[k];
 		}
+		var byGroupId = {};
+		for (k in groups)
+			byGroupId[groups[k].id] = groups[k];
+		if (other)
+			byGroupId[other.id] = other;
 		for (k in merged) {
-			var from = k.split('|')[0];
-			outEdges.push({ from: from, to: k.slice(from.length + 1), bytes: merged[k] });
+			var from = k.split('|')[0], toId = k.slice(from.length + 1);
+			var members = (byGroupId[toId] || {}).members || [];
+			var pb = this.pairBlocks(idx, from, members);
+			outEdges.push({ from: from, to: toId, bytes: merged[k], blocked: pb.length ? pb : null });
 		}
 		for (i = 0; i < nodes.length; i++)
 			if (nodes[i].kind == 'device')

@@ -269,18 +269,28 @@ var Graph = baseclass.extend({
 			var a = byId[e.from], b = byId[e.to];
 			if (!a || !b)
 				return;
+			var id = 'e:' + e.from + '|' + e.to;
 			var cls = 'spin-edge';
-			if (a.state == 'blocked' || a.state == 'quarantined' || b.state == 'blocked')
+			if (a.state == 'blocked' || a.state == 'quarantined' || b.state == 'blocked' || e.blocked)
 				cls += ' spin-edge-blocked';
-			if (self.selected && (e.from == self.selected || e.to == self.selected))
+			if (self.selected && (e.from == self.selected || e.to == self.selected || id == self.selected))
 				cls += ' spin-edge-selected';
-			self.edgeLayer.appendChild(S('line', {
-				'class': cls, x1: a.x.toFixed(1), y1: a.y.toFixed(1),
-				x2: b.x.toFixed(1), y2: b.y.toFixed(1),
+			var ends = { x1: a.x.toFixed(1), y1: a.y.toFixed(1), x2: b.x.toFixed(1), y2: b.y.toFixed(1) };
+			var line = S('line', Object.assign({
+				'class': cls,
 				'stroke-width': (1 + 7 * Math.sqrt(e.bytes / maxEdge)).toFixed(1),
 				'stroke-opacity': (0.35 + 0.65 * Math.sqrt(e.bytes / maxEdge)).toFixed(2),
-				'data-from': e.from, 'data-to': e.to, 'data-bytes': e.bytes
-			}, [ S('title', {}, [ '%s \u2192 %s'.format(a.label, b.label) ]) ]));
+				'data-id': id, 'data-from': e.from, 'data-to': e.to, 'data-bytes': e.bytes
+			}, ends), [ S('title', {}, [ '%s \u2192 %s'.format(a.label, b.label) ]) ]);
+			/* a thin line is hard to hit with a finger: a wide invisible one on top */
+			var hit = S('line', Object.assign({ 'class': 'spin-edge-hit', 'data-id': id }, ends),
+				[ S('title', {}, [ '%s \u2192 %s'.format(a.label, b.label) ]) ]);
+			hit.addEventListener('click', function(ev) {
+				ev.preventDefault();
+				self.select(id);
+			});
+			self.edgeLayer.appendChild(line);
+			self.edgeLayer.appendChild(hit);
 		});
 
 		/* labels: every device's below it, then the heaviest groups' to the
@@ -363,21 +373,21 @@ var Graph = baseclass.extend({
 		});
 	},
 
+	/* select a node (by id) or an edge ('e:' + from + '|' + to) */
 	select: function(id) {
 		this.selected = id;
-		var nodes = this.model.nodes, node = null;
-		for (var i = 0; i < nodes.length; i++)
-			if (nodes[i].id == id)
-				node = nodes[i];
+		var found = null;
+		this.model.nodes.forEach(function(n) { if (n.id == id) found = n; });
+		this.model.edges.forEach(function(e) { if ('e:' + e.from + '|' + e.to == id) found = e; });
 		Array.prototype.forEach.call(this.nodeLayer.childNodes, function(g) {
 			g.classList.toggle('spin-selected', g.getAttribute('data-id') == id);
 		});
-		Array.prototype.forEach.call(this.edgeLayer.childNodes, function(l) {
-			l.classList.toggle('spin-edge-selected',
+		Array.prototype.forEach.call(this.edgeLayer.querySelectorAll('.spin-edge'), function(l) {
+			l.classList.toggle('spin-edge-selected', l.getAttribute('data-id') == id ||
 				l.getAttribute('data-from') == id || l.getAttribute('data-to') == id);
 		});
 		if (this.onselect)
-			this.onselect(node);
+			this.onselect(found);
 	}
 });
 

@@ -138,11 +138,10 @@ return view.extend({
 		var model = common.model(data.graph, data.devices, data.blocks,
 			{ filter: this.filter, maxGroups: narrow ? 14 : 40 });
 		this.model = model;
-		var still = null;
-		for (var i = 0; i < model.nodes.length; i++)
-			if (model.nodes[i].id == this.selectedId)
-				still = model.nodes[i];
-		this.graph.selected = still ? still.id : null;
+		var still = null, sel = this.selectedId;
+		model.nodes.forEach(function(n) { if (n.id == sel) still = n; });
+		model.edges.forEach(function(e) { if ('e:' + e.from + '|' + e.to == sel) still = e; });
+		this.graph.selected = still ? sel : null;
 		this.graph.update(model);
 
 		var devs = model.nodes.filter(function(n) { return n.kind == 'device'; }).length;
@@ -180,6 +179,8 @@ return view.extend({
 		/* a poll must not yank the panel from under a pressed button */
 		if (quiet && box.querySelector('.spinning'))
 			return;
+		if (node.from)
+			return this.renderEdge(box, node);
 		this.selectedId = node.id;
 		var rows = [], actions = [];
 		var partners = this.partners(node).slice(0, 8).map(function(p) {
@@ -268,6 +269,37 @@ return view.extend({
 		]);
 	},
 
+	/* an edge: one device and one destination domain, blocked as a pair */
+	renderEdge: function(box, e) {
+		var byId = {};
+		this.model.nodes.forEach(function(n) { byId[n.id] = n; });
+		var dev = byId[e.from], dst = byId[e.to];
+		if (!dev || !dst)
+			return;
+		this.selectedId = 'e:' + e.from + '|' + e.to;
+		var what = '%s \u2192 %s'.format(dev.label, dst.label), actions = [];
+		if (e.blocked && this.can('unblock'))
+			actions.push(E('button', { 'class': 'btn cbi-button cbi-button-apply', 'data-action': 'unblock',
+				'click': ui.createHandlerFn(this, 'handleUnblock', e.blocked.map(function(b) { return b.id; }), what) },
+				[ _('Unblock') ]));
+		else if (!e.blocked && dev.state != 'blocked' && dev.state != 'quarantined' && this.can('block'))
+			actions.push(E('button', { 'class': 'btn cbi-button cbi-button-negative', 'data-action': 'block',
+				'click': ui.createHandlerFn(this, 'handleBlockPair', e.from, dst.members.slice(), what) },
+				[ _('Block for this device only') ]));
+		dom.content(box, [
+			E('h3', {}, [ what ]),
+			E('dl', {}, [
+				E('dt', {}, [ _('Traffic') ]), E('dd', {}, [ common.bytes(e.bytes) ]),
+				E('dt', {}, [ _('Addresses') ]), E('dd', { 'class': 'spin-mono' }, [
+					dst.members.slice(0, 8).join(', ') + (dst.members.length > 8 ? ' \u2026' : '') ]),
+				E('dt', {}, [ _('State') ]), E('dd', {}, [ e.blocked
+					? E('span', { 'class': 'spin-badge spin-state-blocked' }, [ _('Blocked') ])
+					: E('span', { 'class': 'spin-badge' }, [ _('Allowed') ]) ])
+			]),
+			E('div', { 'class': 'spin-actions' }, actions)
+		]);
+	},
+
 	/* a device's last hour for the details panel: fetched when it is
 	 * selected and again once a minute, drawn from the cache meanwhile */
 	history: function(mac) {
@@ -301,6 +333,12 @@ return view.extend({
 	handleBlockRemote: function(ips, label, ev) {
 		return this.act(_('Blocking %s').format(label), Promise.all(ips.map(function(ip) {
 			return callBlock(undefined, ip, label);
+		})));
+	},
+
+	handleBlockPair: function(mac, ips, label, ev) {
+		return this.act(_('Blocking %s').format(label), Promise.all(ips.map(function(ip) {
+			return callBlock(mac, ip, label);
 		})));
 	},
 
