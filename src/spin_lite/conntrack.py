@@ -21,9 +21,10 @@ reply counters). Flows the router itself started, and flows that never
 touch a device, are left out and counted.
 
 `parse` turns a snapshot into Flow records (the `flows` API and the tests);
-`Scanner` is the hot path of every scan: it keeps one short bytes value per
-live flow between scans, so an idle flow costs a split and a dict lookup,
-and only a flow whose counters moved is converted to numbers.
+`Scanner` is the hot path of every scan: it keeps one bytes value per live
+flow between scans (its text from the original tuple on), so an idle flow
+costs a slice and a dict lookup, and only a line that changed is split and
+converted to numbers.
 """
 
 from . import api
@@ -224,18 +225,6 @@ def orient(e, lan):
     return f
 
 
-def lines(chunks):
-    """Whole lines from an iterable of byte chunks (a line may span two)."""
-    rest = b""
-    for chunk in chunks:
-        parts = (rest + chunk).split(b"\n")
-        rest = parts.pop()
-        for line in parts:
-            yield line
-    if rest:
-        yield rest
-
-
 def read_chunks(path, size=32768):
     """The file in chunks; reading /proc in one read() costs more (§2)."""
     with open(path, "rb") as f:
@@ -271,13 +260,23 @@ def parse(text, lan):
 class Scanner:
     """Turns successive snapshots into per-scan deltas.
 
-    Between scans it keeps, per live flow, the raw counter tokens (one bytes
-    value keyed by protocol number and original tuple). A flow whose tokens
-    did not change costs nothing more; a new key is a new connection."""
+    Between scans it keeps one bytes value per live flow: its line from the
+    original tuple on (counters, reply tuple, flags), as the key of `prev`;
+    the value says whose flow it is (a tuple shared by every flow of one
+    device and protocol). A device's flow whose text did not change since
+    the last scan -- most of a big table, most of the time -- costs a find,
+    a slice and a dict lookup: no split, no address lookup, no numbers.
+
+    The other lines wait until the snapshot has been read; the last scan's
+    flows not met unchanged are then indexed by protocol and original tuple,
+    which tells a flow that moved (and by how much) from a new one. With
+    nothing kept from before (the first scan) they are settled at once."""
 
     def __init__(self, lan):
         self.lan = lan
         self.prev = {}
+        self.prev_lan = lan
+        self.owners = {}
         self.malformed = 0
         self.skipped = 0
         self.seen = 0
@@ -289,21 +288,131 @@ class Scanner:
         sink(device_ip, remote, remote_port, proto, d_bytes_out, d_bytes_in,
         d_packets_out, d_packets_in, new, unreplied); returns the number of
         live flows per device IP."""
-        prev = self.prev
         cur = {}
+        try:
+            live = self._scan(cur, chunks, sink)
+        except BaseException:
+            # a read that failed half way, or a sink that raised: keep what
+            # this scan met and what it did not reach (a flow already
+            # reported is kept with its new counters, so it is not counted
+            # twice)
+            prev = self.prev
+            if prev is not None:
+                for k, o in cur.items():
+                    prev[k] = o
+                cur = prev
+            self.prev = cur
+            raise
+        self.prev = cur
+        self.prev_lan = self.lan
+        return live
+
+    def _scan(self, cur, chunks, sink):
+        prev = self.prev
+        index = None if prev else {}  # nothing kept: every line is new
         live = {}
-        lan_kind = self.lan.kind
-        malformed = skipped = seen = uncounted = 0
-        acct = None
-        for line in lines(chunks):
-            # Fast path, for the common flow a device started: slice the
-            # key (family/proto and original tuple) and the counters out of
-            # the line without splitting it; an unchanged flow ends here.
-            a = line.find(b"src=")
-            if a < 0:
-                if line.strip():
-                    malformed += 1
+        heads = []  # the lines not met unchanged: up to the original tuple,
+        rests = []  # and from it on
+        counts = [0, 0, 0, 0, None]  # malformed, skipped, seen, uncounted, acct
+        seen = uncounted = lines = 0
+        fast = self.lan is self.prev_lan  # a new LAN may re-classify flows
+        if len(self.owners) > 4096:
+            self.owners = {}
+        for part in _batches(chunks):
+            # with nf_conntrack_timestamp on, every line ends in a clock
+            # (delta-time=) that moves each second: leave it out
+            ts = part and (b" delta-time=" in part[0] or b" delta-time=" in part[-1])
+            if index is not None:
+                for line in part:
+                    a = line.find(b"src=")
+                    if a < 0:
+                        if line.strip():
+                            counts[0] += 1
+                        continue
+                    c = line.rfind(b" delta-time=") if ts else -1
+                    heads.append(line)
+                    rests.append(line[a:c] if c > a else line[a:])
+                self._settle(heads, rests, index, cur, live, sink, counts, True)
+                heads = []
+                rests = []
                 continue
+            take = prev.pop
+            for line in part:
+                a = line.find(b"src=")
+                if a < 0:
+                    if line.strip():
+                        counts[0] += 1
+                    continue
+                if ts:
+                    c = line.rfind(b" delta-time=")
+                    rest = line[a:c] if c > a else line[a:]
+                else:
+                    rest = line[a:]
+                o = take(rest, None)
+                if o is not None:
+                    if fast and line[9:16] == o[1]:
+                        cur[rest] = o
+                        dev = o[0]
+                        live[dev] = live.get(dev, 0) + 1
+                        seen += 1
+                        if not o[2]:
+                            uncounted += 1
+                        continue
+                    prev[rest] = o  # another protocol's flow, or a port forward
+                else:
+                    # the same line twice in one read (the table moved under
+                    # the reader) is unchanged, as its first copy was
+                    o = cur.get(rest)
+                    if o is not None and fast and line[9:16] == o[1]:
+                        cur[rest] = o
+                        dev = o[0]
+                        live[dev] = live.get(dev, 0) + 1
+                        seen += 1
+                        if not o[2]:
+                            uncounted += 1
+                        continue
+                heads.append(line[:a])
+                rests.append(rest)
+            lines += len(part)
+            if lines > 500 and 2 * len(rests) > lines:
+                # most flows moved: rather than hold every line to the end,
+                # index the last scan now, let it go, and settle each part
+                # as it comes (the memory of one table, not of two)
+                index = _index(prev, cur)
+                self.prev = prev = take = None
+                self._settle(heads, rests, index, cur, live, sink, counts)
+                heads = []
+                rests = []
+        if index is None:
+            index = _index(prev, None)
+        self._settle(heads, rests, index, cur, live, sink, counts)
+        self.malformed += counts[0]
+        self.skipped = counts[1]
+        self.seen = seen + counts[2]
+        self.uncounted = uncounted + counts[3]
+        if counts[4] is not None:
+            self.acct = counts[4]
+        return live
+
+    def _settle(self, heads, rests, index, cur, live, sink, counts, whole=False):
+        """The lines not met unchanged, in their order: new, moved, or
+        changed elsewhere than in their counters. heads: each line up to
+        its original tuple (whole: the line itself); rests: from it on, as
+        it will be kept. index: the last scan's flows by protocol column +
+        original tuple -> counters, as made by _index."""
+        lan_kind = self.lan.kind
+        owners = self.owners
+        malformed = skipped = seen = uncounted = 0
+        acct = counts[4]
+        for i in range(len(rests)):
+            rest = rests[i]
+            if whole:
+                line = heads[i]
+                a = line.find(b"src=")
+            else:
+                a = len(heads[i])
+                line = heads[i] + rest
+                heads[i] = None
             sp = line.find(b" ", a)
             kind, dev = lan_kind(line[a:sp])
             if kind == BAD:
@@ -317,10 +426,17 @@ class Scanner:
                     uncounted += 1
                 else:
                     raw = _counters(line, b)
-                key = line[9:16] + line[a:b]
-                old = prev.get(key)
+                old = index.get(line[9:16] + line[a:b])
                 if old == raw:
-                    cur[key] = raw
+                    p = line[9:16]
+                    k = (dev, p, len(raw) > 1, p)
+                    o = owners.get(k)
+                    if o is None:
+                        owners[k] = o = k
+                    other = cur.get(rest)
+                    if other is not None and other[3] != p:
+                        rest = p + rest  # another protocol's flow has this text
+                    cur[rest] = o
                     live[dev] = live.get(dev, 0) + 1
                     seen += 1
                     continue
@@ -354,10 +470,17 @@ class Scanner:
                     uncounted += 1
                 else:
                     raw = _counters(line, b)
-                key = line[9:16] + line[a:b]
-                old = prev.get(key)
+                old = index.get(line[9:16] + line[a:b])
             live[dev] = live.get(dev, 0) + 1
-            cur[key] = raw
+            p = line[9:16]
+            k = (dev, None if inbound else p, len(raw) > 1, p)
+            o = owners.get(k)
+            if o is None:
+                owners[k] = o = k
+            other = cur.get(rest)
+            if other is not None and other[3] != p:
+                rest = p + rest  # another protocol's flow has this text
+            cur[rest] = o
             if old == raw:
                 continue
             try:
@@ -365,7 +488,7 @@ class Scanner:
             except ValueError:
                 malformed += 1
                 seen -= 1
-                del cur[key]
+                del cur[rest]
                 live[dev] -= 1
                 continue
             if e.count_o is None:
@@ -374,14 +497,45 @@ class Scanner:
                 acct = True
             sink(dev, moved[0], moved[1], e.proto, moved[2], moved[3], moved[4],
                  moved[5], moved[6], moved[6] and e.unreplied)
-        self.prev = cur
-        self.malformed += malformed
-        self.skipped = skipped
-        self.seen = seen
-        self.uncounted = uncounted
-        if acct is not None:
-            self.acct = acct
-        return live
+        counts[0] += malformed
+        counts[1] += skipped
+        counts[2] += seen
+        counts[3] += uncounted
+        counts[4] = acct
+
+
+def _batches(chunks):
+    """Lists of whole lines from an iterable of byte chunks (a line may
+    span two); a list per chunk keeps the per-line loop free of calls."""
+    rest = b""
+    for chunk in chunks:
+        parts = chunk.split(b"\n")
+        if rest:
+            parts[0] = rest + parts[0]  # not rest + chunk: a copy of 32 KB
+        rest = parts.pop()
+        yield parts
+    if rest:
+        yield [rest]
+
+
+def _index(prev, hits):
+    """The last scan's flows not met unchanged (plus `hits`, those met so
+    far, when the index is made before the end) -> {protocol column +
+    original tuple: counters}, both cut as _settle cuts them from a line."""
+    index = {}
+    for kept in (prev, hits or {}):
+        for text, o in kept.items():
+            proto = o[3]
+            if text[:4] != b"src=":
+                text = text[len(proto):]
+            sp = text.find(b" ")
+            b = text.find(b" packets=", sp)
+            if b < 0:
+                b = text.find(b" src=", sp)
+                index[proto + text[:b]] = b"u" if text.find(b"[UNREPLIED]", sp) > 0 else b"r"
+            else:
+                index[proto + text[:b]] = _counters(text, b)
+    return index
 
 
 def _counters(line, b):
