@@ -353,6 +353,8 @@ def test_kill_9_reboot_and_restart_keep_the_same_blocks_and_ids(home):
         assert new > max(before)
         home.call("unblock", {"id": new})
     finally:
+        if home.agent is None or home.agent.poll() is not None:
+            home.start_agent()      # the next stories need it; its log says why it was gone
         home.call("unblock", {"id": bid})
         home.call("release", {"mac": bulb.mac})
 

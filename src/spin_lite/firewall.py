@@ -748,8 +748,15 @@ class Iptables:
         return None
 
     def check(self, state):
-        # iptables-restore --test would need the sets; render is checked by
-        # applying to a scratch namespace in tests instead
+        """iptables-restore --test of both families (it needs our ipsets to
+        exist, as they do once the agent has loaded them)."""
+        for fam in (4, 6):
+            chains = self._save(fam) or {}
+            text = render_iptables(state, fam, self._hooks(chains))
+            rc, _, err = plat.run([self.cmd[fam] + "-restore", "--test", "--noflush"],
+                                  stdin=text.encode())
+            if rc != 0:
+                return "%s-restore: %s" % (self.cmd[fam], _text(err).strip())
         return None
 
     def intact(self, state):
