@@ -717,6 +717,9 @@ class Iptables:
         base = cfg.get("iptables_cmd") or default_iptables()
         six = "ip6" + base[2:] if base.startswith("iptables") else base
         self.cmd = {4: base, 6: six}
+        # a router without ip6tables (an optional package on OpenWrt) still
+        # gets its IPv4 rules
+        self.families = (4, 6) if _which(six + "-restore") else (4,)
         self.ipset = cfg.get("ipset_cmd") or "ipset"
         self.run_dir = cfg.get("run_dir") or "/tmp/spin"
 
@@ -738,7 +741,7 @@ class Iptables:
         if rc != 0:
             _save_rejected(self.run_dir, "firewall.rejected.ipset", text, err)
             return "ipset: " + _text(err).strip()
-        for fam in (4, 6):
+        for fam in self.families:
             chains = self._save(fam) or {}
             text = render_iptables(state, fam, self._hooks(chains))
             rc, _, err = plat.run([self.cmd[fam] + "-restore", "--noflush"], stdin=text.encode())
@@ -750,7 +753,7 @@ class Iptables:
     def check(self, state):
         """iptables-restore --test of both families (it needs our ipsets to
         exist, as they do once the agent has loaded them)."""
-        for fam in (4, 6):
+        for fam in self.families:
             chains = self._save(fam) or {}
             text = render_iptables(state, fam, self._hooks(chains))
             rc, _, err = plat.run([self.cmd[fam] + "-restore", "--test", "--noflush"],
@@ -760,7 +763,7 @@ class Iptables:
         return None
 
     def intact(self, state):
-        for fam in (4, 6):
+        for fam in self.families:
             chains = self._save(fam)
             if chains is None:
                 return False
@@ -778,7 +781,7 @@ class Iptables:
 
     def counters(self):
         got = {}
-        for fam in (4, 6):
+        for fam in self.families:
             chains = self._save(fam)
             if chains is None:
                 return None
@@ -800,7 +803,7 @@ class Iptables:
 
     def remove(self):
         errors = []
-        for fam in (4, 6):
+        for fam in self.families:
             chains = self._save(fam) or {}
             lines = ["*filter"]
             for base, ours in (("FORWARD", "spin_forward"), ("INPUT", "spin_input")):
