@@ -186,3 +186,27 @@ def test_iptables_loads_the_text_twice(scratch, name):
         chains = firewall.parse_iptables_save(run_in(scratch, [tool], "").stdout.decode())
         assert [r for _, r in chains["FORWARD"]] == ['-A FORWARD -m comment --comment "spin: hook" -j spin_forward']
         assert (len(chains["spin_forward"]), len(chains["spin_input"])) == firewall.ipt_rule_count(state, fam)
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("backend", ["nft", "iptables"])
+def test_a_refused_load_keeps_the_old_rules_and_leaves_evidence(scratch, backend, tmp_path, monkeypatch):
+    """What the kernel refuses (here an address no validation would let
+    through) changes nothing that is loaded; the text and the error are
+    kept under run_dir for a person to read."""
+    _tools("nft", "ipset", "iptables-legacy-restore")
+    from spin_lite import plat
+    real = plat.run
+    monkeypatch.setattr(plat, "run", lambda argv, stdin=None, timeout=30:
+                        real(["ip", "netns", "exec", scratch] + list(argv), stdin, timeout))
+    cfg = {"run_dir": str(tmp_path), "iptables_cmd": "iptables-legacy"}
+    fw = firewall.Nft(cfg) if backend == "nft" else firewall.Iptables(cfg)
+    good = load("02_camera_blocked")["state"]
+    assert fw.apply(good) is None and fw.intact(good)
+    bad = json.loads(json.dumps(good))
+    bad["devices"]["02:00:00:00:00:01"].append("192.168.8.999")
+    err = fw.apply(bad)
+    assert err and "192.168.8.999" in "".join(open(str(p)).read() for p in tmp_path.iterdir())
+    assert any(p.name.endswith(".err") and p.read_text() for p in tmp_path.iterdir())
+    assert fw.intact(good), "the rules loaded before are still whole"
+    assert fw.counters() is not None
