@@ -102,6 +102,7 @@ class Agent:
         self.stopping = False
         self.reload_wanted = False
         self.names = None  # names.Names sets itself here when it starts
+        self.blocks = None  # and blocks.Blocks here
 
     # -- parts --------------------------------------------------------------
 
@@ -276,6 +277,7 @@ class Agent:
             "errors": dict(self.errors),
             "warnings": self.warnings[-20:],
             "names": self.names.status() if self.names else None,
+            "firewall": self.blocks.status() if self.blocks else None,
         }
 
     def device_info(self, mac):

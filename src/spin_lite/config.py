@@ -33,6 +33,7 @@ OPTIONS = {
     "www_dir": ("str", "/www", "visualizer files (luci-app-spin's htdocs) served on the JSON-RPC listener; empty: off"),
     "ubus_socket": ("str", "/var/run/ubus/ubus.sock", "ubusd socket"),
     "firewall": ("str", "auto", "auto | nft | iptables | none"),
+    "iptables_cmd": ("str", "", "iptables binary; empty: iptables-legacy when present (firewall3), else iptables"),
     "dns_snoop": ("bool", True, "read DNS answers on lan_ifname to name endpoints"),
     "max_endpoints": ("int", 4096, "remote addresses whose DNS names are kept; least recently used dropped"),
     "names_per_endpoint": ("int", 4, "DNS names kept per remote address"),
