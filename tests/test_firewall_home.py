@@ -94,11 +94,7 @@ def error_status(home, method, args):
 def home(request):
     with Home(firewall=request.param, agent=True) as h:
         h.backend = request.param
-        # as on OpenWrt (no br_netfilter): frames between LAN devices on
-        # br-lan never pass the inet/iptables forward hooks. This kernel has
-        # br_netfilter built in and on in every namespace.
-        h.sh("router", "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0",
-             "net.bridge.bridge-nf-call-ip6tables=0", "net.bridge.bridge-nf-call-arptables=0")
+        # (the home has br_netfilter off in the router, as OpenWrt has)
         # the speaker streams a burst every second, so it is seen to go on
         h.stop_traffic("speaker")
         h.start_traffic("speaker", None, "--interval", "1")

@@ -630,6 +630,12 @@ class Home:
         self._script(r, [
             "sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1"
             " net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0",
+            # as on OpenWrt (no br_netfilter): frames between LAN devices on
+            # br-lan never reach the IP hooks or conntrack. Some kernels have
+            # br_netfilter built in and on in every namespace; -e: others
+            # have no such keys at all.
+            "sysctl -q -e -w net.bridge.bridge-nf-call-iptables=0"
+            " net.bridge.bridge-nf-call-ip6tables=0 net.bridge.bridge-nf-call-arptables=0",
             "ip link set lo up",
             "ip link add br-lan type bridge forward_delay 0 stp_state 0 mcast_snooping 0",
             "ip addr add %s/24 dev br-lan" % LAN4_ROUTER,
