@@ -478,11 +478,13 @@ class Home:
             self.wait_for(lambda: all(self.lease_hostnames().get(d.mac)
                                       for d in self.devices.values()),
                           timeout=10, what="every device in the router's lease file")
+            # as on a router: the agent is up (and byte accounting on) before
+            # the devices talk; a flow begun earlier never gets counters
+            if self.with_agent:
+                self.start_agent()
             if self.with_traffic:
                 for dev in self.devices.values():
                     self.start_traffic(dev.name)
-            if self.with_agent:
-                self.start_agent()
         except HomeError as e:
             # the logs go with the home dir: keep their ends in the error
             diag = self._log_tails()
