@@ -14,7 +14,8 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
+# the package: argv[2] (a compiled copy) or the source tree
+sys.path.insert(0, sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(HERE), "src"))
 
 
 def kb(field):
@@ -61,6 +62,13 @@ def main(path):
     plat.wall = lambda: wall[0]
     cfg = spec["cfg"]
     a = agent_mod.Agent(cfg)
+    marks = {}
+
+    def first_scan():  # what the parts took before the first scan
+        marks["parts_kb"] = kb("VmRSS")
+        del a.scan
+        a.scan()
+    a.scan = first_scan
     a.start()
     first_kb = kb("VmRSS")
     snaps = spec["snaps"]
@@ -73,7 +81,7 @@ def main(path):
     res = {
         "parts_kb": breakdown(a),
         "rss_kb": kb("VmRSS"), "hwm_kb": kb("VmHWM"), "import_kb": import_kb,
-        "first_kb": first_kb, "devices": len(a.devices.table),
+        "first_kb": first_kb, "started_kb": marks.get("parts_kb", 0), "devices": len(a.devices.table),
         "digest_devices": len(a.digests.devices), "closed": a.digests.open_n - closed_before,
         "flows": a.scanner.seen, "parts": [type(p).__name__ for p in a.parts],
         "errors": a.errors,

@@ -142,27 +142,42 @@ def agent_config(work):
     return cfg
 
 
-def moved_snapshots(text, k, work):
-    """k copies of the table, written to tmpfs, in which every flow's
-    counters grew since the copy before (the kernel would not take
-    counters from us; see the report). Returns their paths."""
+def moved_snapshots(text, k, work, share=1.0, name="nf_conntrack"):
+    """k copies of the table, written to tmpfs, each with the counters of
+    some flows grown since the copy before: every flow (share 1), or a
+    random `share` of them plus one flow of every device, so that every
+    device has traffic in every copy (the kernel would not take counters
+    from us; see the report). Returns their paths."""
     import random
     rng = random.Random(9)
     pieces = text.replace(b"%", b"%%").split(b"packets=0 bytes=0")
     fmt = b"packets=%d bytes=%d".join(pieces)
-    n = len(pieces) - 1
-    base = []
-    step = []
-    for _ in range(n):
+    lines = text.split(b"\n")
+    first = set()  # one flow of every source address
+    seen = set()
+    for n, line in enumerate(lines):
+        a = line.find(b"src=")
+        src = line[a:line.find(b" ", a)]
+        if src not in seen:
+            seen.add(src)
+            first.add(n)
+    vals = []
+    for _ in range(len(pieces) - 1):
         p = rng.randint(1, 5000)
-        base += [p, p * rng.randint(60, 1400)]
-        dp = rng.randint(1, 60)
-        step += [dp, dp * rng.randint(60, 1400)]
+        vals += [p, p * rng.randint(60, 1400)]
+    per_line = (len(pieces) - 1) * 2 // max(1, len([ln for ln in lines if ln]))  # values a line
     paths = []
     for i in range(k):
-        path = os.path.join(work, "nf_conntrack.%d" % i)
+        if i:
+            for n in range(len(vals) // per_line):
+                if share >= 1 or n in first or rng.random() < share:
+                    for v in range(n * per_line, (n + 1) * per_line, 2):
+                        dp = rng.randint(1, 60)
+                        vals[v] += dp
+                        vals[v + 1] += dp * rng.randint(60, 1400)
+        path = os.path.join(work, "%s.%d" % (name, i))
         with open(path, "wb") as f:
-            f.write(fmt % tuple(b + i * s for b, s in zip(base, step)))
+            f.write(fmt % tuple(vals))
         paths.append(path)
     return paths
 
@@ -343,30 +358,52 @@ def inside(work, ns):
     out()
     out("== agent RSS: %d flows, %d devices, 62 one-minute buckets, fresh `python -S` (target <= %d MB)"
         % (FLOWS, DEVICES, RSS_TARGET_MB))
+    out("   realistic: each minute 10% of flows and one flow of every device move;"
+        " worst: every flow moves every minute")
     probe_cfg = dict(cfg, conntrack_file="/proc/net/nf_conntrack")
-    cfg_path = os.path.join(work, "probe.json")
-    with open(cfg_path, "w") as f:
-        json.dump({"cfg": probe_cfg, "snaps": snaps, "buckets": 62}, f)
+    feeds = {
+        "realistic": moved_snapshots(text, 62, work, share=0.1, name="part"),
+        "worst": snaps,
+    }
+    for feed, paths in feeds.items():
+        with open(os.path.join(work, "probe-%s.json" % feed), "w") as f:
+            json.dump({"cfg": probe_cfg, "snaps": paths, "buckets": 62}, f)
     pythons = [("pyenv " + sys.version.split()[0], sys.executable)]
     if os.path.exists("/usr/bin/python3") and os.path.realpath("/usr/bin/python3") != os.path.realpath(sys.executable):
         pythons.append(("Debian /usr/bin/python3", "/usr/bin/python3"))
+    # the package compiled beforehand, in a copy (never in the source tree):
+    # compiling at import costs RSS a router pays only on its first start.
+    # (PYTHONPYCACHEPREFIX would not do: the stdlib would compile too.)
+    variants = []
     for label, exe in pythons:
+        copy = os.path.join(work, "src-%d" % len(variants))
+        shutil.copytree(SRC, copy, ignore=shutil.ignore_patterns("__pycache__"))
+        subprocess.run([exe, "-S", "-m", "compileall", "-q", copy], stdout=subprocess.DEVNULL)
+        variants.append((label + ", .pyc, realistic", exe, copy, "realistic"))
+        if len(variants) == 1:
+            variants.append((label + ", .pyc, worst", exe, copy, "worst"))
+            variants.append((label + ", source, realistic", exe, SRC, "realistic"))
+    for label, exe, src, feed in variants:
+        cfg_path = os.path.join(work, "probe-%s.json" % feed)
         bare = probe([exe, "-S", "-c", BARE], work)
-        res = probe([exe, "-S", os.path.join(HERE, "rss_probe.py"), cfg_path], work)
+        res = probe([exe, "-S", os.path.join(HERE, "rss_probe.py"), cfg_path, src], work, src=src)
         if res is None or "error" in res:
-            out("  %-24s failed: %s" % (label, (res or {}).get("error", "no output")))
+            out("  %-38s failed: %s" % (label, (res or {}).get("error", "no output")))
             continue
         mb = res["rss_kb"] / 1024.0
-        out("  %-24s %5.1f MB (peak %.1f)  %s   [bare interpreter %.1f MB; after imports %.1f;"
-            " after first scan %.1f]" % (label, mb, res["hwm_kb"] / 1024.0, verdict(mb, RSS_TARGET_MB),
-                                         (bare or {}).get("rss_kb", 0) / 1024.0,
-                                         res["import_kb"] / 1024.0, res["first_kb"] / 1024.0))
-        out("  %-24s devices %d, digests %d, buckets closed %d, flows %d, parts: %s%s"
-            % ("", res["devices"], res["digest_devices"], res["closed"], res["flows"],
-               " ".join(res["parts"]) or "-",
-               ("; errors: %s" % res["errors"]) if res["errors"] else ""))
-        out("  %-24s held (getsizeof): %s" % ("", ", ".join(
-            "%s %.1f MB" % (k, v / 1024.0) for k, v in sorted(res["parts_kb"].items()))))
+        out("  %-38s %5.1f MB (peak %.1f)  %s   [bare interpreter %.1f MB; after imports %.1f;"
+            " parts started %.1f; after first scan %.1f]"
+            % (label, mb, res["hwm_kb"] / 1024.0, verdict(mb, RSS_TARGET_MB),
+               (bare or {}).get("rss_kb", 0) / 1024.0, res["import_kb"] / 1024.0,
+               res["started_kb"] / 1024.0, res["first_kb"] / 1024.0))
+        if label == variants[0][0] or res["errors"]:
+            out("  %-38s devices %d, digests %d, buckets closed %d, flows %d, parts: %s%s"
+                % ("", res["devices"], res["digest_devices"], res["closed"], res["flows"],
+                   " ".join(res["parts"]) or "-",
+                   ("; errors: %s" % res["errors"]) if res["errors"] else ""))
+        if label == variants[0][0]:
+            out("  %-38s held (getsizeof): %s" % ("", ", ".join(
+                "%s %.1f MB" % (k, v / 1024.0) for k, v in sorted(res["parts_kb"].items()))))
 
     # -- MicroPython: parse time only (its RSS includes CPython's here) -------
     out()
@@ -407,9 +444,9 @@ BARE = ("d=open('/proc/self/status').read();"
         "print('{\"rss_kb\": %s}' % [l.split()[1] for l in d.splitlines() if l.startswith('VmRSS')][0])")
 
 
-def probe(argv, work, timeout=180):
+def probe(argv, work, timeout=180, src=SRC):
     """Run a probe that prints one JSON line last; its parsed value or None."""
-    env = dict(os.environ, PYTHONPATH=SRC, PYTHONDONTWRITEBYTECODE="1")
+    env = dict(os.environ, PYTHONPATH=src, PYTHONDONTWRITEBYTECODE="1")
     try:
         p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                            timeout=timeout, cwd=work)
