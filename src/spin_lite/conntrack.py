@@ -421,7 +421,7 @@ class Scanner:
             if kind == LAN:
                 b = line.find(b" packets=", sp)
                 if b < 0:
-                    b = line.find(b" src=", sp)
+                    b = _plain_end(line, sp)
                     raw = b"u" if line.find(b"[UNREPLIED]", sp) > 0 else b"r"
                     uncounted += 1
                 else:
@@ -465,7 +465,7 @@ class Scanner:
                 inbound = True
                 b = line.find(b" packets=", sp)
                 if b < 0:
-                    b = line.find(b" src=", sp)
+                    b = _plain_end(line, sp)
                     raw = b"u" if e.unreplied else b"r"
                     uncounted += 1
                 else:
@@ -531,11 +531,18 @@ def _index(prev, hits):
             sp = text.find(b" ")
             b = text.find(b" packets=", sp)
             if b < 0:
-                b = text.find(b" src=", sp)
+                b = _plain_end(text, sp)
                 index[proto + text[:b]] = b"u" if text.find(b"[UNREPLIED]", sp) > 0 else b"r"
             else:
                 index[proto + text[:b]] = _counters(text, b)
     return index
+
+
+def _plain_end(text, sp):
+    """Without counters, where the original tuple ends: at [UNREPLIED]
+    (which goes away when the answer comes: the same flow) or at the reply."""
+    u = text.find(b" [UNREPLIED]", sp)
+    return u if u > 0 else text.find(b" src=", sp)
 
 
 def _counters(line, b):

@@ -199,3 +199,13 @@ def test_a_line_that_ends_with_its_counters_still_moves():
     scan(sc, base)
     calls, _ = scan(sc, base[:-1] + b"1")
     assert len(calls) == 1 and calls[0][5] == 1
+
+
+def test_without_accounting_an_answered_attempt_is_still_one_connection():
+    text = data("conntrack-noacct.txt")
+    line = [ln for ln in text.split(b"\n") if b"[UNREPLIED]" in ln and b"src=192.168.8." in ln][0]
+    sc = conntrack.Scanner(lan())
+    first, _ = scan(sc, line)
+    assert len(first) == 1 and first[0][8] and first[0][9]
+    answered, _ = scan(sc, line.replace(b" [UNREPLIED]", b""))
+    assert [c[8] for c in answered] == [False]
