@@ -197,6 +197,7 @@ FIXED = {
     "/etc/uci-defaults/90-spin": "-rwxr-xr-x",
     "/usr/bin/spin": "-rwxr-xr-x",
     "/usr/share/spin/firewall.include": "-rwxr-xr-x",
+    "/etc/sysctl.d/60-spin.conf": "-rw-r--r--",  # byte counters from boot on
     "/lib/upgrade/keep.d/spin": "-rw-r--r--",  # /etc/spin/ survives sysupgrade
 }
 
