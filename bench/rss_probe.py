@@ -46,7 +46,8 @@ def breakdown(a):
     for d in a.digests.devices.values():
         digests += sys.getsizeof(d.open) + size(d.remotes) + size(d.ports) + size(d.per_remote)
         for r in (d.fine, d.coarse):
-            digests += sys.getsizeof(r.counts) + sys.getsizeof(r.top_bytes) + sys.getsizeof(r.tops)
+            digests += sys.getsizeof(r.counts) + sys.getsizeof(r.octets)
+            digests += sys.getsizeof(r.top_bytes) + sys.getsizeof(r.tops)
     return {"flow table": flows // 1024, "address cache": size(a.scanner.lan.cache) // 1024,
             "digests": digests // 1024}
 
