@@ -123,6 +123,14 @@ def format_ipv6(n):
     return ":".join(words[:best]) + "::" + ":".join(words[best + best_len:])
 
 
+def ipv6_from_bytes(raw):
+    """16 bytes off the wire -> normalised text."""
+    n = 0
+    for b in raw:
+        n = (n << 8) | b
+    return format_ipv6(n)
+
+
 def parse_ip(value):
     """Normalised text of an IPv4 or IPv6 address, or ValueError."""
     if ":" in value:

@@ -31,7 +31,7 @@ read), IPv6 answers behind extension headers, later IPv4 fragments.
 import struct
 import sys
 
-from . import plat
+from . import api, plat
 
 SNAPLEN = 4096  # bytes of each packet the kernel copies to us
 ETH_P_ALL = 0x0003
@@ -162,26 +162,6 @@ def ip4_text(b):
     return "%d.%d.%d.%d" % (b[0], b[1], b[2], b[3])
 
 
-def ip6_text(b):
-    """16 bytes -> RFC 5952 text (lower case, longest zero run as '::')."""
-    words = struct.unpack(">HHHHHHHH", b)
-    best, best_len, i = -1, 1, 0
-    while i < 8:
-        if words[i] == 0:
-            j = i
-            while j < 8 and words[j] == 0:
-                j += 1
-            if j - i > best_len:
-                best, best_len = i, j - i
-            i = j
-        else:
-            i += 1
-    if best < 0:
-        return ":".join("%x" % w for w in words)
-    return (":".join("%x" % w for w in words[:best]) + "::"
-            + ":".join("%x" % w for w in words[best + best_len:]))
-
-
 def parse_dns(msg, counts):
     """A DNS response message -> [(address, asked name, ttl)]."""
     n = len(msg)
@@ -220,7 +200,7 @@ def parse_dns(msg, counts):
                 if rtype == TYPE_A and rdlen == 4:
                     addrs.append((owner, ip4_text(msg[pos:pos + 4]), ttl))
                 elif rtype == TYPE_AAAA and rdlen == 16:
-                    addrs.append((owner, ip6_text(msg[pos:pos + 16]), ttl))
+                    addrs.append((owner, api.ipv6_from_bytes(msg[pos:pos + 16]), ttl))
                 elif rtype in (TYPE_A, TYPE_AAAA):
                     _count(counts, "bad_rdata")
                 elif rtype == TYPE_CNAME:
@@ -282,7 +262,7 @@ def parse(packet, counts):
                 raise Malformed("truncated")
             if packet[6] != 17:
                 raise Malformed("not_udp")
-            client = ip6_text(packet[24:40])
+            client = api.ipv6_from_bytes(packet[24:40])
         else:
             raise Malformed("not_ip")
         if packet[udp] != 0 or packet[udp + 1] != 53:

@@ -25,7 +25,7 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 class RemoteError(Exception):
     def __init__(self, status, message):
-        Exception.__init__(self, "%s (%s)" % (message, api.STATUS_NAMES.get(status, status)))
+        super().__init__("%s (%s)" % (message, api.STATUS_NAMES.get(status, status)))
         self.status = status
         self.message = message
 

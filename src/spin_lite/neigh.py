@@ -64,10 +64,7 @@ def _ip_text(family, raw):
     if family == AF_INET and len(raw) == 4:
         return "%d.%d.%d.%d" % (raw[0], raw[1], raw[2], raw[3])
     if family == AF_INET6 and len(raw) == 16:
-        n = 0
-        for b in raw:
-            n = (n << 8) | b
-        return api.format_ipv6(n)
+        return api.ipv6_from_bytes(raw)
     return None
 
 
