@@ -159,6 +159,7 @@ def test_spin_top_shows_the_devices_live(home):
         assert name in screen, screen
     rows = [ln for ln in screen.splitlines() if ln.startswith(("camera", "speaker", "laptop"))]
     assert rows[0].startswith("camera"), screen  # the busiest first
+    assert "cloud.example-cam.com" in rows[0], screen  # its endpoint by the name it asked for
 
 
 def test_a_reload_keeps_history_and_reads_the_new_config(home):

@@ -107,10 +107,11 @@ def top_table(devices, width=100):
     for d in devs:
         ips = [ip for ip in d["ips"] if ":" not in ip] or d["ips"] or ["-"]
         top = d["bucket"]["top"]
+        names = d["bucket"].get("names") or {}
         rows.append((
             (d["name"] or d["mac"])[:20], ips[0], human(d["rate_out"]), human(d["rate_in"]),
             str(d["connections"]), human(d["bucket"]["bytes_out"]), human(d["bucket"]["bytes_in"]),
-            top[0][0] if top else "-",
+            names.get(top[0][0], top[0][0]) if top else "-",
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
