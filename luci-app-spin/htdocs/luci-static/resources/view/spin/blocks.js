@@ -1,10 +1,10 @@
 'use strict';
-'require view';
 'require rpc';
 'require poll';
 'require ui';
 'require dom';
 'require spin.common as common';
+'require spin.actions as actions';
 
 /*
  * Blocks: every block and quarantine in force, when it ends and how many
@@ -16,14 +16,13 @@ var callStatus = rpc.declare({ object: 'spin', method: 'status', expect: { '': {
 var callBlocks = rpc.declare({ object: 'spin', method: 'blocks', expect: { '': { blocks: [], quarantines: [], allows: [] } } });
 var callBlocksStrict = rpc.declare({ object: 'spin', method: 'blocks', expect: { '': { blocks: [], quarantines: [], allows: [] } }, reject: true });
 
+/* a destination for every device, timed (unblock and release come with actions.View) */
 var callBlock = rpc.declare({ object: 'spin', method: 'block', params: [ 'remote', 'minutes', 'note' ], reject: true });
-var callUnblock = rpc.declare({ object: 'spin', method: 'unblock', params: [ 'id' ], reject: true });
-var callRelease = rpc.declare({ object: 'spin', method: 'release', params: [ 'mac' ], reject: true });
 var callDisallow = rpc.declare({ object: 'spin', method: 'disallow', params: [ 'mac', 'remote' ], reject: true });
 var callIgnored = rpc.declare({ object: 'spin', method: 'ignored', expect: { ignored: [] } });
 var callUnignore = rpc.declare({ object: 'spin', method: 'unignore', params: [ 'remote' ], reject: true });
 
-return view.extend({
+return actions.View.extend({
 	load: function() {
 		return Promise.all([
 			L.resolveDefault(callStatus(), {}),
@@ -31,10 +30,6 @@ return view.extend({
 			L.resolveDefault(rpc.list('spin'), {}),
 			L.resolveDefault(callIgnored(), [])
 		]);
-	},
-
-	can: function(method) {
-		return this.methods.indexOf(method) >= 0;
 	},
 
 	table: function(id, heads) {
@@ -174,12 +169,6 @@ return view.extend({
 		return this.act(_('Showing %s again').format(remote), callUnignore(remote));
 	},
 
-	act: function(what, promise) {
-		return promise.catch(function(err) {
-			ui.addNotification(null, E('p', {}, [ common.failure(what, err) ]), 'danger');
-		}).then(L.bind(this.refresh, this));
-	},
-
 	handleBlockRemote: function(ev) {
 		var input = document.getElementById('spin-block-remote');
 		var remote = input.value.trim();
@@ -193,19 +182,7 @@ return view.extend({
 		}));
 	},
 
-	handleUnblock: function(id, what, ev) {
-		return this.act(_('Unblocking %s').format(what), callUnblock(id));
-	},
-
-	handleRelease: function(mac, label, ev) {
-		return this.act(_('Releasing %s').format(label), callRelease(mac));
-	},
-
 	handleDisallow: function(mac, remote, what, ev) {
 		return this.act(_('Removing %s from the allow list').format(what), callDisallow(mac, remote));
-	},
-
-	handleSave: null,
-	handleSaveApply: null,
-	handleReset: null
+	}
 });

@@ -1,11 +1,11 @@
 'use strict';
-'require view';
 'require rpc';
 'require poll';
 'require ui';
 'require dom';
 'require spin.common as common';
 'require spin.chart as chart';
+'require spin.actions as actions';
 
 /*
  * Devices: one row per device with what it does now and today, and the
@@ -19,12 +19,6 @@ var callDevices = rpc.declare({ object: 'spin', method: 'devices', expect: { dev
 var callGraph = rpc.declare({ object: 'spin', method: 'graph', expect: { '': { nodes: [], edges: [] } } });
 var callBlocks = rpc.declare({ object: 'spin', method: 'blocks', expect: { '': { blocks: [], quarantines: [] } } });
 var callHistory = rpc.declare({ object: 'spin', method: 'history', params: [ 'mac', 'minutes' ], expect: { '': { points: [] } } });
-
-var callBlock = rpc.declare({ object: 'spin', method: 'block', params: [ 'mac', 'remote', 'note' ], reject: true });
-var callUnblock = rpc.declare({ object: 'spin', method: 'unblock', params: [ 'id' ], reject: true });
-var callQuarantine = rpc.declare({ object: 'spin', method: 'quarantine', params: [ 'mac', 'reason' ], reject: true });
-var callRelease = rpc.declare({ object: 'spin', method: 'release', params: [ 'mac' ], reject: true });
-var callName = rpc.declare({ object: 'spin', method: 'name', params: [ 'mac', 'name' ], reject: true });
 
 function minutesToday() {
 	var d = new Date();
@@ -44,7 +38,9 @@ function sumHistory(h) {
 	return [ up, down ];
 }
 
-return view.extend({
+return actions.View.extend({
+	blockNote: _('blocked from the device list'),
+
 	load: function() {
 		return Promise.all([
 			L.resolveDefault(callStatus(), {}),
@@ -53,10 +49,6 @@ return view.extend({
 			L.resolveDefault(callBlocks(), { blocks: [], quarantines: [] }),
 			L.resolveDefault(rpc.list('spin'), {})
 		]);
-	},
-
-	can: function(method) {
-		return this.methods.indexOf(method) >= 0;
 	},
 
 	render: function(data) {
@@ -148,27 +140,11 @@ return view.extend({
 			var top = ((d.bucket && d.bucket.top) || []).map(function(t) {
 				return names[t[0]] || t[0];
 			}).filter(function(v, i, a) { return a.indexOf(v) == i; }).slice(0, 3);
-			var actions = [
+			var buttons = [
 				E('button', { 'class': 'btn cbi-button', 'data-action': 'timeline',
 					'aria-expanded': this.open == d.mac ? 'true' : 'false',
 					'click': ui.createHandlerFn(this, 'handleTimeline', d.mac) }, [ _('Timeline') ])
-			];
-			var blk = idx.device[d.mac], q = idx.quarantine[d.mac];
-			if (this.can('name'))
-				actions.push(E('button', { 'class': 'btn cbi-button cbi-button-action', 'data-action': 'rename',
-					'click': ui.createHandlerFn(this, 'handleRename', d.mac, label) }, [ _('Rename') ]));
-			if (blk && this.can('unblock'))
-				actions.push(E('button', { 'class': 'btn cbi-button cbi-button-apply', 'data-action': 'unblock',
-					'click': ui.createHandlerFn(this, 'handleUnblock', blk.id, label) }, [ _('Unblock') ]));
-			else if (!blk && !q && this.can('block'))
-				actions.push(E('button', { 'class': 'btn cbi-button cbi-button-negative', 'data-action': 'block',
-					'click': ui.createHandlerFn(this, 'handleBlock', d.mac, label) }, [ _('Block') ]));
-			if (q && this.can('release'))
-				actions.push(E('button', { 'class': 'btn cbi-button cbi-button-apply', 'data-action': 'release',
-					'click': ui.createHandlerFn(this, 'handleRelease', d.mac, label) }, [ _('Release') ]));
-			else if (!q && this.can('quarantine'))
-				actions.push(E('button', { 'class': 'btn cbi-button cbi-button-negative', 'data-action': 'quarantine',
-					'click': ui.createHandlerFn(this, 'handleQuarantine', d.mac, label) }, [ _('Quarantine') ]));
+			].concat(this.renameButton(d.mac, label), this.deviceButtons(d, idx, label));
 
 			rows.push(E('tr', { 'data-mac': d.mac, 'class': this.open == d.mac ? 'spin-open' : '' }, [
 				E('td', { 'data-title': _('Name') }, [ E('strong', {}, [ label ]),
@@ -182,7 +158,7 @@ return view.extend({
 				E('td', { 'data-title': _('Top destinations') }, [ top.join(', ') || '-' ]),
 				E('td', { 'data-title': _('State') }, [
 					E('span', { 'class': 'spin-badge spin-state-' + state }, [ common.stateText(state) ]) ]),
-				E('td', { 'data-title': '' }, [ E('div', { 'class': 'spin-actions' }, actions) ])
+				E('td', { 'data-title': '' }, [ E('div', { 'class': 'spin-actions' }, buttons) ])
 			]));
 			if (this.open == d.mac)
 				rows.push(E('tr', { 'class': 'spin-open spin-timeline-row', 'data-for': d.mac }, [
@@ -212,54 +188,5 @@ return view.extend({
 			if (this.open == mac)
 				this.renderTable(this.data);
 		}, this));
-	},
-
-	act: function(what, promise) {
-		return promise.catch(function(err) {
-			ui.addNotification(null, E('p', {}, [ common.failure(what, err) ]), 'danger');
-		}).then(L.bind(this.refresh, this));
-	},
-
-	handleBlock: function(mac, label, ev) {
-		return this.act(_('Blocking %s').format(label), callBlock(mac, undefined, _('blocked from the device list')));
-	},
-
-	handleUnblock: function(id, label, ev) {
-		return this.act(_('Unblocking %s').format(label), callUnblock(id));
-	},
-
-	handleQuarantine: function(mac, label, ev) {
-		if (!window.confirm(_('Quarantine %s? It keeps its address and name lookups but reaches nothing else until you release it.').format(label)))
-			return Promise.resolve();
-		return this.act(_('Quarantining %s').format(label), callQuarantine(mac, _('by the owner')));
-	},
-
-	handleRelease: function(mac, label, ev) {
-		return this.act(_('Releasing %s').format(label), callRelease(mac));
-	},
-
-	handleRename: function(mac, label, ev) {
-		var input = E('input', { 'type': 'text', 'class': 'cbi-input-text', 'id': 'spin-rename-input',
-			'value': label, 'maxlength': 63, 'aria-label': _('New name') });
-		var save = L.bind(function() {
-			ui.hideModal();
-			return this.act(_('Renaming %s').format(label), callName(mac, input.value.trim()));
-		}, this);
-		input.addEventListener('keydown', function(ev) { if (ev.key == 'Enter') save(); });
-		ui.showModal(_('Rename %s').format(label), [
-			E('p', {}, [ _('The name is kept on the router and shown everywhere instead of the name the device gave itself. Leave it empty to go back to that name.') ]),
-			input,
-			E('div', { 'class': 'right' }, [
-				E('button', { 'class': 'btn cbi-button', 'click': ui.hideModal }, [ _('Cancel') ]),
-				' ',
-				E('button', { 'class': 'btn cbi-button cbi-button-positive', 'id': 'spin-rename-save', 'click': save }, [ _('Save') ])
-			])
-		]);
-		input.focus();
-		return Promise.resolve();
-	},
-
-	handleSave: null,
-	handleSaveApply: null,
-	handleReset: null
+	}
 });

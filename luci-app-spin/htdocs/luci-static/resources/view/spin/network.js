@@ -1,5 +1,4 @@
 'use strict';
-'require view';
 'require rpc';
 'require poll';
 'require ui';
@@ -7,6 +6,7 @@
 'require spin.common as common';
 'require spin.graph as graph';
 'require spin.chart as chart';
+'require spin.actions as actions';
 
 /*
  * Network: every device and the domains it talks to, live. Edges are as
@@ -23,14 +23,11 @@ var callHistory = rpc.declare({ object: 'spin', method: 'history', params: [ 'ma
 /* reads that must say when they fail (the poll shows it) */
 var callStatusStrict = rpc.declare({ object: 'spin', method: 'status', expect: { '': {} }, reject: true });
 
-var callBlock = rpc.declare({ object: 'spin', method: 'block', params: [ 'mac', 'remote', 'note' ], reject: true });
-var callUnblock = rpc.declare({ object: 'spin', method: 'unblock', params: [ 'id' ], reject: true });
-var callQuarantine = rpc.declare({ object: 'spin', method: 'quarantine', params: [ 'mac', 'reason' ], reject: true });
-var callRelease = rpc.declare({ object: 'spin', method: 'release', params: [ 'mac' ], reject: true });
-var callName = rpc.declare({ object: 'spin', method: 'name', params: [ 'mac', 'name' ], reject: true });
 var callIgnore = rpc.declare({ object: 'spin', method: 'ignore', params: [ 'remote' ], reject: true });
 
-return view.extend({
+return actions.View.extend({
+	blockNote: _('blocked from the network view'),
+
 	load: function() {
 		return Promise.all([
 			L.resolveDefault(callStatus(), {}),
@@ -39,10 +36,6 @@ return view.extend({
 			L.resolveDefault(callBlocks(), { blocks: [], quarantines: [] }),
 			L.resolveDefault(rpc.list('spin'), {})
 		]);
-	},
-
-	can: function(method) {
-		return this.methods.indexOf(method) >= 0;
 	},
 
 	render: function(data) {
@@ -182,7 +175,7 @@ return view.extend({
 		if (node.from)
 			return this.renderEdge(box, node);
 		this.selectedId = node.id;
-		var rows = [], actions = [];
+		var rows = [], buttons = [];
 		var partners = this.partners(node).slice(0, 8).map(function(p) {
 			return E('li', {}, [ p[0].label + ' \u2014 ' + common.bytes(p[1]) ]);
 		});
@@ -201,22 +194,7 @@ return view.extend({
 			if (d.last_seen)
 				rows.push([ _('Last seen'), common.ago(d.last_seen) ]);
 
-			var blk = idx.device[d.mac], q = idx.quarantine[d.mac];
-			if (blk && this.can('unblock'))
-				actions.push(E('button', { 'class': 'btn cbi-button cbi-button-apply', 'data-action': 'unblock',
-					'click': ui.createHandlerFn(this, 'handleUnblock', [ blk.id ], node.label) }, [ _('Unblock') ]));
-			else if (!blk && !q && this.can('block'))
-				actions.push(E('button', { 'class': 'btn cbi-button cbi-button-negative', 'data-action': 'block',
-					'click': ui.createHandlerFn(this, 'handleBlockDevice', d.mac, node.label) }, [ _('Block') ]));
-			if (q && this.can('release'))
-				actions.push(E('button', { 'class': 'btn cbi-button cbi-button-apply', 'data-action': 'release',
-					'click': ui.createHandlerFn(this, 'handleRelease', d.mac, node.label) }, [ _('Release') ]));
-			else if (!q && this.can('quarantine'))
-				actions.push(E('button', { 'class': 'btn cbi-button cbi-button-negative', 'data-action': 'quarantine',
-					'click': ui.createHandlerFn(this, 'handleQuarantine', d.mac, node.label) }, [ _('Quarantine') ]));
-			if (this.can('name'))
-				actions.push(E('button', { 'class': 'btn cbi-button cbi-button-action', 'data-action': 'rename',
-					'click': ui.createHandlerFn(this, 'handleRename', d.mac, node.label) }, [ _('Rename') ]));
+			buttons = this.deviceButtons(d, idx, node.label).concat(this.renameButton(d.mac, node.label));
 		}
 		else {
 			rows.push([ _('Traffic'), common.bytes(node.bytes) ]);
@@ -231,16 +209,16 @@ return view.extend({
 				if (covering.length) {
 					rows.push([ _('State'), E('span', { 'class': 'spin-badge spin-state-blocked' }, [ _('Blocked') ]) ]);
 					if (this.can('unblock'))
-						actions.push(E('button', { 'class': 'btn cbi-button cbi-button-apply', 'data-action': 'unblock',
+						buttons.push(E('button', { 'class': 'btn cbi-button cbi-button-apply', 'data-action': 'unblock',
 							'click': ui.createHandlerFn(this, 'handleUnblock', covering.map(function(b) { return b.id; }), node.label) },
 							[ _('Unblock') ]));
 				}
 				else if (this.can('block'))
-					actions.push(E('button', { 'class': 'btn cbi-button cbi-button-negative', 'data-action': 'block',
+					buttons.push(E('button', { 'class': 'btn cbi-button cbi-button-negative', 'data-action': 'block',
 						'click': ui.createHandlerFn(this, 'handleBlockRemote', node.members.slice(), node.label) },
 						[ _('Block for every device') ]));
 				if (this.can('ignore'))
-					actions.push(E('button', { 'class': 'btn cbi-button', 'data-action': 'ignore',
+					buttons.push(E('button', { 'class': 'btn cbi-button', 'data-action': 'ignore',
 						'click': ui.createHandlerFn(this, 'handleIgnore', node.members.slice(), node.label) },
 						[ _('Ignore') ]));
 			}
@@ -265,7 +243,7 @@ return view.extend({
 				E('ul', {}, partners)
 			]) : E('p', { 'class': 'spin-muted' }, [ _('No traffic in the last minutes.') ]),
 			timeline,
-			E('div', { 'class': 'spin-actions' }, actions)
+			E('div', { 'class': 'spin-actions' }, buttons)
 		]);
 	},
 
@@ -277,13 +255,13 @@ return view.extend({
 		if (!dev || !dst)
 			return;
 		this.selectedId = 'e:' + e.from + '|' + e.to;
-		var what = '%s \u2192 %s'.format(dev.label, dst.label), actions = [];
+		var what = '%s \u2192 %s'.format(dev.label, dst.label), buttons = [];
 		if (e.blocked && this.can('unblock'))
-			actions.push(E('button', { 'class': 'btn cbi-button cbi-button-apply', 'data-action': 'unblock',
+			buttons.push(E('button', { 'class': 'btn cbi-button cbi-button-apply', 'data-action': 'unblock',
 				'click': ui.createHandlerFn(this, 'handleUnblock', e.blocked.map(function(b) { return b.id; }), what) },
 				[ _('Unblock') ]));
 		else if (!e.blocked && dev.state != 'blocked' && dev.state != 'quarantined' && this.can('block'))
-			actions.push(E('button', { 'class': 'btn cbi-button cbi-button-negative', 'data-action': 'block',
+			buttons.push(E('button', { 'class': 'btn cbi-button cbi-button-negative', 'data-action': 'block',
 				'click': ui.createHandlerFn(this, 'handleBlockPair', e.from, dst.members.slice(), what) },
 				[ _('Block for this device only') ]));
 		dom.content(box, [
@@ -296,7 +274,7 @@ return view.extend({
 					? E('span', { 'class': 'spin-badge spin-state-blocked' }, [ _('Blocked') ])
 					: E('span', { 'class': 'spin-badge' }, [ _('Allowed') ]) ])
 			]),
-			E('div', { 'class': 'spin-actions' }, actions)
+			E('div', { 'class': 'spin-actions' }, buttons)
 		]);
 	},
 
@@ -319,27 +297,12 @@ return view.extend({
 		return h && h.mac == mac ? h.data : null;
 	},
 
-	/* run an action, say what failed in words, then redraw with fresh data */
-	act: function(what, promise) {
-		return promise.catch(function(err) {
-			ui.addNotification(null, E('p', {}, [ common.failure(what, err) ]), 'danger');
-		}).then(L.bind(this.refresh, this));
-	},
-
-	handleBlockDevice: function(mac, label, ev) {
-		return this.act(_('Blocking %s').format(label), callBlock(mac, undefined, _('blocked from the network view')));
-	},
-
 	handleBlockRemote: function(ips, label, ev) {
-		return this.act(_('Blocking %s').format(label), Promise.all(ips.map(function(ip) {
-			return callBlock(undefined, ip, label);
-		})));
+		return this.block(label, undefined, ips, label);
 	},
 
 	handleBlockPair: function(mac, ips, label, ev) {
-		return this.act(_('Blocking %s').format(label), Promise.all(ips.map(function(ip) {
-			return callBlock(mac, ip, label);
-		})));
+		return this.block(label, mac, ips, label);
 	},
 
 	handleIgnore: function(ips, label, ev) {
@@ -349,46 +312,5 @@ return view.extend({
 		return this.act(_('Ignoring %s').format(label), Promise.all(ips.map(function(ip) {
 			return callIgnore(ip);
 		})));
-	},
-
-	handleUnblock: function(ids, label, ev) {
-		return this.act(_('Unblocking %s').format(label), Promise.all(ids.map(function(id) {
-			return callUnblock(id);
-		})));
-	},
-
-	handleQuarantine: function(mac, label, ev) {
-		if (!window.confirm(_('Quarantine %s? It keeps its address and name lookups but reaches nothing else until you release it.').format(label)))
-			return Promise.resolve();
-		return this.act(_('Quarantining %s').format(label), callQuarantine(mac, _('by the owner')));
-	},
-
-	handleRelease: function(mac, label, ev) {
-		return this.act(_('Releasing %s').format(label), callRelease(mac));
-	},
-
-	handleRename: function(mac, label, ev) {
-		var input = E('input', { 'type': 'text', 'class': 'cbi-input-text', 'id': 'spin-rename-input',
-			'value': label, 'maxlength': 63, 'aria-label': _('New name') });
-		var save = L.bind(function() {
-			ui.hideModal();
-			return this.act(_('Renaming %s').format(label), callName(mac, input.value.trim()));
-		}, this);
-		input.addEventListener('keydown', function(ev) { if (ev.key == 'Enter') save(); });
-		ui.showModal(_('Rename %s').format(label), [
-			E('p', {}, [ _('The name is kept on the router and shown everywhere instead of the name the device gave itself. Leave it empty to go back to that name.') ]),
-			input,
-			E('div', { 'class': 'right' }, [
-				E('button', { 'class': 'btn cbi-button', 'click': ui.hideModal }, [ _('Cancel') ]),
-				' ',
-				E('button', { 'class': 'btn cbi-button cbi-button-positive', 'id': 'spin-rename-save', 'click': save }, [ _('Save') ])
-			])
-		]);
-		input.focus();
-		return Promise.resolve();
-	},
-
-	handleSave: null,
-	handleSaveApply: null,
-	handleReset: null
+	}
 });
