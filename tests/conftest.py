@@ -6,6 +6,7 @@ with a message saying so (a skipped integration test looks like a pass).
     def test_x(home): ...              # one home per module, agent running
     def test_y(new_home):              # a fresh home for this test only
         h = new_home(firewall="iptables", agent=True, config={"scan_interval": 2})
+    def test_z(ubusd): ...             # ubusd's stand-in, for this test only
 """
 
 import os
@@ -13,6 +14,7 @@ import os
 import pytest
 
 from tests.world.home import Home, HomeError
+from tests.world.ubusd import StandIn
 
 
 def pytest_configure(config):
@@ -58,3 +60,11 @@ def new_home():
     yield make
     for h in reversed(made):
         h.down()
+
+
+@pytest.fixture
+def ubusd(tmp_path):
+    """ubusd's stand-in (tests/world/ubusd.py) on a socket of this test's
+    own; every message it receives is logged to tmp_path/ubusd.log."""
+    with StandIn(str(tmp_path / "ubus.sock"), str(tmp_path / "ubusd.log")) as d:
+        yield d

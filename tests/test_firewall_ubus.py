@@ -9,25 +9,14 @@ block is told in test_firewall_home.py; here it is the conversation.
 import pytest
 
 from spin_lite import ubuslink
-from tests.test_ubus_agent import CAMERA, LAPTOP, Home, spin_on_ubus, wait_for
-from tests.world.ubusd import StandIn
-
-
-@pytest.fixture
-def ubusd(tmp_path):
-    d = StandIn(str(tmp_path / "ubus.sock"), str(tmp_path / "ubusd.log")).start()
-    yield d
-    d.stop()
+from tests.test_ubus_agent import CAMERA, LAPTOP, Home
 
 
 @pytest.fixture
 def agent(tmp_path, ubusd):
-    home = Home(str(tmp_path / "home"), ubusd.path, scan=1, bucket=60).start()
-    try:
-        wait_for("object spin on ubus", lambda: spin_on_ubus(ubusd.path), home=home)
+    # a digest is sent every bucket; a minute keeps spin.digest out of the events the story waits for
+    with Home(str(tmp_path / "home"), ubusd.path, scan=1, bucket=60) as home:
         yield home
-    finally:
-        home.stop()
 
 
 def events_until(listener, names):

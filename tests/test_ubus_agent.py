@@ -17,7 +17,6 @@ import time
 import pytest
 
 from spin_lite import api, jsonrpc, ubus, ubuslink
-from tests.world.ubusd import StandIn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,7 +40,9 @@ CONNTRACK = "".join(
 
 
 class Home:
-    """A temp directory with the files the agent reads, and the agent."""
+    """A temp directory with the files the agent reads, and the agent.
+    As a context manager: the agent started and its object spin on ubus,
+    then stopped again (also when it never got there)."""
 
     def __init__(self, base, ubus_socket, rpc=True, scan=3600, bucket=60):
         self.base = base
@@ -90,6 +91,18 @@ class Home:
             self.proc = None
             self.log.close()
 
+    def __enter__(self):
+        self.start()
+        try:
+            wait_for("object spin on ubus", lambda: spin_on_ubus(self.ubus_socket), home=self)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
     def agent_log(self):
         with open(os.path.join(self.base, "agent.log"), "rb") as f:
             return f.read().decode("utf-8", "replace")
@@ -118,20 +131,9 @@ def spin_on_ubus(path):
 
 
 @pytest.fixture
-def ubusd(tmp_path):
-    d = StandIn(str(tmp_path / "ubus.sock"), str(tmp_path / "ubusd.log")).start()
-    yield d
-    d.stop()
-
-
-@pytest.fixture
 def agent(tmp_path, ubusd):
-    home = Home(str(tmp_path / "home"), ubusd.path, scan=1, bucket=2).start()
-    try:
-        wait_for("object spin on ubus", lambda: spin_on_ubus(ubusd.path), home=home)
+    with Home(str(tmp_path / "home"), ubusd.path, scan=1, bucket=2) as home:
         yield home
-    finally:
-        home.stop()
 
 
 def test_the_agent_registers_spin_and_ubus_list_shows_real_argument_types(agent, ubusd):
@@ -206,9 +208,7 @@ def test_stopping_the_agent_removes_its_object(agent, ubusd, tmp_path):
 
 
 def test_spin_call_talks_ubus_when_ubusd_is_there(tmp_path, ubusd):
-    home = Home(str(tmp_path / "home"), ubusd.path, rpc=False).start()   # no JSON-RPC at all
-    try:
-        wait_for("object spin on ubus", lambda: spin_on_ubus(ubusd.path), home=home)
+    with Home(str(tmp_path / "home"), ubusd.path, rpc=False) as home:   # no JSON-RPC at all
         env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
         ok = subprocess.run([sys.executable, "-m", "spin_lite", "call", "-c", home.config, "device",
                              '{"mac": "%s"}' % CAMERA], cwd=ROOT, env=env, capture_output=True, text=True)
@@ -217,8 +217,6 @@ def test_spin_call_talks_ubus_when_ubusd_is_there(tmp_path, ubusd):
         bad = subprocess.run([sys.executable, "-m", "spin_lite", "call", "-c", home.config, "device",
                               '{"mac": "nonsense"}'], cwd=ROOT, env=env, capture_output=True, text=True)
         assert bad.returncode != 0 and "not a MAC address" in bad.stderr
-    finally:
-        home.stop()
 
 
 def test_while_ubusd_is_away_the_agent_says_so_and_keeps_serving_json_rpc(agent, ubusd):
