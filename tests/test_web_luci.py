@@ -10,7 +10,6 @@ real: five devices, the agent in the router namespace, nft.
 
 import json
 import os
-import tempfile
 
 import pytest
 
@@ -25,16 +24,14 @@ VIEWS = ["network", "devices", "blocks", "settings"]
 
 
 @pytest.fixture(scope="module")
-def home():
+def home(tmp_path_factory):
     why = available()
     if why:
         pytest.fail("no browser: " + why)
-    with Home(traffic=False) as h:
-        h.www = tempfile.mkdtemp(prefix="www-", dir=h.dir)
-        h.start_agent(www_dir=h.www)
-        luci_www.build(h.www, h.agent_config)
-        for name in h.devices:
-            h.start_traffic(name)
+    www = str(tmp_path_factory.mktemp("www"))
+    with Home(agent=True, config={"www_dir": www}) as h:   # the agent starts before the traffic
+        # LuCI's tree with the harness, its uci copy read from the agent's config
+        h.www = luci_www.build(www, h.agent_config)
         h.wait_for(lambda: len(h.call("devices")["devices"]) == len(DEVICES), timeout=30,
                    what="every device in the agent's table")
         yield h

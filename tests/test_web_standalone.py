@@ -39,12 +39,7 @@ def home():
     why = available()
     if why:
         pytest.fail("no browser: " + why)
-    # traffic starts after the agent: it turns on conntrack byte counting,
-    # and a connection opened before that never gets counters
-    with Home(traffic=False) as h:
-        h.start_agent(www_dir=WWW)
-        for name in h.devices:
-            h.start_traffic(name)
+    with Home(agent=True, config={"www_dir": WWW}) as h:   # the agent starts before the traffic
         h.wait_for(lambda: len(h.call("devices")["devices"]) == len(DEVICES), timeout=30,
                    what="every device in the agent's table")
         yield h
