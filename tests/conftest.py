@@ -1,4 +1,4 @@
-"""Shared fixtures: the simulated home (tests/world/home.py).
+"""Shared fixtures: the simulated home (tests/world/home.py), ubusd's stand-in, the ipks.
 
 Tests marked `netns` build namespaces and need root; without it they FAIL
 with a message saying so (a skipped integration test looks like a pass).
@@ -7,14 +7,19 @@ with a message saying so (a skipped integration test looks like a pass).
     def test_y(new_home):              # a fresh home for this test only
         h = new_home(firewall="iptables", agent=True, config={"scan_interval": 2})
     def test_z(ubusd): ...             # ubusd's stand-in, for this test only
+    def test_w(ipks): ...              # {"spin": path, "luci-app-spin": path}, built once
 """
 
 import os
+import subprocess
+import sys
 
 import pytest
 
 from tests.world.home import Home, HomeError
 from tests.world.ubusd import StandIn
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def pytest_configure(config):
@@ -68,3 +73,13 @@ def ubusd(tmp_path):
     own; every message it receives is logged to tmp_path/ubusd.log."""
     with StandIn(str(tmp_path / "ubus.sock"), str(tmp_path / "ubusd.log")) as d:
         yield d
+
+
+@pytest.fixture(scope="session")
+def ipks(tmp_path_factory):
+    """The two ipks `make ipk` builds, once for every test that installs or
+    unpacks them (test_ipk.py builds its own: it tests the builder)."""
+    out = tmp_path_factory.mktemp("ipk")
+    subprocess.run([sys.executable, os.path.join(TOP, "tools", "ipk.py"), "--out", str(out)],
+                   check=True, stdout=subprocess.DEVNULL)
+    return {n.split("_")[0]: str(out / n) for n in os.listdir(out)}

@@ -11,7 +11,6 @@ iptables and ipset inside a network namespace.
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 
@@ -32,14 +31,6 @@ AGENT = {
 }
 RELOAD_ON_SPIN_CONFIG = ["config.change", ["if", ["eq", "package", "spin"],
                                            ["run_script", "/etc/init.d/spin", "reload"]], 1000]
-
-
-@pytest.fixture(scope="module")
-def ipks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ipk")
-    subprocess.run([sys.executable, os.path.join(TOP, "tools", "ipk.py"), "--out", str(out)],
-                   check=True, stdout=subprocess.DEVNULL)
-    return {n.split("_")[0]: str(out / n) for n in os.listdir(out)}
 
 
 @pytest.fixture

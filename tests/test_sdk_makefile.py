@@ -7,20 +7,11 @@ shell in the maintainer scripts."""
 
 import os
 import subprocess
-import sys
 
 import pytest
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SDK = os.path.join(TOP, "tests", "sdk")
-
-
-@pytest.fixture(scope="module")
-def ipks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ipk")
-    subprocess.run([sys.executable, os.path.join(TOP, "tools", "ipk.py"), "--out", str(out)],
-                   check=True, stdout=subprocess.DEVNULL)
-    return {n.split("_")[0]: str(out / n) for n in os.listdir(out)}
 
 
 def sdk_install(pkgdir, name, tmp_path):
