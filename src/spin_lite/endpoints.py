@@ -20,6 +20,10 @@ so the table is pure and tests need no clock.
 
 Memory: one small list per address, [used, name, expires, name, expires,
 ...], no per-entry objects or link nodes (MicroPython counts every one).
+
+`rows` and `restore` carry the table across an agent restart as
+[ip, [names], expires] rows in wall-clock seconds: the monotonic clock
+starts again with the process, the wall clock does not.
 """
 
 
@@ -33,6 +37,7 @@ class Endpoints:
         self.clock = 0  # use counter: the order of learns and lookups
         self.dropped = 0  # addresses dropped before their names expired
         self.expired = 0  # addresses whose names all ran out
+        self.learned = 0  # names learned: the owner saves when this moved
 
     def __len__(self):
         return len(self.table)
@@ -45,6 +50,7 @@ class Endpoints:
             ttl = self.ttl_max
         expires = now + ttl
         self.clock += 1
+        self.learned += 1
         entry = self.table.get(ip)
         if entry is None:
             self.table[ip] = [self.clock, name, expires]
@@ -118,6 +124,47 @@ class Endpoints:
         for ip in gone:
             del self.table[ip]
         self.dropped += len(gone)
+
+    def rows(self, now, wall):
+        """The live table as [[ip, [names], expires], ...], expires in wall
+        seconds; least recently used first, so `restore` rebuilds the LRU
+        order. Names of one address stay newest first; names that expire at
+        different times take one row each."""
+        shift = int(wall) - now
+        out = []
+        for ip, entry in sorted(self.table.items(), key=lambda kv: kv[1][0]):
+            row = None
+            for i in range(1, len(entry), 2):
+                if entry[i + 1] <= now:
+                    continue
+                if row is None or row[2] != entry[i + 1] + shift:
+                    row = [ip, [], entry[i + 1] + shift]
+                    out.append(row)
+                row[1].append(entry[i])
+        return out
+
+    def restore(self, rows, now, wall):
+        """Take back `rows` from an earlier agent (shape already checked):
+        expired names stay out, none lives past ttl_max from now (the wall
+        clock may have been set back), at most per_ip names an address and
+        the table keeps its size. Returns how many addresses came back."""
+        shift = int(wall) - now
+        for ip, names, expires in rows:
+            expires = min(int(expires) - shift, now + self.ttl_max)
+            if expires <= now or not names:
+                continue
+            entry = self.table.get(ip)
+            if entry is None:
+                self.clock += 1
+                entry = self.table[ip] = [self.clock]
+            have = [entry[i] for i in range(1, len(entry), 2)]
+            for name in names:
+                if len(have) < self.per_ip and name not in have:
+                    entry += [name, expires]
+                    have.append(name)
+        if len(self.table) > self.size:
+            self._shrink(now)
+        return len(self.table)
 
     def status(self):
         return {"endpoints": len(self.table), "endpoints_max": self.size,

@@ -79,3 +79,45 @@ def test_expired_entries_make_room_before_live_ones():
     eps.learn("203.0.113.9", "new.example", 1000, now=20)
     assert len(eps) == 4
     assert eps.status()["endpoints_dropped"] == 0 and eps.status()["endpoints_expired"] == 1
+
+
+# -- across an agent restart: rows() written by one agent, restore()d by the next.
+# The monotonic clock starts again with each agent; the rows carry wall-clock
+# expiry times, so "now" differs between the two while the wall clock moves on.
+
+def test_names_come_back_after_a_restart_with_their_order_and_expiry():
+    old = Endpoints(size=16, per_ip=3, ttl_min=0)
+    old.learn("203.0.113.7", "camera-cloud.example", 600, now=5000)
+    old.learn("198.51.100.20", "a.cdn.example", 300, now=5000)
+    old.learn("198.51.100.20", "b.cdn.example", 900, now=5100)
+    old.learn("203.0.113.9", "gone.example", 50, now=5000)  # expired before the save
+    assert old.names_for("203.0.113.7", now=5100) == ["camera-cloud.example"]  # the most recent use
+    rows = old.rows(now=5100, wall=1700000000)
+    assert rows == [["198.51.100.20", ["b.cdn.example"], 1700000900],
+                    ["198.51.100.20", ["a.cdn.example"], 1700000200],
+                    ["203.0.113.7", ["camera-cloud.example"], 1700000500]]
+    # the new agent starts 100 s later by the wall clock, at monotonic second 3
+    new = Endpoints(size=16, per_ip=3, ttl_min=0)
+    assert new.restore(rows, now=3, wall=1700000100) == 2
+    assert new.names_for("198.51.100.20", now=3) == ["b.cdn.example", "a.cdn.example"]
+    assert new.names_for("198.51.100.20", now=103) == ["b.cdn.example"]  # a.cdn's time is up
+    assert new.names_for("203.0.113.7", now=402) == ["camera-cloud.example"]
+    assert new.names_for("203.0.113.7", now=403) == []
+    assert new.rows(now=103, wall=1700000200) == [["198.51.100.20", ["b.cdn.example"], 1700000900]]
+
+
+def test_a_restore_keeps_the_size_the_ttl_cap_and_the_newest():
+    old = Endpoints(size=64, ttl_min=0)
+    for i in range(40):
+        old.learn("10.0.0.%d" % i, "n%d.example" % i, 600, now=i)
+    rows = old.rows(now=40, wall=1000)
+    # a smaller table after the restart: the most recently used come back
+    new = Endpoints(size=16, ttl_min=0, ttl_max=60)
+    assert new.restore(rows, now=0, wall=1000) <= 16
+    assert new.names_for("10.0.0.39", now=0) == ["n39.example"]
+    assert new.names_for("10.0.0.0", now=0) == []
+    # the wall clock went back an hour: nothing lives past ttl_max from now
+    assert new.names_for("10.0.0.38", now=60) == []
+    # rows whose time is up by the new wall clock stay out
+    late = Endpoints(size=64, ttl_min=0)
+    assert late.restore(rows, now=0, wall=1000 + 601) == 0 and len(late) == 0
