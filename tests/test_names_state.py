@@ -20,6 +20,7 @@ LAPTOP = "02:00:00:00:00:04"
 def make(tmp_path, router_ips=("192.168.8.1", "192.0.2.2")):
     cfg = config.defaults()
     cfg["state_dir"] = str(tmp_path / "state")
+    cfg["run_dir"] = str(tmp_path / "run")
     cfg["dns_snoop"] = False
     agent = Agent(cfg)
     agent.router_ips = set(router_ips)
@@ -109,3 +110,29 @@ def test_a_closed_bucket_counts_bytes_per_registrable_domain(tmp_path):
                                      ["example.com", 1000]]
     assert ["203.0.113.99", 700] in laptop["domains"]  # unnamed: counted under its address
     assert laptop["names"]["198.51.100.20"] == "video.example-tube.com"
+
+
+def test_endpoint_names_survive_an_agent_restart_in_run_dir(tmp_path):
+    agent, part = make(tmp_path)
+    part.endpoints.learn("203.0.113.7", "camera-cloud.example", 3600, part.now())
+    part.endpoints.learn("203.0.113.8", "brief.example", 1, part.now())  # raised to dns_ttl_min
+    part.stop(agent)
+    rows = json.load(open(str(tmp_path / "run" / "endpoints.json")))
+    assert sorted(r[0] for r in rows) == ["203.0.113.7", "203.0.113.8"]
+    _, again = make(tmp_path)
+    assert again.names_for("203.0.113.7") == ["camera-cloud.example"]
+    assert again.status()["endpoints_restored"] == 2
+    # nothing new learned: stopping again leaves the file as it was
+    os.unlink(str(tmp_path / "run" / "endpoints.json"))
+    again.stop(agent)
+    assert not (tmp_path / "run" / "endpoints.json").exists()
+
+
+def test_a_foreign_endpoints_file_is_kept_aside_and_names_start_empty(tmp_path):
+    os.makedirs(str(tmp_path / "run"))
+    for text in ['{"203.0.113.7": ["x.example"]}', '[["203.0.113.7", "x.example", 1]]',
+                 '[["not an address", ["x.example"], 1]]', '[["203.0.113.7", ["x.example"]]]', "[[1"]:
+        (tmp_path / "run" / "endpoints.json").write_text(text)
+        _, part = make(tmp_path)
+        assert len(part.endpoints) == 0 and part.status()["bad_files"] == 1, text
+        assert (tmp_path / "run" / "endpoints.json.bad").read_text() == text

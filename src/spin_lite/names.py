@@ -3,7 +3,10 @@
 One agent part ties together what turns addresses into words:
 
 * endpoint names: an Endpoints table (bounded LRU, see endpoints.py) fed
-  by the DNS answers dnssnoop reads on the LAN;
+  by the DNS answers dnssnoop reads on the LAN, kept in
+  run_dir/endpoints.json across agent restarts (a camera that resolved its
+  cloud hours ago will not ask again for up to a day); run_dir is tmpfs on
+  OpenWrt, so this never wears flash and a reboot starts empty;
 * owner names: `name {mac, name}` stores {mac: name} in
   state_dir/names.json; the device table applies it at every refresh
   (owner name > static DHCP host > lease hostname, devices.py);
@@ -23,6 +26,7 @@ from .dnssnoop import DnsSnoop
 
 NAME_MAX = 64
 TOP_DOMAINS = 5  # registrable domains kept per device and bucket
+SAVE_SECONDS = 300  # endpoint names a kill -9 can lose: those this recent
 
 
 def _prefix(remote):
@@ -46,6 +50,11 @@ class Names:
         state = cfg.get("state_dir") or "/etc/spin"
         self.names_path = state + "/names.json"
         self.ignore_path = state + "/ignored.json"
+        self.endpoints_path = (cfg.get("run_dir") or "/var/run/spin") + "/endpoints.json"
+        self.saved_learned = 0  # endpoints.learned when last written
+        self.last_save = 0
+        self.restored = 0
+        self.bad_files = 0
         self.owners = {}
         self.added = []     # remotes the owner ignored
         self.removed = []   # router addresses the owner wants to see
@@ -66,6 +75,7 @@ class Names:
             return value
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             plat.warn("%s unreadable (%s); kept as %s.bad" % (path, e, path))
+            self.bad_files += 1
             try:
                 plat.write_atomic(path + ".bad", data)
             except OSError:
@@ -95,6 +105,36 @@ class Names:
         plat.makedirs(path.rpartition("/")[0])
         plat.write_atomic(path, plat.json.dumps(value))
 
+    def load_endpoints(self, now):
+        def rows_ok(rows):
+            if not isinstance(rows, list):
+                raise ValueError("not a list of [ip, [names], expires]")
+            for ip, names, expires in rows:
+                api.parse_ip(ip)
+                if not isinstance(names, list) or not isinstance(expires, (int, float)):
+                    raise ValueError("row of %s is not [ip, [names], expires]" % ip)
+                for name in names:
+                    if not isinstance(name, str):
+                        raise ValueError("a name of %s is not text" % ip)
+        rows = self._read(self.endpoints_path, rows_ok)
+        if rows is not None:
+            self.restored = self.endpoints.restore(rows, now, plat.wall())
+        self.saved_learned = self.endpoints.learned
+        self.last_save = now
+
+    def save_endpoints(self, now):
+        """Write the endpoint names when new ones were learned since the
+        last write; a failed write only warns (names are a convenience)."""
+        self.last_save = now
+        e = self.endpoints
+        if e.learned == self.saved_learned:
+            return
+        try:
+            self._save(self.endpoints_path, e.rows(now, plat.wall()))
+            self.saved_learned = e.learned
+        except OSError as err:
+            plat.warn_once("endpoints.json", "%s not written: %s" % (self.endpoints_path, err))
+
     # -- part ---------------------------------------------------------------
 
     def start(self, agent):
@@ -103,11 +143,14 @@ class Names:
         agent.digests.hidden = self.is_ignored
         agent.digests.on_close = self.bucket_closed
         self.router_ips = set(agent.router_ips)
+        self.load_endpoints(self.now())
         self.snoop.start(agent)
 
     def after_scan(self, agent, now_ms):
         self.router_ips = set(agent.router_ips)
         self.snoop.after_scan(agent, now_ms)
+        if now_ms // 1000 - self.last_save >= SAVE_SECONDS:
+            self.save_endpoints(now_ms // 1000)
 
     def reload(self, agent):
         self.cfg = agent.cfg
@@ -118,11 +161,14 @@ class Names:
 
     def stop(self, agent):
         self.snoop.stop(agent)
+        self.save_endpoints(self.now())
 
     def status(self):
         st = self.snoop.status()
         st["ignored"] = len(self.ignored_list())
         st["owner_names"] = len(self.owners)
+        st["endpoints_restored"] = self.restored
+        st["bad_files"] = self.bad_files
         return st
 
     # -- endpoints ----------------------------------------------------------
