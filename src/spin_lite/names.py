@@ -132,8 +132,11 @@ class Names:
         try:
             self._save(self.endpoints_path, e.rows(now, plat.wall()))
             self.saved_learned = e.learned
-        except OSError as err:
-            plat.warn_once("endpoints.json", "%s not written: %s" % (self.endpoints_path, err))
+        except (OSError, MemoryError) as err:
+            # MemoryError: a full table and its JSON text need about twice
+            # the table's heap (MicroPython's default heap is 1-2 MB); the
+            # names stay in memory, only the restart loses them
+            plat.warn_once("endpoints.json", "%s not written: %r" % (self.endpoints_path, err))
 
     # -- part ---------------------------------------------------------------
 
@@ -143,8 +146,8 @@ class Names:
         agent.digests.hidden = self.is_ignored
         agent.digests.on_close = self.bucket_closed
         self.router_ips = set(agent.router_ips)
-        self.load_endpoints(self.now())
         self.snoop.start(agent)
+        self.load_endpoints(self.now())  # last: a failure here leaves the snoop running
 
     def after_scan(self, agent, now_ms):
         self.router_ips = set(agent.router_ips)
