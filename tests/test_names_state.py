@@ -136,3 +136,17 @@ def test_a_foreign_endpoints_file_is_kept_aside_and_names_start_empty(tmp_path):
         _, part = make(tmp_path)
         assert len(part.endpoints) == 0 and part.status()["bad_files"] == 1, text
         assert (tmp_path / "run" / "endpoints.json.bad").read_text() == text
+
+
+def test_new_names_reach_the_file_within_minutes_without_a_stop(tmp_path):
+    # what a kill -9 keeps: the last periodic write, at most SAVE_SECONDS old
+    agent, part = make(tmp_path)
+    path = tmp_path / "run" / "endpoints.json"
+    t0 = part.last_save
+    part.after_scan(agent, (t0 + names.SAVE_SECONDS) * 1000)
+    assert not path.exists()  # nothing learned yet: nothing written
+    part.endpoints.learn("203.0.113.7", "camera-cloud.example", 3600, t0 + names.SAVE_SECONDS)
+    part.after_scan(agent, (t0 + 2 * names.SAVE_SECONDS - 1) * 1000)
+    assert not path.exists()
+    part.after_scan(agent, (t0 + 2 * names.SAVE_SECONDS) * 1000)
+    assert [r[1] for r in json.load(open(str(path)))] == [["camera-cloud.example"]]
