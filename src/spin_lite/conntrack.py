@@ -480,8 +480,11 @@ class Scanner:
             other = cur.get(rest)
             if other is not None and other[3] != p:
                 rest = p + rest  # another protocol's flow has this text
+                other = None
             cur[rest] = o
-            if old == raw:
+            if old == raw or other is not None:
+                # unchanged, or the same line twice in one read (the table
+                # moved under the reader): its movement is already counted
                 continue
             try:
                 moved = _movement(e, inbound, src, old, lan_kind)

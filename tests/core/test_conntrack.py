@@ -209,3 +209,14 @@ def test_without_accounting_an_answered_attempt_is_still_one_connection():
     assert len(first) == 1 and first[0][8] and first[0][9]
     answered, _ = scan(sc, line.replace(b" [UNREPLIED]", b""))
     assert [c[8] for c in answered] == [False]
+
+
+def test_a_moved_flow_read_twice_in_one_snapshot_counts_once():
+    line = b"ipv4     2 tcp      6 431999 ESTABLISHED src=192.168.8.184 dst=203.0.113.10 sport=5000 " \
+           b"dport=9000 packets=4 bytes=400 src=203.0.113.10 dst=192.0.2.2 sport=9000 dport=5000 " \
+           b"packets=2 bytes=100 [ASSURED] mark=0 zone=0 use=2"
+    sc = conntrack.Scanner(lan())
+    scan(sc, line)
+    moved = line.replace(b"packets=4 bytes=400", b"packets=5 bytes=500")
+    calls, live = scan(sc, moved + b"\n" + moved)
+    assert [(c[4], c[8]) for c in calls] == [(100, False)]
