@@ -349,28 +349,21 @@ class Scanner:
                 else:
                     rest = line[a:]
                 o = take(rest, None)
-                if o is not None:
-                    if fast and line[9:16] == o[1]:
-                        cur[rest] = o
-                        dev = o[0]
-                        live[dev] = live.get(dev, 0) + 1
-                        seen += 1
-                        if not o[2]:
-                            uncounted += 1
-                        continue
-                    prev[rest] = o  # another protocol's flow, or a port forward
-                else:
+                if o is None:
                     # the same line twice in one read (the table moved under
                     # the reader) is unchanged, as its first copy was
                     o = cur.get(rest)
-                    if o is not None and fast and line[9:16] == o[1]:
-                        cur[rest] = o
-                        dev = o[0]
-                        live[dev] = live.get(dev, 0) + 1
-                        seen += 1
-                        if not o[2]:
-                            uncounted += 1
-                        continue
+                elif not (fast and line[9:16] == o[1]):
+                    prev[rest] = o  # another protocol's flow, or a port forward
+                    o = None
+                if o is not None and fast and line[9:16] == o[1]:
+                    cur[rest] = o
+                    dev = o[0]
+                    live[dev] = live.get(dev, 0) + 1
+                    seen += 1
+                    if not o[2]:
+                        uncounted += 1
+                    continue
                 heads.append(line[:a])
                 rests.append(rest)
             lines += len(part)
