@@ -98,7 +98,10 @@ class Blocks:
             # never longer than it was given: a router that booted without
             # NTP may believe it is years earlier than when the block began
             left = min(rec["expires"] - now_wall, rec["expires"] - rec["created"])
-            self.deadlines[key] = now + int(left * 1000)
+            # `created` is stored cut to the second, so the block began up
+            # to a second later than it says: end a second later rather
+            # than early (a 1-minute block read back ended at 59 s)
+            self.deadlines[key] = now + int(left * 1000) + 1000
 
     def _text(self):
         return plat.json.dumps(self.store)
