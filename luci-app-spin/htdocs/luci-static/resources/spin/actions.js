@@ -11,7 +11,8 @@
  * buttons, the calls, the question before a quarantine and the rename
  * dialog exist once and read the same on every page. A failed call is
  * said in words; either way the view then redraws from fresh data (its
- * refresh()). A view sets this.methods (common.methods) before it draws
+ * refresh(true): true says an action of the owner's asks for it, so a
+ * view redraws even what it keeps still for a poll). A view sets this.methods (common.methods) before it draws
  * buttons, and blockNote to say where a device was blocked from.
  */
 
@@ -31,7 +32,7 @@ var View = view.extend({
 	act: function(what, promise) {
 		return promise.catch(function(err) {
 			ui.addNotification(null, E('p', {}, [ common.failure(what, err) ]), 'danger');
-		}).then(L.bind(this.refresh, this));
+		}).then(L.bind(this.refresh, this, true));
 	},
 
 	/* unblock or block, release or quarantine: whichever fits the device

@@ -100,7 +100,7 @@ return actions.View.extend({
 		return node;
 	},
 
-	refresh: function() {
+	refresh: function(acted) {
 		return Promise.all([
 			callStatusStrict(),
 			L.resolveDefault(callGraph(), null),
@@ -114,7 +114,7 @@ return actions.View.extend({
 				devices: res[2] || this.data.devices,
 				blocks: res[3] || this.data.blocks
 			};
-			this.renderGraph(this.data);
+			this.renderGraph(this.data, acted === true);
 		}, this)).catch(L.bind(function(err) {
 			this.setLink(common.failure(_('Updating the picture'), err));
 		}, this));
@@ -126,7 +126,10 @@ return actions.View.extend({
 			dom.content(el, msg ? [ E('em', {}, [ msg ]) ] : []);
 	},
 
-	renderGraph: function(data) {
+	/* acted: an action of the owner's, made from the details panel, asks
+	 * for this drawing; its button still spins, but the panel must now
+	 * show what the action changed rather than wait for the next poll */
+	renderGraph: function(data, acted) {
 		var narrow = (document.getElementById('spin-canvas') || {}).clientWidth < 500;
 		var model = common.model(data.graph, data.devices, data.blocks,
 			{ filter: this.filter, maxGroups: narrow ? 14 : 40 });
@@ -144,7 +147,7 @@ return actions.View.extend({
 		dom.content(document.getElementById('spin-summary'), [ summary ]);
 
 		if (this.selectedId)
-			this.renderDetails(still, true);
+			this.renderDetails(still, !acted);
 	},
 
 	/* who talks to / with node, heaviest first */
