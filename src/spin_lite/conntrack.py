@@ -348,15 +348,16 @@ class Scanner:
                     rest = line[a:c] if c > a else line[a:]
                 else:
                     rest = line[a:]
-                o = take(rest, None)
-                if o is None:
-                    # the same line twice in one read (the table moved under
-                    # the reader) is unchanged, as its first copy was
-                    o = cur.get(rest)
-                elif not (fast and line[9:16] == o[1]):
-                    prev[rest] = o  # another protocol's flow, or a port forward
-                    o = None
-                if o is not None and fast and line[9:16] == o[1]:
+                # the same line twice in one read (the table moved under
+                # the reader) is unchanged, as its first copy was
+                o = take(rest, None) or cur.get(rest)
+                if o is not None:
+                    if not (fast and line[9:16] == o[1]):
+                        if rest not in cur:
+                            prev[rest] = o  # another protocol's flow, or a port forward
+                        heads.append(line[:a])
+                        rests.append(rest)
+                        continue
                     cur[rest] = o
                     dev = o[0]
                     live[dev] = live.get(dev, 0) + 1
