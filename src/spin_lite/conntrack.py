@@ -348,16 +348,12 @@ class Scanner:
                     rest = line[a:c] if c > a else line[a:]
                 else:
                     rest = line[a:]
-                # the same line twice in one read (the table moved under
-                # the reader) is unchanged, as its first copy was
-                o = take(rest, None) or cur.get(rest)
-                if o is not None:
-                    if not (fast and line[9:16] == o[1]):
-                        if rest not in cur:
-                            prev[rest] = o  # another protocol's flow, or a port forward
-                        heads.append(line[:a])
-                        rests.append(rest)
-                        continue
+                o = take(rest, None)
+                if o is None:
+                    o = cur.get(rest)
+                    if o is not None and o[3] == line[9:16]:
+                        continue  # the same line twice in one read (the table moved under the reader)
+                elif fast and line[9:16] == o[1]:
                     cur[rest] = o
                     dev = o[0]
                     live[dev] = live.get(dev, 0) + 1
@@ -365,6 +361,8 @@ class Scanner:
                     if not o[2]:
                         uncounted += 1
                     continue
+                else:
+                    prev[rest] = o  # another protocol's flow, or a port forward
                 heads.append(line[:a])
                 rests.append(rest)
             lines += len(part)
@@ -407,6 +405,12 @@ class Scanner:
                 a = len(heads[i])
                 line = heads[i] + rest
                 heads[i] = None
+            p = line[9:16]
+            other = cur.get(rest)
+            if other is not None:
+                if other[3] == p:
+                    continue  # the same line twice in one read (the table moved under the reader)
+                rest = p + rest  # another protocol's flow has this text
             sp = line.find(b" ", a)
             kind, dev = lan_kind(line[a:sp])
             if kind == BAD:
@@ -420,16 +424,12 @@ class Scanner:
                     uncounted += 1
                 else:
                     raw = _counters(line, b)
-                old = index.get(line[9:16] + line[a:b])
+                old = index.get(p + line[a:b])
                 if old == raw:
-                    p = line[9:16]
                     k = (dev, p, len(raw) > 1, p)
                     o = owners.get(k)
                     if o is None:
                         owners[k] = o = k
-                    other = cur.get(rest)
-                    if other is not None and other[3] != p:
-                        rest = p + rest  # another protocol's flow has this text
                     cur[rest] = o
                     live[dev] = live.get(dev, 0) + 1
                     seen += 1
@@ -464,22 +464,15 @@ class Scanner:
                     uncounted += 1
                 else:
                     raw = _counters(line, b)
-                old = index.get(line[9:16] + line[a:b])
+                old = index.get(p + line[a:b])
             live[dev] = live.get(dev, 0) + 1
-            p = line[9:16]
             k = (dev, None if inbound else p, len(raw) > 1, p)
             o = owners.get(k)
             if o is None:
                 owners[k] = o = k
-            other = cur.get(rest)
-            if other is not None and other[3] != p:
-                rest = p + rest  # another protocol's flow has this text
-                other = None
             cur[rest] = o
-            if old == raw or other is not None:
-                # unchanged, or the same line twice in one read (the table
-                # moved under the reader): its movement is already counted
-                continue
+            if old == raw:
+                continue  # the same counters as last scan: only its state or flags moved
             try:
                 moved = _movement(e, inbound, src, old, lan_kind)
             except ValueError:

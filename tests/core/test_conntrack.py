@@ -220,3 +220,122 @@ def test_a_moved_flow_read_twice_in_one_snapshot_counts_once():
     moved = line.replace(b"packets=4 bytes=400", b"packets=5 bytes=500")
     calls, live = scan(sc, moved + b"\n" + moved)
     assert [(c[4], c[8]) for c in calls] == [(100, False)]
+
+
+# -- a long evening in the table, against a plain reference -----------------
+#
+# The scanner's fast path keeps line text, not numbers. The reference below
+# keeps numbers and nothing clever: parse every line, key a flow by protocol
+# and original tuple, report what grew. Random evenings (flows end, start,
+# move, change state, are read twice, lines come in any order and split
+# anywhere) must leave both with the same totals per device and remote.
+
+def _number_after(line, key, start=0):
+    a = line.find(key, start)
+    if a < 0:
+        return None, -1, -1
+    a += len(key)
+    b = line.find(b" ", a)
+    b = len(line) if b < 0 else b
+    return int(line[a:b]), a, b
+
+
+def _add(line, key, n, nth=0):
+    at = 0
+    for _ in range(nth + 1):
+        value, a, b = _number_after(line, key, at)
+        if value is None:
+            return line
+        at = b
+    return line[:a] + b"%d" % (value + n) + line[b:]
+
+
+def _evening(rnd, lines, step):
+    """The table a few seconds later -> (its flows, a read of it: in any
+    order, a flow sometimes read twice)."""
+    out = []
+    for line in lines:
+        r = rnd.random()
+        if r < 0.08:
+            continue                                      # the flow ended
+        if r < 0.35:
+            line = _add(_add(line, b"bytes=", rnd.randrange(1, 3000)),
+                        b"packets=", rnd.randrange(1, 4))  # it sent
+        if r > 0.8:
+            line = _add(_add(line, b"bytes=", rnd.randrange(1, 3000), 1),
+                        b"packets=", 1, 1)                # it was answered
+        if 0.35 < r < 0.38:
+            line = line.replace(b"ESTABLISHED", b"FIN_WAIT")
+        line = _add(line, b"delta-time=", 1)              # a second went by
+        out.append(line)
+        if rnd.random() < 0.05 and b" sport=" in line:   # a new flow, same device
+            port, _, _ = _number_after(line, b"sport=")
+            fresh = 20000 + 1000 * step + len(out)        # no flow has it yet
+            out.append(_add(_add(line, b"sport=", fresh - port), b"dport=", fresh - port, 1))
+    read = out + [line for line in out if rnd.random() < 0.02]
+    for i in range(len(read) - 1, 0, -1):
+        j = rnd.randrange(i + 1)
+        read[i], read[j] = read[j], read[i]
+    return out, read
+
+
+def _reference(prev, text, lan):
+    """-> (this read's flows, totals per device and remote, live flows per
+    device)"""
+    cur, totals, live = {}, {}, {}
+    for line in text.split(b"\n"):
+        e = conntrack.split_entry(line.split())
+        if e is None:
+            continue
+        f = conntrack.orient(e, lan)
+        key = e.proto + b" " + b" ".join(e.orig)
+        if f is None or key in cur:
+            continue
+        now = (f.bytes_out, f.bytes_in, f.packets_out, f.packets_in)
+        cur[key] = now
+        live[f.device_ip] = live.get(f.device_ip, 0) + 1
+        was = prev.get(key)
+        delta = [a - b for a, b in zip(now, was)] if was else list(now)
+        t = totals.setdefault((f.device_ip, f.remote, f.remote_port, f.proto), [0, 0, 0, 0, 0])
+        for i in range(4):
+            t[i] += delta[i]
+        t[4] += 0 if was else 1
+    return cur, totals, live
+
+
+def _scanned(scanner, text, cut):
+    totals = {}
+
+    def sink(ip, remote, port, proto, bo, bi, po, pi, new, unreplied):
+        t = totals.setdefault((ip, remote, port, proto.decode()), [0, 0, 0, 0, 0])
+        for i, v in enumerate((bo, bi, po, pi, 1 if new else 0)):
+            t[i] += v
+
+    live = scanner.scan([text[i:i + cut] for i in range(0, len(text), cut)], sink)
+    return {k: t for k, t in totals.items() if any(t)}, live
+
+
+def _dice(seed):
+    import random
+    if hasattr(random, "Random"):
+        return random.Random(seed)
+    random.seed(seed)  # MicroPython's random has no Random class
+    return random
+
+
+def test_an_evening_of_scans_adds_up_as_a_plain_reference_does():
+    for name in ("conntrack-acct.txt", "conntrack-timestamp.txt"):
+        for seed in range(12):
+            rnd = _dice(seed)
+            lines = read = [ln for ln in data(name).split(b"\n") if ln.strip()]
+            sc, ref, the_lan = conntrack.Scanner(lan()), {}, lan()
+            for step in range(6):
+                if step:
+                    lines, read = _evening(rnd, lines, step)
+                text = b"\n".join(read) + b"\n"
+                ref, want, want_live = _reference(ref, text, the_lan)
+                want = {k: t for k, t in want.items() if any(t)}
+                got, live = _scanned(sc, text, 300 + rnd.randrange(3000))
+                assert got == want, (name, seed, step)
+                assert live == want_live, (name, seed, step)
+                assert sc.malformed == 0
