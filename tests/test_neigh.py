@@ -2,7 +2,6 @@
 oracle (test-only: the agent itself must not import it, DESIGN §2)."""
 
 import json
-import subprocess
 import sys
 
 import pytest

@@ -8,7 +8,6 @@ shell in the maintainer scripts."""
 import os
 import subprocess
 
-import pytest
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SDK = os.path.join(TOP, "tests", "sdk")

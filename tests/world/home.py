@@ -3,7 +3,7 @@
     device ns (camera, speaker, ...)          router ns                      wan ns
     eth0 02:00:00:00:00:0N  ── veth ──  v-NAME ─┐                       ┌─ eth0 192.0.2.1
     udhcpc (hostname), SLAAC                    br-lan 192.168.8.1/24   │   2001:db8:ff::1
-    traffic.py PROFILE                          fd00:8::1/64            │  lo: the "internet"  
+    traffic.py PROFILE                          fd00:8::1/64            │  lo: the "internet"
                                                 dnsmasq DHCP+RA+DNS     │   203.0.113.x, 198.51.100.x,
                                                 fw4-like nft or fw3-like│   2001:db8:1::x, resolver
                                                 iptables, NAT (v4 only) │   198.51.100.53 (dnsmasq),
