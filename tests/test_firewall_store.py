@@ -225,3 +225,22 @@ def test_a_decision_that_cannot_be_saved_is_refused_and_not_made(tmp_path):
     assert status_of(a, "quarantine", {"mac": BULB}) == api.UNKNOWN_ERROR
     assert [b["mac"] for b in call(a, "blocks", {})["blocks"]] == [CAMERA]
     assert call(a, "blocks", {})["quarantines"] == [] and len(part.backend.loaded) == loaded
+
+
+def test_the_picture_keeps_what_the_owner_blocked_after_its_traffic_stopped(tmp_path):
+    """The laptop talked to the shop and the news an hour ago; the shop is
+    blocked for it. The picture still draws laptop -> shop (0 bytes, so the
+    owner can find and lift the block there), the news has aged out, and a
+    range block is no single destination to draw."""
+    a, part = make_agent(tmp_path)
+    now = plat.monotonic_ms()
+    for remote in ("203.0.113.7", "198.51.100.10"):
+        a.digests.add(LAPTOP, remote, 443, 5000, 90000, 10, 60, True, False)
+    drawn = {e["to"] for e in a.graph()["edges"] if e["from"] == LAPTOP}
+    assert drawn == {"203.0.113.7", "198.51.100.10"}
+    call(a, "block", {"mac": LAPTOP, "remote": "203.0.113.7"})
+    call(a, "block", {"mac": LAPTOP, "remote": "192.0.2.128/25"})
+    a.digests.tick(now + 3 * a.digests.bucket_ms, plat.wall() + 3 * a.digests.bucket_ms // 1000)
+    g = a.graph()
+    assert [(e["to"], e["bytes"]) for e in g["edges"] if e["from"] == LAPTOP] == [("203.0.113.7", 0)]
+    assert {"id": "203.0.113.7", "kind": "endpoint", "bytes": 0} in g["nodes"]

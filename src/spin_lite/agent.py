@@ -326,7 +326,8 @@ class Agent:
 
     def graph(self):
         """Devices and the remotes they talk to, edges weighted by bytes in
-        the open bucket plus the last closed one."""
+        the open bucket plus the last closed one; a remote blocked for a
+        device stays, at 0 bytes, when its traffic has aged out."""
         nodes = []
         edges = []
         remotes = {}
@@ -340,6 +341,8 @@ class Agent:
             if dd.fine.holds(last):
                 for r, b in dd.fine.top_list(last):
                     weight[r] = weight.get(r, 0) + b
+            for r in self.blocks.blocked_remotes(mac) if self.blocks else ():
+                weight.setdefault(r, 0)
             for r, b in weight.items():
                 edges.append({"from": mac, "to": r, "bytes": b})
                 remotes[r] = remotes.get(r, 0) + b

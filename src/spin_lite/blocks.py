@@ -313,6 +313,13 @@ class Blocks:
                 return b
         return None
 
+    def blocked_remotes(self, mac):
+        """The single addresses blocked for this device (not ranges): the
+        picture keeps them after their traffic has aged out, so the owner
+        still sees, and can lift, what they blocked there."""
+        return [b["remote"] for b in self.store["blocks"]
+                if b.get("mac") == mac and b.get("remote") and "/" not in b["remote"]]
+
     def _quarantine(self, mac):
         for q in self.store["quarantines"]:
             if q["mac"] == mac:
