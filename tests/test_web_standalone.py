@@ -143,8 +143,8 @@ def test_blocking_one_edge_stops_that_pair_only(home, page):
     page.click(edge)
     page.wait("document.querySelector('#spin-details h3').textContent == 'laptop \u2192 example-shop.com'")
     page.click("#spin-details [data-action=block]")
-    page.wait("document.querySelector(\"%s\").classList.contains('spin-edge-blocked')"
-              % (".spin-edge[data-id='e:%s|g:example-shop.com']" % laptop))
+    blocked_edge = ".spin-edge.spin-edge-blocked[data-id='e:%s|g:example-shop.com']" % laptop
+    page.wait("document.querySelector(\"%s\")" % blocked_edge)
     pairs = [b for b in home.call("blocks")["blocks"] if b.get("mac") == laptop]
     assert pairs and all(b["remote"] in ("203.0.113.7", "2001:db8:1::7") for b in pairs)
     assert not can_connect(home, "laptop", "203.0.113.7")
@@ -154,8 +154,8 @@ def test_blocking_one_edge_stops_that_pair_only(home, page):
     page.screenshot("standalone-pair-blocked.png")
 
     page.click("#spin-details [data-action=unblock]")
-    page.wait("!document.querySelector(\"%s\").classList.contains('spin-edge-blocked')"
-              % (".spin-edge[data-id='e:%s|g:example-shop.com']" % laptop))
+    # (once its traffic has aged out, an unblocked pair may leave the picture)
+    page.wait("!document.querySelector(\"%s\")" % blocked_edge)
     assert not [b for b in home.call("blocks")["blocks"] if b.get("mac") == laptop]
     assert can_connect(home, "laptop", "203.0.113.7")
     assert page.logs() == []

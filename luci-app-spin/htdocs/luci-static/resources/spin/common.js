@@ -222,8 +222,8 @@ return baseclass.extend({
 	 * The picture to draw, from the agent's graph, device list and blocks:
 	 *  - every device is a node, also one without traffic;
 	 *  - endpoints are grouped by registrable domain;
-	 *  - only the `maxGroups` heaviest groups are drawn, the rest are folded
-	 *    into one "other" node;
+	 *  - only the `maxGroups` heaviest groups are drawn (those with a block
+	 *    first), the rest are folded into one "other" node;
 	 *  - `filter` (text) keeps devices and groups whose name, MAC, address
 	 *    or domain contains it, with what they talk to.
 	 */
@@ -259,7 +259,7 @@ return baseclass.extend({
 			var g = groups[key];
 			if (!g)
 				g = groups[key] = { id: 'g:' + key, key: key, kind: 'group', bytes: 0,
-					members: [], names: [], blocked: null };
+					members: [], names: [], blocked: null, kept: false };
 			g.bytes += e.bytes;
 			if (g.members.indexOf(e.to) < 0) {
 				g.members.push(e.to);
@@ -270,6 +270,8 @@ return baseclass.extend({
 				if (rb)
 					g.blocked = rb;
 			}
+			if (!g.kept && this.pairBlocks(idx, e.from, [ e.to ]).length)
+				g.kept = true;
 			var pk = e.from + '|' + key;
 			pairs[pk] = (pairs[pk] || 0) + e.bytes;
 		}
@@ -305,8 +307,11 @@ return baseclass.extend({
 			}
 		}
 
+		/* what the owner blocked is drawn before the heaviest rest: it is
+		 * where they lift the block, even once its traffic has stopped */
+		var blockedFirst = function(k) { return groups[k].kept || groups[k].blocked ? 1 : 0; };
 		var ranked = Object.keys(keepGroup).sort(function(a, b) {
-			return groups[b].bytes - groups[a].bytes || (a < b ? -1 : 1);
+			return blockedFirst(b) - blockedFirst(a) || groups[b].bytes - groups[a].bytes || (a < b ? -1 : 1);
 		});
 		var shown = {}, other = null;
 		for (i = 0; i < ranked.length; i++) {
