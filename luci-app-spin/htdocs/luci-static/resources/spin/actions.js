@@ -11,9 +11,10 @@
  * buttons, the calls, the question before a quarantine and the rename
  * dialog exist once and read the same on every page. A failed call is
  * said in words; either way the view then redraws from fresh data (its
- * refresh(true): true says an action of the owner's asks for it, so a
- * view redraws even what it keeps still for a poll). A view sets this.methods (common.methods) before it draws
- * buttons, and blockNote to say where a device was blocked from.
+ * refresh(true): true says the owner's action asks for it, so the view
+ * redraws even what it keeps still during a poll). A view sets
+ * this.methods (common.methods) before it draws buttons, and blockNote to
+ * say where a device was blocked from.
  */
 
 var callBlock = rpc.declare({ object: 'spin', method: 'block', params: [ 'mac', 'remote', 'note' ], reject: true });
