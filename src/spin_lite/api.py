@@ -12,19 +12,10 @@ caller's input (ubus status 2 INVALID_ARGUMENT, 4 NOT_FOUND); anything
 else a handler raises is a bug, answered with 9 UNKNOWN_ERROR.
 """
 
-OK = 0
-INVALID_COMMAND = 1
-INVALID_ARGUMENT = 2
-METHOD_NOT_FOUND = 3
-NOT_FOUND = 4
-NO_DATA = 5
-PERMISSION_DENIED = 6
-UNKNOWN_ERROR = 9
-
-STATUS_NAMES = {
-    0: "OK", 1: "INVALID_COMMAND", 2: "INVALID_ARGUMENT", 3: "METHOD_NOT_FOUND",
-    4: "NOT_FOUND", 5: "NO_DATA", 6: "PERMISSION_DENIED", 9: "UNKNOWN_ERROR",
-}
+from .addr import parse_ip, parse_mac, parse_remote
+# the transports answer with these; the parts below the interface raise them
+from .errors import (ApiError, INVALID_ARGUMENT, INVALID_COMMAND, METHOD_NOT_FOUND,  # noqa: F401
+                     NO_DATA, NOT_FOUND, OK, PERMISSION_DENIED, STATUS_NAMES, UNKNOWN_ERROR)
 
 REQUIRED = object()
 
@@ -36,119 +27,6 @@ BLOBMSG_TYPES = {"string": 3, "int": 5, "bool": 7, "table": 2, "array": 1,
                  "mac": 3, "ip": 3, "remote": 3}
 
 PAGE_MAX = 1000
-
-
-class ApiError(Exception):
-    def __init__(self, status, message):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-# -- argument types -------------------------------------------------------
-
-HEX = "0123456789abcdef"
-
-
-def parse_mac(value):
-    mac = value.lower().replace("-", ":")
-    parts = mac.split(":")
-    if len(parts) != 6:
-        raise ValueError("not a MAC address")
-    for p in parts:
-        if len(p) != 2 or p[0] not in HEX or p[1] not in HEX:
-            raise ValueError("not a MAC address")
-    return mac
-
-
-def parse_ipv4(value):
-    parts = value.split(".")
-    if len(parts) != 4:
-        raise ValueError("not an IPv4 address")
-    n = 0
-    for p in parts:
-        if not p.isdigit() or len(p) > 3 or int(p) > 255:
-            raise ValueError("not an IPv4 address")
-        n = (n << 8) | int(p)
-    return n
-
-
-def parse_ipv6(value):
-    """IPv6 text -> int. Accepts '::' and an embedded IPv4 tail."""
-    if value.count("::") > 1 or not value or "%" in value:
-        raise ValueError("not an IPv6 address")
-    if "." in value:
-        head, _, v4 = value.rpartition(":")
-        n4 = parse_ipv4(v4)
-        value = "%s:%x:%x" % (head, n4 >> 16, n4 & 0xFFFF)
-    if "::" in value:
-        left, right = value.split("::")
-        lw = left.split(":") if left else []
-        rw = right.split(":") if right else []
-        missing = 8 - len(lw) - len(rw)
-        if missing < 1:
-            raise ValueError("not an IPv6 address")
-        words = lw + ["0"] * missing + rw
-    else:
-        words = value.split(":")
-    if len(words) != 8:
-        raise ValueError("not an IPv6 address")
-    n = 0
-    for w in words:
-        if not w or len(w) > 4:
-            raise ValueError("not an IPv6 address")
-        for c in w.lower():
-            if c not in HEX:
-                raise ValueError("not an IPv6 address")
-        n = (n << 16) | int(w, 16)
-    return n
-
-
-def format_ipv6(n):
-    words = ["%x" % ((n >> (16 * (7 - i))) & 0xFFFF) for i in range(8)]
-    # the longest run of two or more zero words becomes '::' (RFC 5952)
-    best, best_len, i = -1, 1, 0
-    while i < 8:
-        if words[i] == "0":
-            j = i
-            while j < 8 and words[j] == "0":
-                j += 1
-            if j - i > best_len:
-                best, best_len = i, j - i
-            i = j
-        else:
-            i += 1
-    if best < 0:
-        return ":".join(words)
-    return ":".join(words[:best]) + "::" + ":".join(words[best + best_len:])
-
-
-def ipv6_from_bytes(raw):
-    """16 bytes off the wire -> normalised text."""
-    n = 0
-    for b in raw:
-        n = (n << 8) | b
-    return format_ipv6(n)
-
-
-def parse_ip(value):
-    """Normalised text of an IPv4 or IPv6 address, or ValueError."""
-    if ":" in value:
-        return format_ipv6(parse_ipv6(value))
-    n = parse_ipv4(value)
-    return "%d.%d.%d.%d" % (n >> 24, (n >> 16) & 255, (n >> 8) & 255, n & 255)
-
-
-def parse_remote(value):
-    """An address or a CIDR prefix, normalised: '203.0.113.0/24'."""
-    if "/" not in value:
-        return parse_ip(value)
-    addr, _, bits = value.partition("/")
-    ip = parse_ip(addr)
-    limit = 128 if ":" in ip else 32
-    if not bits.isdigit() or int(bits) > limit:
-        raise ValueError("bad prefix length")
-    return ip + "/" + str(int(bits))
 
 
 def _check(name, kind, limit, value):

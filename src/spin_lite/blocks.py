@@ -14,11 +14,11 @@ incomplete (`nft flush ruleset`, `firewall stop`, a firewall3 reload).
 Stop leaves the rules in place: blocks hold while the agent is down.
 """
 
-from . import api, firewall, plat
+from . import errors, firewall, plat
 
-ApiError = api.ApiError
-INVALID = api.INVALID_ARGUMENT
-NOT_FOUND = api.NOT_FOUND
+ApiError = errors.ApiError
+INVALID = errors.INVALID_ARGUMENT
+NOT_FOUND = errors.NOT_FOUND
 
 PROTOS = ("tcp", "udp", "icmp")
 BLOCK_KEYS = ("mac", "ip", "remote", "port", "proto")
@@ -121,7 +121,7 @@ class Blocks:
             self.save()
         except OSError as e:
             self.store = plat.json.loads(before)
-            raise ApiError(api.UNKNOWN_ERROR, "cannot save %s: %s" % (self.path, e))
+            raise ApiError(errors.UNKNOWN_ERROR, "cannot save %s: %s" % (self.path, e))
 
     def _timed(self):
         for b in self.store["blocks"]:

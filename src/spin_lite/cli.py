@@ -149,10 +149,65 @@ def cmd_top(argv):
         return 0
 
 
+FIREWALL_USAGE = """usage: spin firewall print|check|flush [-c CONFIG]
+  print   the rules the agent loads (device addresses asked from a running agent)
+  check   whether the kernel accepts them (nft -c) and whether they are loaded whole
+  flush   delete spin's table / chains / ipsets (a running agent puts them back)
+"""
+
+
 def cmd_firewall(argv):
-    from . import firewall
-    opts, rest = options(argv, ("-c",))
-    return firewall.cli(rest, config.load(opts.get("-c", DEFAULT_CONFIG))[0])
+    """`spin firewall print|check|flush`: the rules as the store renders
+    them, asking the running agent for device addresses; here, not in
+    `firewall`, because the renderer must not know the transports."""
+    from . import blocks, firewall
+    opts, argv = options(argv, ("-c",))
+    cfg = config.load(opts.get("-c", DEFAULT_CONFIG))[0]
+    verb = argv[0] if argv else ""
+    if verb not in ("print", "check", "flush"):
+        sys.stderr.write(FIREWALL_USAGE)
+        return 2
+    part = blocks.Blocks(cfg)
+    backend = part.backend
+    state = part.state()
+    if verb == "flush":
+        err = firewall.remove_all(backend)
+        sys.stdout.write("%s: %s\n" % (backend.name, err or "removed"))
+        return 1 if err else 0
+    state["devices"] = _agent_addresses(cfg, state["devices"])
+    if verb == "print":
+        if backend.name == "iptables":
+            sys.stdout.write("### ipset -exist restore\n" + firewall.render_ipset(state))
+            for fam in (4, 6):
+                sys.stdout.write("### %s-restore --noflush\n" % backend.cmd[fam])
+                sys.stdout.write(firewall.render_iptables(state, fam))
+        else:
+            sys.stdout.write(firewall.render(state))
+            sys.stdout.write(firewall.render_bridge(state))
+        return 0
+    err = backend.check(state)
+    whole = backend.intact(state)
+    sys.stdout.write("%s: rules %s; loaded %s\n" % (
+        backend.name, "accepted" if err is None else "refused: " + err,
+        "and whole" if whole else "no (or not whole)"))
+    return 0 if err is None and whole else 1
+
+
+def _agent_addresses(cfg, macs):
+    """{mac: ips} from the running agent, or empty lists when it is not."""
+    address = cfg.get("rpc_socket") or cfg.get("rpc_listen")
+    if not address:
+        return macs
+    try:
+        from . import jsonrpc
+        out = {}
+        for mac in macs:
+            d = jsonrpc.call(address, "device", {"mac": mac}, cfg.get("token") or None)
+            out[mac] = d.get("ips") or []
+        return out
+    except Exception as e:  # no agent: render without addresses, and say so
+        sys.stderr.write("spin: agent not reachable (%s); device addresses left out\n" % e)
+        return macs
 
 
 COMMANDS = {"agent": cmd_agent, "call": cmd_call, "top": cmd_top, "firewall": cmd_firewall}

@@ -27,7 +27,7 @@ costs a slice and a dict lookup, and only a line that changed is split and
 converted to numbers.
 """
 
-from . import api
+from . import addr
 
 # tokens in one tuple, by protocol name; anything else is measured
 TUPLE_LEN = {b"tcp": 4, b"udp": 4, b"udplite": 4, b"sctp": 4, b"dccp": 4,
@@ -120,7 +120,7 @@ def _ip(tok):
     """b'src=fd00:0000:...' -> normalised text address."""
     raw = _value(tok).decode()
     if ":" in raw:
-        return api.format_ipv6(api.parse_ipv6(raw))
+        return addr.format_ipv6(addr.parse_ipv6(raw))
     return raw
 
 
@@ -133,9 +133,9 @@ class Lan:
     def __init__(self, prefixes, router_ips):
         self.nets = []
         for p in prefixes:
-            addr, _, bits = p.partition("/")
-            v6 = ":" in addr
-            n = api.parse_ipv6(addr) if v6 else api.parse_ipv4(addr)
+            ip_text, _, bits = p.partition("/")
+            v6 = ":" in ip_text
+            n = addr.parse_ipv6(ip_text) if v6 else addr.parse_ipv4(ip_text)
             width = 128 if v6 else 32
             bits = int(bits) if bits else width
             mask = ((1 << bits) - 1) << (width - bits)
@@ -153,7 +153,7 @@ class Lan:
         try:
             ip = _ip(tok)
             v6 = ":" in ip
-            n = api.parse_ipv6(ip) if v6 else api.parse_ipv4(ip)
+            n = addr.parse_ipv6(ip) if v6 else addr.parse_ipv4(ip)
         except (ValueError, UnicodeError):
             return (BAD, None)
         if ip in self.router:

@@ -31,7 +31,7 @@ read), IPv6 answers behind extension headers, later IPv4 fragments.
 import struct
 import sys
 
-from . import api, plat
+from . import addr, plat
 
 SNAPLEN = 4096  # bytes of each packet the kernel copies to us
 ETH_P_ALL = 0x0003
@@ -200,7 +200,7 @@ def parse_dns(msg, counts):
                 if rtype == TYPE_A and rdlen == 4:
                     addrs.append((owner, ip4_text(msg[pos:pos + 4]), ttl))
                 elif rtype == TYPE_AAAA and rdlen == 16:
-                    addrs.append((owner, api.ipv6_from_bytes(msg[pos:pos + 16]), ttl))
+                    addrs.append((owner, addr.ipv6_from_bytes(msg[pos:pos + 16]), ttl))
                 elif rtype in (TYPE_A, TYPE_AAAA):
                     _count(counts, "bad_rdata")
                 elif rtype == TYPE_CNAME:
@@ -227,12 +227,12 @@ def parse_dns(msg, counts):
         chain[target] = ttl if prev is None or ttl < prev else prev
         name = target
     out = []
-    for owner, addr, ttl in addrs:
+    for owner, ip_text, ttl in addrs:
         if owner not in chain:
             _count(counts, "unrelated")
             continue
         cap = chain[owner]
-        out.append((addr, qname, ttl if cap is None or ttl < cap else cap))
+        out.append((ip_text, qname, ttl if cap is None or ttl < cap else cap))
     if fault is not None:
         _count(counts, "malformed")
         _count(counts, fault.args[0])
@@ -262,7 +262,7 @@ def parse(packet, counts):
                 raise Malformed("truncated")
             if packet[6] != 17:
                 raise Malformed("not_udp")
-            client = api.ipv6_from_bytes(packet[24:40])
+            client = addr.ipv6_from_bytes(packet[24:40])
         else:
             raise Malformed("not_ip")
         if packet[udp] != 0 or packet[udp + 1] != 53:
@@ -284,7 +284,7 @@ def parse(packet, counts):
         return []
     if answers:
         counts["answers"] = counts.get("answers", 0) + len(answers)
-    return [(client, addr, name, ttl) for addr, name, ttl in answers]
+    return [(client, ip_text, name, ttl) for ip_text, name, ttl in answers]
 
 
 # -- the socket, as an agent part ------------------------------------------
@@ -355,8 +355,8 @@ class DnsSnoop:
                     self.stop(self.agent)
                     self.state = "error: %s: %s" % (self.ifname, e)
                 return
-            for _, addr, name, ttl in parse(packet, self.counts):
-                learn(addr, name, ttl, now)
+            for _, ip_text, name, ttl in parse(packet, self.counts):
+                learn(ip_text, name, ttl, now)
 
     def after_scan(self, agent, now_ms):
         now = now_ms // 1000

@@ -38,7 +38,7 @@ import socket
 import struct
 import sys
 
-from . import api, plat
+from . import addr, plat
 
 TABLE = "spin"
 PRIORITY = "filter - 10"
@@ -135,16 +135,16 @@ KIND_FAMILY = {"mac": (4, 6), "v4": (4,), "v6": (6,), "pair4": (4,), "pair6": (6
 
 # -- addresses ------------------------------------------------------------
 
-def family(addr):
-    return 6 if ":" in addr else 4
+def family(ip_text):
+    return 6 if ":" in ip_text else 4
 
 
 def span(prefix):
     """'192.0.2.0/24' or an address -> (family, first, last) as ints."""
-    addr, _, bits = prefix.partition("/")
-    fam = family(addr)
+    ip_text, _, bits = prefix.partition("/")
+    fam = family(ip_text)
     width = 128 if fam == 6 else 32
-    n = api.parse_ipv6(addr) if fam == 6 else api.parse_ipv4(addr)
+    n = addr.parse_ipv6(ip_text) if fam == 6 else addr.parse_ipv4(ip_text)
     size = width - (int(bits) if bits else width)
     lo = (n >> size) << size
     return fam, lo, lo | ((1 << size) - 1)
@@ -156,25 +156,25 @@ def overlaps(a, b):
     return fa == fb and la <= hb and lb <= ha
 
 
-def contains(prefix, addr):
+def contains(prefix, ip_text):
     fa, la, ha = span(prefix)
-    fb, lb, _ = span(addr)
+    fb, lb, _ = span(ip_text)
     return fa == fb and la <= lb <= ha
 
 
 def normal_prefix(text):
     """Normalise a remote: host bits cleared, /32 and /128 dropped (that is
     how nft prints them back)."""
-    ip = api.parse_remote(text)
+    ip = addr.parse_remote(text)
     if "/" not in ip:
         return ip
     fam, lo, _ = span(ip)
     bits = int(ip.partition("/")[2])
     if fam == 4:
-        addr = "%d.%d.%d.%d" % (lo >> 24, (lo >> 16) & 255, (lo >> 8) & 255, lo & 255)
-        return addr if bits == 32 else "%s/%d" % (addr, bits)
-    addr = api.format_ipv6(lo)
-    return addr if bits == 128 else "%s/%d" % (addr, bits)
+        ip_text = "%d.%d.%d.%d" % (lo >> 24, (lo >> 16) & 255, (lo >> 8) & 255, lo & 255)
+        return ip_text if bits == 32 else "%s/%d" % (ip_text, bits)
+    ip_text = addr.format_ipv6(lo)
+    return ip_text if bits == 128 else "%s/%d" % (ip_text, bits)
 
 
 def usable(ip):
@@ -602,10 +602,10 @@ def forget_connections(ips, remote=None):
     else:
         return
     targets = list(ips) or ([remote] if remote and "/" not in remote else [])
-    for addr in targets:
+    for ip_text in targets:
         try:
             with open(CT_PROC, "w") as f:
-                f.write(addr + "\n")
+                f.write(ip_text + "\n")
         except OSError:
             return
 
@@ -949,62 +949,3 @@ def choose(cfg):
 def remove_all(backend):
     """Delete everything we own (package removal, `spin firewall flush`)."""
     return backend.remove()
-
-
-# -- spin firewall print | check | flush -----------------------------------
-
-CLI_USAGE = """usage: spin firewall print|check|flush [-c CONFIG]
-  print   the rules the agent loads (device addresses asked from a running agent)
-  check   whether the kernel accepts them (nft -c) and whether they are loaded whole
-  flush   delete spin's table / chains / ipsets (a running agent puts them back)
-"""
-
-
-def cli(argv, cfg):
-    """`spin firewall ...` (cfg from config.load); returns an exit code."""
-    from . import blocks
-    verb = argv[0] if argv else ""
-    if verb not in ("print", "check", "flush"):
-        sys.stderr.write(CLI_USAGE)
-        return 2
-    part = blocks.Blocks(cfg)
-    backend = part.backend
-    state = part.state()
-    if verb == "flush":
-        err = remove_all(backend)
-        sys.stdout.write("%s: %s\n" % (backend.name, err or "removed"))
-        return 1 if err else 0
-    state["devices"] = _agent_addresses(cfg, state["devices"])
-    if verb == "print":
-        if backend.name == "iptables":
-            sys.stdout.write("### ipset -exist restore\n" + render_ipset(state))
-            for fam in (4, 6):
-                sys.stdout.write("### %s-restore --noflush\n" % backend.cmd[fam])
-                sys.stdout.write(render_iptables(state, fam))
-        else:
-            sys.stdout.write(render(state))
-            sys.stdout.write(render_bridge(state))
-        return 0
-    err = backend.check(state)
-    whole = backend.intact(state)
-    sys.stdout.write("%s: rules %s; loaded %s\n" % (
-        backend.name, "accepted" if err is None else "refused: " + err,
-        "and whole" if whole else "no (or not whole)"))
-    return 0 if err is None and whole else 1
-
-
-def _agent_addresses(cfg, macs):
-    """{mac: ips} from the running agent, or empty lists when it is not."""
-    address = cfg.get("rpc_socket") or cfg.get("rpc_listen")
-    if not address:
-        return macs
-    try:
-        from . import jsonrpc
-        out = {}
-        for mac in macs:
-            d = jsonrpc.call(address, "device", {"mac": mac}, cfg.get("token") or None)
-            out[mac] = d.get("ips") or []
-        return out
-    except Exception as e:  # no agent: render without addresses, and say so
-        sys.stderr.write("spin: agent not reachable (%s); device addresses left out\n" % e)
-        return macs

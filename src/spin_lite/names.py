@@ -21,7 +21,7 @@ A broken state file is kept as FILE.bad and the agent starts without it:
 names are a convenience, and monitoring must not stop for them.
 """
 
-from . import api, domains, endpoints, plat, services
+from . import addr, domains, endpoints, errors, plat, services
 from .dnssnoop import DnsSnoop
 
 NAME_MAX = 64
@@ -33,7 +33,7 @@ def _prefix(remote):
     """'203.0.113.0/24' -> (is_v6, network int, prefix length)."""
     ip, _, bits = remote.partition("/")
     v6 = ":" in ip
-    n = api.parse_ipv6(ip) if v6 else api.parse_ipv4(ip)
+    n = addr.parse_ipv6(ip) if v6 else addr.parse_ipv4(ip)
     width = 128 if v6 else 32
     plen = int(bits) if bits else width
     return v6, n >> (width - plen), plen
@@ -85,7 +85,7 @@ class Names:
     def load(self):
         def names_ok(v):
             for mac, name in v.items():
-                api.parse_mac(mac)
+                addr.parse_mac(mac)
                 if not isinstance(name, str):
                     raise ValueError("name of %s is not text" % mac)
         owners = self._read(self.names_path, names_ok)
@@ -94,7 +94,7 @@ class Names:
 
         def ignore_ok(v):
             for remote in v["added"] + v["removed"]:
-                api.parse_remote(remote)
+                addr.parse_remote(remote)
         ign = self._read(self.ignore_path, ignore_ok)
         if ign is not None:
             self.added = ign["added"]
@@ -110,7 +110,7 @@ class Names:
             if not isinstance(rows, list):
                 raise ValueError("not a list of [ip, [names], expires]")
             for ip, names, expires in rows:
-                api.parse_ip(ip)
+                addr.parse_ip(ip)
                 if not isinstance(names, list) or not isinstance(expires, (int, float)):
                     raise ValueError("row of %s is not [ip, [names], expires]" % ip)
                 for name in names:
@@ -271,7 +271,7 @@ class Names:
         if self.prefixes:
             v6 = ":" in ip
             try:
-                n = api.parse_ipv6(ip) if v6 else api.parse_ipv4(ip)
+                n = addr.parse_ipv6(ip) if v6 else addr.parse_ipv4(ip)
             except ValueError:
                 return False
             width = 128 if v6 else 32
@@ -307,7 +307,7 @@ class Names:
         elif remote in self.router_ips and remote not in self.removed:
             self.removed.append(remote)
         else:
-            raise api.ApiError(api.NOT_FOUND, "%s is not ignored" % remote)
+            raise errors.ApiError(errors.NOT_FOUND, "%s is not ignored" % remote)
         self._save_ignore()
         return {"ignored": self.ignored_list()}
 
@@ -316,13 +316,13 @@ class Names:
     def name(self, agent, mac, name):
         d = agent.devices.get(mac)
         if d is None:
-            raise api.ApiError(api.NOT_FOUND, "no device %s" % mac)
+            raise errors.ApiError(errors.NOT_FOUND, "no device %s" % mac)
         name = name.strip()
         for c in name:
             if ord(c) < 32 or ord(c) == 127:
-                raise api.ApiError(api.INVALID_ARGUMENT, "name: control characters are not allowed")
+                raise errors.ApiError(errors.INVALID_ARGUMENT, "name: control characters are not allowed")
         if len(name) > NAME_MAX:
-            raise api.ApiError(api.INVALID_ARGUMENT, "name: longer than %d characters" % NAME_MAX)
+            raise errors.ApiError(errors.INVALID_ARGUMENT, "name: longer than %d characters" % NAME_MAX)
         if name:
             self.owners[mac] = name
         else:

@@ -13,7 +13,7 @@ netlink with the stdlib: pyroute2 would cost ~18 MB of RSS).
 import socket
 import struct
 
-from . import api, plat
+from . import addr, plat
 
 RTM_NEWADDR = 20
 RTM_GETADDR = 22
@@ -64,7 +64,7 @@ def _ip_text(family, raw):
     if family == AF_INET and len(raw) == 4:
         return "%d.%d.%d.%d" % (raw[0], raw[1], raw[2], raw[3])
     if family == AF_INET6 and len(raw) == 16:
-        return api.ipv6_from_bytes(raw)
+        return addr.ipv6_from_bytes(raw)
     return None
 
 
@@ -163,9 +163,9 @@ def lan_prefixes(addrs, idx):
         if i != idx or ip.startswith("fe80:"):
             continue
         if ":" in ip:
-            n = api.parse_ipv6(ip) >> (128 - plen) << (128 - plen)
-            out.append("%s/%d" % (api.format_ipv6(n), plen))
+            n = addr.parse_ipv6(ip) >> (128 - plen) << (128 - plen)
+            out.append("%s/%d" % (addr.format_ipv6(n), plen))
         else:
-            n = api.parse_ipv4(ip) >> (32 - plen) << (32 - plen)
+            n = addr.parse_ipv4(ip) >> (32 - plen) << (32 - plen)
             out.append("%d.%d.%d.%d/%d" % (n >> 24, (n >> 16) & 255, (n >> 8) & 255, n & 255, plen))
     return out

@@ -1,0 +1,33 @@
+"""The address vocabulary every part speaks (sources, model, firewall, api)."""
+
+from spin_lite import addr
+
+
+def test_addresses_are_normalised():
+    assert addr.parse_ip("fd00:0008:0000:0000:0000:0000:0000:0010") == "fd00:8::10"
+    assert addr.parse_ip("2001:db8::1:0:0:1") == "2001:db8::1:0:0:1"
+    assert addr.parse_ip("::ffff:192.0.2.1") == "::ffff:c000:201"
+    assert addr.parse_ip("192.168.8.10") == "192.168.8.10"
+    assert addr.parse_remote("203.0.113.0/24") == "203.0.113.0/24"
+    for bad in ("256.1.1.1", "1.2.3", "fd00::1::2", "g::1", "1.2.3.4/33", "::/129", ""):
+        try:
+            addr.parse_remote(bad)
+        except ValueError:
+            continue
+        raise AssertionError("accepted %r" % bad)
+
+
+def test_macs_are_lower_case_with_colons():
+    assert addr.parse_mac("02-00-00-00-00-0A") == "02:00:00:00:00:0a"
+    for bad in ("02:00:00:00:00", "02:00:00:00:00:0g", "0200.0000.000a", ""):
+        try:
+            addr.parse_mac(bad)
+        except ValueError:
+            continue
+        raise AssertionError("accepted %r" % bad)
+
+
+def test_ipv6_off_the_wire_is_written_as_rfc_5952_says():
+    raw = bytes([0xfd, 0, 0, 8] + [0] * 10 + [0, 0x10])
+    assert addr.ipv6_from_bytes(raw) == "fd00:8::10"
+    assert addr.format_ipv6(addr.parse_ipv6("2001:db8:0:1:1:1:1:1")) == "2001:db8:0:1:1:1:1:1"
