@@ -398,6 +398,7 @@ class Agent:
         self.loop.running = False
 
     def run(self):
+        plat.tune_gc()
         wake = plat.install_signals(self.stop, self._want_reload)
         if wake is not None:
             self.loop.add_reader(wake, lambda: self._woken(wake))

@@ -139,11 +139,25 @@ class Server:
         except OSError:
             pass
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)
+        old = plat.umask(0o177)
+        if old is None:
+            # no umask here (MicroPython without ffi): nobody but root may
+            # enter the directory, so the socket's own mode cannot matter
+            # in the moment between bind and chmod. Only our own run_dir
+            # is ours to close like that (never /tmp)
+            where = path.rpartition("/")[0]
+            if where.rstrip("/") != agent.cfg["run_dir"].rstrip("/"):
+                s.close()
+                raise ValueError("rpc_socket %s: this interpreter has no umask; put the socket "
+                                 "in run_dir (%s), which is made 0700" % (path, agent.cfg["run_dir"]))
+            plat.chmod(where, 0o700)
         try:
             s.bind(plat.unix_address(path))
         finally:
-            os.umask(old)
+            if old is not None:
+                plat.umask(old)
+        if old is None:
+            plat.chmod(path, 0o600)
         s.listen(16)
         s.setblocking(False)
         self.listeners.append((s, False, path))

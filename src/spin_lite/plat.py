@@ -7,7 +7,10 @@ addresses, poll results as fd numbers, atomic file writes and signals.
 On MicroPython's Unix port: the clock is `time.ticks_ms`, a child process
 needs the `ffi` module (OpenWrt's build has it; the PyPI test build does
 not, where `run` falls back to `os.system` with strictly quoted arguments),
-and signals are not available (reload comes through the API).
+and signals are not available (reload comes through the API). The pid,
+the umask and chmod come from `os` where it has them, else from libc
+through `ffi`, else from /proc and the chmod program; `umask` says None
+where it cannot, and the JSON-RPC socket then sits in a 0700 directory.
 """
 
 import os
@@ -66,7 +69,7 @@ def _quote(arg):
 def _run_mpy(argv, stdin):
     # Without ffi the only way is os.system: quote every argument, pass
     # stdin and collect output through private temporary files.
-    base = "/tmp/.spin-run-%d" % os.getpid()
+    base = "/tmp/.spin-run-%d" % pid()
     cmd = " ".join(_quote(a) for a in argv)
     if stdin is not None:
         write_atomic(base + ".in", stdin)
@@ -81,6 +84,85 @@ def _run_mpy(argv, stdin):
         except OSError:
             pass
     return (status >> 8) & 0xFF, out, err
+
+
+# -- the process ------------------------------------------------------------
+
+_LIBC = []  # [lib or None] once looked up
+
+
+def _libc():
+    """MicroPython's `ffi` view of libc, or None (the PyPI port has no ffi)."""
+    if not MICROPYTHON:
+        return None
+    if not _LIBC:
+        lib = None
+        try:
+            import ffi
+            for name in ("libc.so.6", "libc.so"):
+                try:
+                    lib = ffi.open(name)
+                    break
+                except OSError:
+                    pass
+        except ImportError:
+            pass
+        _LIBC.append(lib)
+    return _LIBC[0]
+
+
+def pid():
+    """This process's id; /proc/self/stat where os has no getpid (MicroPython)."""
+    fn = getattr(os, "getpid", None)
+    if fn is not None:
+        return fn()
+    lib = _libc()
+    if lib is not None:
+        return lib.func("i", "getpid", "")()
+    return int((read_file("/proc/self/stat") or b"0").split()[0])
+
+
+def umask(mask):
+    """Set the file mode mask; returns the old one, or None where this
+    interpreter cannot (MicroPython without ffi): the caller then protects
+    the file some other way."""
+    fn = getattr(os, "umask", None)
+    if fn is not None:
+        return fn(mask)
+    lib = _libc()
+    if lib is not None:
+        return lib.func("i", "umask", "i")(mask)
+    return None
+
+
+def chmod(path, mode):
+    """chmod(2); without os.chmod or ffi, the chmod program (argv, quoted)."""
+    fn = getattr(os, "chmod", None)
+    if fn is not None:
+        return fn(path, mode)
+    lib = _libc()
+    if lib is not None:
+        if lib.func("i", "chmod", "si")(path, mode) != 0:
+            raise OSError(1, "chmod %s failed" % path)
+        return None
+    rc, _, err = run(["chmod", "%o" % mode, path])
+    if rc != 0:
+        raise OSError(1, "chmod %s: %s" % (path, err.decode("utf-8", "replace").strip()))
+    return None
+
+
+def tune_gc():
+    """MicroPython: collect when a sixteenth of the heap has been allocated
+    since the last collection. Without a threshold the heap fragments and a
+    scan of a big table fails with MemoryError even in a 32 MB heap
+    (research/micropython.md); CPython needs nothing. Returns the threshold."""
+    if not MICROPYTHON:
+        return None
+    import gc
+    heap = gc.mem_free() + gc.mem_alloc()
+    limit = max(65536, heap // 16)
+    gc.threshold(limit)
+    return limit
 
 
 # -- files ----------------------------------------------------------------
