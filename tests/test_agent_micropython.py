@@ -25,9 +25,22 @@ CAMERA_IP, CAMERA_MAC = "192.168.8.184", "02:00:00:00:00:01"
 pytestmark = pytest.mark.skipif(MPY is None, reason="no micropython command (tools/deps.sh installs it)")
 
 
+# a MicroPython with ffi (OpenWrt's build has it; the PyPI port does not):
+# SPIN_MPY_FFI names one built from MicroPython's own sources (README)
+FFI_MPY = os.environ.get("SPIN_MPY_FFI") or MPY
+
+
 def has_ffi():
-    p = subprocess.run([MPY, "-c", "import ffi"], capture_output=True, timeout=30)
+    if FFI_MPY is None:
+        return False
+    p = subprocess.run([FFI_MPY, "-c", "import ffi"], capture_output=True, timeout=30)
     return p.returncode == 0
+
+
+def need_ffi():
+    if not has_ffi():
+        pytest.skip("no micropython with ffi here (the PyPI port has none; OpenWrt's build has it): "
+                    "set SPIN_MPY_FFI to one built from MicroPython's sources")
 
 
 def write_home(tmp):
@@ -127,14 +140,50 @@ def test_plat_gives_the_pid_and_a_gc_threshold_without_ffi(tmp_path):
     assert int(out[0]) == p.pid
     # a sixteenth of the heap (gc's own bookkeeping takes a little of the 4 MB)
     assert 0.95 * (4 << 20) // 16 <= int(out[1]) <= (4 << 20) // 16
-    if not has_ffi():
+    if not subprocess.run([MPY, "-c", "import ffi"], capture_output=True).returncode == 0:
         assert out[2] == b"None"  # the caller must protect its files another way
 
 
 def test_with_ffi_libc_gives_umask_and_pid():
-    if not has_ffi():
-        pytest.skip("this micropython has no ffi (the PyPI port); OpenWrt's build has it")
-    p = subprocess.run([MPY, "-c", "import sys; sys.path.insert(0, %r)\nfrom spin_lite import plat\n"
+    need_ffi()
+    p = subprocess.run([FFI_MPY, "-c", "import sys; sys.path.insert(0, %r)\nfrom spin_lite import plat\n"
                         "old = plat.umask(0o177); print(old, plat.umask(old))" % os.path.join(ROOT, "src")],
                        capture_output=True, text=True, timeout=30)
     assert int(p.stdout.split()[1]) == 0o177
+
+
+def test_with_ffi_a_child_gets_its_argv_untouched_its_stdin_and_its_exit_code(tmp_path):
+    need_ffi()
+    script = tmp_path / "r.py"
+    script.write_text(
+        "import sys\nsys.path.insert(0, %r)\nfrom spin_lite import plat\n"
+        "print(repr(plat.run(['sh', '-c', 'cat; printf %%s \"$1\" >&2; exit 3', 'sh', \"a'b; touch %s\"], b'in')))\n"
+        "print(repr(plat.run(['/nonexistent/nft'])[0]))\n"
+        "print(repr(plat.run(['sleep', '5'], timeout=1)[0]))\n"
+        % (os.path.join(ROOT, "src"), tmp_path / "pwned"))
+    out = subprocess.run([FFI_MPY, str(script)], capture_output=True, text=True, timeout=60).stdout.split("\n")
+    assert out[0] == repr((3, b"in", ("a'b; touch %s" % (tmp_path / "pwned")).encode())), out
+    assert not (tmp_path / "pwned").exists()  # no shell ever saw the argument
+    assert out[1] == "127" and out[2] == "124", out
+
+
+def test_with_ffi_hup_reloads_and_term_stops_cleanly(tmp_path):
+    need_ffi()
+    write_home(tmp_path)
+    log = tmp_path / "agent.log"
+    with open(log, "wb") as out:
+        p = subprocess.Popen([FFI_MPY, "-X", "heapsize=8M", str(tmp_path / "run.py")],
+                             stdout=out, stderr=subprocess.STDOUT)
+    sock = str(tmp_path / "run" / "spin.sock")
+    try:
+        wait_for(lambda: jsonrpc.call(sock, "status", {}), 60, "the agent to answer")
+        p.send_signal(1)
+        wait_for(lambda: "configuration reloaded" in log.read_text(), 30, "the reload")
+        p.terminate()
+        assert p.wait(timeout=30) == 0
+        assert "agent stopped" in log.read_text()
+        assert not os.path.exists(sock)  # the stop ran: the socket is gone
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=30)

@@ -63,7 +63,10 @@ class Loop:
         for obj, ev in events:
             entry = self.readers.get(plat.poll_fd(obj))
             if entry is not None:
-                entry[1]()
+                try:
+                    entry[1]()
+                except Exception as e:  # one bad peer or packet must not end the agent
+                    plat.warn("reader failed: %s: %s" % (type(e).__name__, e))
         now = plat.monotonic_ms()
         for handle in [h for h in self.timers if h[0] <= now]:
             if handle in self.timers:

@@ -84,7 +84,11 @@ def parse_request(buf):
         if len(buf) > 16384:
             raise ValueError("headers too long")
         return None
-    head = buf[:end].decode("latin-1").split("\r\n")
+    try:
+        # headers are ASCII (RFC 9110); MicroPython knows no latin-1
+        head = buf[:end].decode("utf-8").split("\r\n")
+    except UnicodeError:
+        raise ValueError("headers are not text")
     parts = head[0].split(" ")
     if len(parts) != 3:
         raise ValueError("bad request line")

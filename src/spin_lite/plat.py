@@ -50,6 +50,8 @@ def run(argv, stdin=None, timeout=30):
     """Run argv (a list, never a shell string) and return (rc, stdout, stderr)
     as (int, bytes, bytes). rc 127 means the program is missing."""
     if MICROPYTHON:
+        if _libc() is not None:
+            return _run_ffi(argv, stdin, timeout)
         return _run_mpy(argv, stdin)
     import subprocess
     try:
@@ -84,6 +86,68 @@ def _run_mpy(argv, stdin):
         except OSError:
             pass
     return (status >> 8) & 0xFF, out, err
+
+
+def _run_ffi(argv, stdin, timeout):
+    # fork/exec through libc: argv goes to execvp as it is, no shell. The
+    # child's stdin, stdout and stderr are private files (0600), so a
+    # chatty child can never fill a pipe that nobody reads.
+    import struct
+    import uctypes
+    lib = _libc()
+    c = _C
+    if not c:
+        for name, ret, args in (("fork", "i", ""), ("execvp", "i", "sp"), ("_exit", "v", "i"),
+                                ("open", "i", "sii"), ("close", "i", "i"), ("dup2", "i", "ii"),
+                                ("waitpid", "i", "ipi"), ("kill", "i", "ii"),
+                                ("sigprocmask", "i", "ipp")):
+            c[name] = lib.func(ret, name, args)
+    base = "/tmp/.spin-run-%d" % pid()
+    if stdin is not None:
+        write_atomic(base + ".in", stdin)
+    words = [bytes(a, "utf-8") + b"\0" for a in argv]  # kept alive until exec
+    vec = bytearray(struct.calcsize("P") * (len(words) + 1))
+    for i, w in enumerate(words):
+        struct.pack_into("P", vec, i * struct.calcsize("P"), uctypes.addressof(w))
+    fds = [c["open"](base + ".in" if stdin is not None else "/dev/null", 0, 0),  # O_RDONLY
+           c["open"](base + ".out", 0o1101, 0o600),  # O_WRONLY|O_CREAT|O_TRUNC
+           c["open"](base + ".err", 0o1101, 0o600)]
+    child = c["fork"]()
+    if child == 0:
+        c["sigprocmask"](2, bytearray(128), None)  # SIG_SETMASK, empty: nft must die of SIGTERM
+        for i in range(3):
+            c["dup2"](fds[i], i)
+        c["execvp"](argv[0], vec)
+        c["_exit"](127)
+    for fd in fds:
+        c["close"](fd)
+    status = bytearray(4)
+    deadline = monotonic_ms() + timeout * 1000
+    rc = None
+    while child > 0:
+        if c["waitpid"](child, status, 1) == child:  # WNOHANG
+            w = struct.unpack("i", status)[0]
+            rc = (w >> 8) & 0xFF if w & 0x7F == 0 else 128 + (w & 0x7F)
+            break
+        if monotonic_ms() > deadline:
+            c["kill"](child, 9)
+            c["waitpid"](child, status, 0)
+            rc = 124
+            break
+        time.sleep_ms(2)
+    out = read_file(base + ".out") or b""
+    err = read_file(base + ".err") or b""
+    for ext in (".in", ".out", ".err"):
+        try:
+            os.remove(base + ext)
+        except OSError:
+            pass
+    if child < 0:
+        return 127, b"", b"fork failed"
+    return rc, out, (b"timeout" if rc == 124 else err)
+
+
+_C = {}  # libc functions for _run_ffi, looked up once
 
 
 # -- the process ------------------------------------------------------------
@@ -270,10 +334,12 @@ def poll_fd(obj):
 
 def install_signals(on_term, on_hup):
     """Route SIGTERM/SIGINT/SIGHUP into the main loop. Returns a readable
-    fd to put in poll (a byte arrives with each signal), or None where
-    signals cannot be caught; the handlers only set flags."""
+    fd to put in poll (a byte, or a signalfd record, arrives with each
+    signal), or None where signals cannot be caught (MicroPython without
+    ffi: SIGTERM then kills at once, so state must already be on disk and
+    reload comes through the API); the handlers only set flags."""
     if MICROPYTHON:
-        return None
+        return _signalfd(on_term, on_hup)
     import signal
     import socket
     r, w = socket.socketpair()
@@ -283,13 +349,44 @@ def install_signals(on_term, on_hup):
     signal.signal(signal.SIGTERM, lambda *a: on_term())
     signal.signal(signal.SIGINT, lambda *a: on_term())
     signal.signal(signal.SIGHUP, lambda *a: on_hup())
-    install_signals.keep = (r, w)
+    _SIG.append((r, w))
     return r
 
 
-def drain(sock):
+_SIG = []  # CPython: the wakeup socket pair; MicroPython: (fd, {signo: handler})
+
+
+def _signalfd(on_term, on_hup):
+    # block the three signals and read them from a signalfd in the poll loop
+    lib = _libc()
+    if lib is None:
+        return None
+    import struct
+    mask = bytearray(128)  # sigset_t; the kernel reads the first 8 bytes
+    for signo in (1, 2, 15):  # SIGHUP, SIGINT, SIGTERM
+        mask[(signo - 1) // 8] |= 1 << ((signo - 1) % 8)
+    if lib.func("i", "sigprocmask", "ipp")(0, mask, None) != 0:  # SIG_BLOCK
+        return None
+    fd = lib.func("i", "signalfd", "ipi")(-1, mask, 0o4000 | 0o2000000)  # NONBLOCK|CLOEXEC
+    if fd < 0:
+        return None
+    _SIG.append((fd, {1: on_hup, 2: on_term, 15: on_term}, lib.func("i", "read", "ipi"), struct))
+    return fd
+
+
+def drain(wake):
+    """Empty the wakeup fd; on MicroPython also call the handlers of the
+    signals read from the signalfd."""
+    if isinstance(wake, int):
+        fd, handlers, read, struct = _SIG[0]
+        info = bytearray(128)  # struct signalfd_siginfo
+        while read(fd, info, 128) == 128:
+            fn = handlers.get(struct.unpack_from("I", info, 0)[0])
+            if fn is not None:
+                fn()
+        return
     try:
-        while sock.recv(64):
+        while wake.recv(64):
             pass
     except OSError:
         pass
