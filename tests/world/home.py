@@ -323,7 +323,12 @@ class Home:
     _live_tags = set()       # tags of the homes this process has up
 
     def __init__(self, tag=None, firewall="nft", agent=False, config=None, traffic=True,
-                 devices=None, rates=None, keep_dir=None):
+                 devices=None, rates=None, keep_dir=None, interpreter="python"):
+        if interpreter not in ("python", "micropython"):
+            raise ValueError("interpreter must be python or micropython, not %r" % interpreter)
+        # the agent's interpreter: CPython, or MicroPython's Unix port (the
+        # PyPI build in tests: no ffi, so no signals: TERM kills it outright)
+        self.interpreter = interpreter
         if firewall not in ("nft", "iptables", "iptables-legacy"):
             raise ValueError("firewall must be nft, iptables or iptables-legacy, not %r" % firewall)
         # sl<pid>; up() adds a letter when this process already runs a home
@@ -798,6 +803,9 @@ class Home:
 
     @property
     def rpc_socket(self):
+        if self.interpreter == "micropython":
+            # no umask there: the socket must sit in run_dir, which it closes (0700)
+            return self.path("run/rpc.sock")
         return self.path("rpc.sock")
 
     def write_agent_config(self, **overrides):
@@ -836,10 +844,14 @@ class Home:
             os.unlink(self.rpc_socket)
         with open(self.agent_log, "ab") as log:
             log.write(b"--- start_agent %s\n" % time.strftime("%H:%M:%S").encode())
-        self.agent = self.popen("router", [sys.executable, "-u", "-m", "spin_lite", "agent",
-                                           "-c", self.agent_config],
-                                label="agent", log=self.agent_log,
-                                env={"PYTHONPATH": SRC, "PYTHONDONTWRITEBYTECODE": "1"})
+        if self.interpreter == "micropython":
+            argv = [shutil.which("micropython") or "micropython", "-X", "heapsize=32M",
+                    "-m", "spin_lite", "agent", "-c", self.agent_config]
+            env = {"MICROPYPATH": SRC}
+        else:
+            argv = [sys.executable, "-u", "-m", "spin_lite", "agent", "-c", self.agent_config]
+            env = {"PYTHONPATH": SRC, "PYTHONDONTWRITEBYTECODE": "1"}
+        self.agent = self.popen("router", argv, label="agent", log=self.agent_log, env=env)
         if wait:
             self.wait_for(self._agent_answers, timeout=15, what="the agent's RPC socket")
         return self.agent
