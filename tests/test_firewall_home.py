@@ -93,19 +93,24 @@ def error_status(home, method, args):
 @pytest.fixture(scope="module", params=["nft", "iptables-legacy"])
 def home(request):
     with Home(firewall=request.param, agent=True) as h:
-        h.backend = request.param
-        # (the home has br_netfilter off in the router, as OpenWrt has)
-        # the speaker streams a burst every second, so it is seen to go on
-        h.stop_traffic("speaker")
-        h.start_traffic("speaker", None, "--interval", "1")
-        h.popen("router", [sys.executable, "-c", LISTEN], label="router-listener")
-        thermo = h.devices["thermostat"]
-        h.wait_for(lambda: h.call("device", {"mac": thermo.mac}) and thermo.status().get("polls"),
-                   timeout=20, what="the thermostat polling and known to the agent")
-        h.timed = h.call("block", {"mac": thermo.mac, "minutes": 1, "note": "one minute"})["id"]
-        h.timed_at = time.monotonic()
-        assert not reaches(h, "thermostat", "203.0.113.30", 80), "the one-minute block does not hold"
-        yield h
+        yield furnish(h, request.param)
+
+
+def furnish(h, backend):
+    """The home as every story here expects it (test_firewall_micropython too)."""
+    h.backend = backend
+    # (the home has br_netfilter off in the router, as OpenWrt has)
+    # the speaker streams a burst every second, so it is seen to go on
+    h.stop_traffic("speaker")
+    h.start_traffic("speaker", None, "--interval", "1")
+    h.popen("router", [sys.executable, "-c", LISTEN], label="router-listener")
+    thermo = h.devices["thermostat"]
+    h.wait_for(lambda: h.call("device", {"mac": thermo.mac}) and thermo.status().get("polls"),
+               timeout=20, what="the thermostat polling and known to the agent")
+    h.timed = h.call("block", {"mac": thermo.mac, "minutes": 1, "note": "one minute"})["id"]
+    h.timed_at = time.monotonic()
+    assert not reaches(h, "thermostat", "203.0.113.30", 80), "the one-minute block does not hold"
+    return h
 
 
 def blocks_by_id(home):
