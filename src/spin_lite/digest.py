@@ -285,17 +285,19 @@ class Distinct:
     __slots__ = ("small", "regs")
 
     def __init__(self):
-        self.small = set()
+        self.small = None  # made on the first value: a silent device pays nothing
         self.regs = None
 
     def add_hash(self, h):
         h = mix(h & M32)
         if self.regs is None:
+            if self.small is None:
+                self.small = set()
             self.small.add(h)
             if len(self.small) <= EXACT:
                 return
             self.regs = bytearray(HLL_M)
-            hs, self.small = self.small, set()
+            hs, self.small = self.small, None
             for x in hs:
                 self._reg(x)
             return
@@ -314,7 +316,7 @@ class Distinct:
 
     def count(self):
         if self.regs is None:
-            return len(self.small)
+            return len(self.small) if self.small is not None else 0
         s = 0.0
         zeros = 0
         for r in self.regs:
@@ -328,7 +330,7 @@ class Distinct:
         return int(e + 0.5)
 
     def reset(self):
-        self.small = set()
+        self.small = None
         self.regs = None
 
 
