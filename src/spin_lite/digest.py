@@ -89,6 +89,7 @@ class Remotes:
         self.index = {}
         self.hand = 0
         self.full = 0
+        self.unused = 0  # slots nothing points at: no search when there are none
 
     def __len__(self):
         return len(self.index)
@@ -101,6 +102,7 @@ class Remotes:
                 i = len(self.names)
                 self.names.append(remote)
                 self.refs.append(0)
+                self.unused += 1
             else:
                 i = self._free()
                 if i < 0:
@@ -111,10 +113,14 @@ class Remotes:
                     del self.index[old]
                 self.names[i] = remote
             self.index[remote] = i
+        if self.refs[i] == 0:
+            self.unused -= 1
         self.refs[i] += 1
         return i + 1
 
     def _free(self):
+        if self.unused <= 0:
+            return -1
         n = len(self.names)
         for k in range(n):
             i = (self.hand + k) % n
@@ -126,6 +132,8 @@ class Remotes:
     def drop(self, ref):
         if ref:
             self.refs[ref - 1] -= 1
+            if self.refs[ref - 1] == 0:
+                self.unused += 1
 
     def name(self, ref):
         return self.names[ref - 1] if ref else None

@@ -183,6 +183,7 @@ def test_the_shared_remote_table_never_names_the_wrong_remote():
         for k, dev in enumerate((CAMERA, BULB)):
             d.add(dev, "198.51.%d.%d" % (k, minute), 80, 100 * minute, 0, 1, 0, False, False)
         d.tick(minute * 60000)
+        assert d.table.unused == len([r for r in d.table.refs if r == 0])
         for k, dev in enumerate((CAMERA, BULB)):
             for n in range(d.open_n - 4, d.open_n):
                 top = d.closed(dev, n)["top"]
@@ -193,7 +194,7 @@ def test_the_shared_remote_table_never_names_the_wrong_remote():
     assert d.table.full > 0  # some top entries had to be left out, and are counted
     d.forget(CAMERA)
     d.forget(BULB)
-    assert sum(d.table.refs) == 0
+    assert sum(d.table.refs) == 0 and d.table.unused == len(d.table.names)
 
 
 def test_counters_widen_when_a_bucket_needs_it():
