@@ -44,10 +44,16 @@ def breakdown(a):
     flows = sys.getsizeof(a.scanner.prev) + sum(sys.getsizeof(k) for k in a.scanner.prev)
     digests = 0
     for d in a.digests.devices.values():
-        digests += sys.getsizeof(d.open) + size(d.remotes) + size(d.ports) + size(d.per_remote)
+        digests += sys.getsizeof(d.open) + size(d.per_remote)
+        for sketch in (d.remotes, d.ports):
+            digests += size(sketch.small) if sketch.small is not None else 0
+            digests += sys.getsizeof(sketch.regs) if sketch.regs is not None else 0
         for r in (d.fine, d.coarse):
-            digests += sys.getsizeof(r.counts) + sys.getsizeof(r.octets)
-            digests += sys.getsizeof(r.top_bytes) + sys.getsizeof(r.tops)
+            if hasattr(r, "counts"):  # not NO_RING: the device moved traffic
+                digests += sys.getsizeof(r.counts) + sys.getsizeof(r.octets)
+                digests += sys.getsizeof(r.top_bytes) + sys.getsizeof(r.tops)
+    table = a.digests.table
+    digests += size(table.names) + size(table.index) + sys.getsizeof(table.refs)
     return {"flow table": flows // 1024, "address cache": size(a.scanner.lan.cache) // 1024,
             "digests": digests // 1024}
 

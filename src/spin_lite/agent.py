@@ -276,6 +276,9 @@ class Agent:
             "lan": self.lan_nets,
             "router_ips": sorted(self.router_ips),
             "bucket_seconds": self.digests.bucket_ms // 1000,
+            "digest_remotes_folded": self.digests.folded,
+            "digest_remote_table": len(self.digests.table),
+            "digest_top_dropped": self.digests.table.full,
             "rss_kb": plat.rss_kb(),
             "errors": dict(self.errors),
             "warnings": self.warnings[-20:],
@@ -384,7 +387,8 @@ class Agent:
         cfg, warnings = config.load(self.config_path)
         for w in warnings:
             plat.warn(w)
-        kept = ("bucket_seconds", "fine_buckets", "coarse_buckets", "coarse_factor", "top_remotes")
+        kept = ("bucket_seconds", "fine_buckets", "coarse_buckets", "coarse_factor", "top_remotes",
+                "digest_remotes", "digest_remote_table")
         for k in kept:
             if cfg[k] != self.cfg[k]:
                 plat.warn("%s changed: takes effect after a restart (history is kept)" % k)

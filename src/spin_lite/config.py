@@ -17,6 +17,8 @@ OPTIONS = {
     "coarse_factor": ("int", 30, "fine buckets folded into one coarse bucket"),
     "coarse_buckets": ("int", 48, "coarse buckets kept"),
     "top_remotes": ("int", 3, "top remotes by bytes kept per bucket"),
+    "digest_remotes": ("int", 64, "remotes kept with their bytes in a device's open bucket; the rest count under others"),
+    "digest_remote_table": ("int", 4096, "remote addresses the top lists of all rings can name (at most 65535)"),
     "max_devices": ("int", 512, "devices kept; the longest unseen is dropped"),
     "max_flows": ("int", 65536, "flows tracked between scans"),
     "lan_ifname": ("str", "br-lan", "LAN interface: its prefixes decide who is a device"),
@@ -36,6 +38,7 @@ OPTIONS = {
     "iptables_cmd": ("str", "", "iptables binary; empty: iptables-legacy when present (firewall3), else iptables"),
     "dns_snoop": ("bool", True, "read DNS answers on lan_ifname to name endpoints"),
     "max_endpoints": ("int", 4096, "remote addresses whose DNS names are kept; least recently used dropped"),
+    "endpoints_bytes": ("int", 1048576, "estimated bytes the endpoint names may take; least recently used dropped"),
     "names_per_endpoint": ("int", 4, "DNS names kept per remote address"),
     "dns_ttl_min": ("int", 300, "seconds a DNS name is kept at least, whatever its TTL"),
     "dns_ttl_max": ("int", 86400, "seconds a DNS name is kept at most, whatever its TTL"),
@@ -162,7 +165,8 @@ def load(path):
             except ConfigError as e:
                 warnings.append("%s.%s: %s; using %r" % (label, key, e, spec[1]))
     for key in ("scan_interval", "bucket_seconds", "fine_buckets", "coarse_factor",
-                "coarse_buckets", "top_remotes", "max_devices"):
+                "coarse_buckets", "top_remotes", "max_devices", "digest_remotes",
+                "digest_remote_table", "endpoints_bytes"):
         if cfg[key] < 1:
             warnings.append("spin.%s: must be at least 1; using %r" % (key, OPTIONS[key][1]))
             cfg[key] = OPTIONS[key][1]

@@ -8,8 +8,9 @@ wall-clock minutes: n = (monotonic_ms + align) // bucket_ms. A router boots
 without a clock and jumps when NTP arrives; such a jump only changes the
 wall-clock *label* of buckets (see Clock), never which buckets exist.
 
-Each device has one open bucket (counters, the set of remotes and remote
-ports it talked to, bytes per remote) and two rings of closed buckets: the
+Each device has one open bucket (counters, distinct counts of the remotes
+and remote ports it talked to, bytes of at most `digest_remotes` remotes)
+and, from the first bucket in which it moved traffic, two rings: the
 fine ring (the last `fine_buckets` buckets) and the coarse ring (each slot
 folds `coarse_factor` fine buckets; distinct counts take the maximum, since
 sets cannot be summed). Rings are flat arrays indexed by bucket number
@@ -22,6 +23,7 @@ out, packets in, new connections, unreplied attempts, distinct remotes,
 distinct remote ports; plus the top remotes by bytes.
 """
 
+import math
 from array import array
 
 COUNTERS = ("bytes_out", "bytes_in", "packets_out", "packets_in",
@@ -53,32 +55,113 @@ class Clock:
         return (n * self.bucket_ms + self.drift) // 1000
 
 
-WIDE = 2  # bytes out/in: 64-bit; the other counters fit in 32 bits
+WIDE = 2  # bytes out/in
 SMALL = NC - WIDE
 SMALL_MAX = 0xFFFFFFFF  # a coarse slot stops there (4e9 packets an hour)
+LIMITS = {"H": 0xFFFF, "I": 0xFFFFFFFF, "Q": 0xFFFFFFFFFFFFFFFF}
+WIDER = {"H": "I", "I": "Q"}
+
+
+def widened(arr, code, v):
+    """(arr, code), or a copy in a wider type code when v does not fit:
+    counters start small (a quiet device's minute fits in 16 or 32 bits)
+    and widen only in the rings that need it. (MicroPython's arrays have
+    no .typecode: the code is kept beside the array.)"""
+    if v <= LIMITS[code]:
+        return arr, code
+    while v > LIMITS[code]:
+        code = WIDER[code]
+    return array(code, list(arr)), code
+
+
+class Remotes:
+    """One table of remote addresses shared by every ring: a ring's top
+    list holds slot numbers + 1 ('H', 0 for none), not strings. Each slot
+    counts the ring entries that point at it; only a slot nothing points
+    at is reused (the clock hand looks for one), so a ring never names the
+    wrong remote. At most `size` slots (<= 65535); when every one is in
+    use a remote is left out of that top list and counted in `full`."""
+
+    def __init__(self, size):
+        self.size = max(1, min(size, 0xFFFF))
+        self.names = []
+        self.refs = array("I", [])
+        self.index = {}
+        self.hand = 0
+        self.full = 0
+        self.unused = 0  # slots nothing points at: no search when there are none
+
+    def __len__(self):
+        return len(self.index)
+
+    def take(self, remote):
+        """The slot + 1 of remote, its count raised; 0 when the table is full."""
+        i = self.index.get(remote)
+        if i is None:
+            if len(self.names) < self.size:
+                i = len(self.names)
+                self.names.append(remote)
+                self.refs.append(0)
+                self.unused += 1
+            else:
+                i = self._free()
+                if i < 0:
+                    self.full += 1
+                    return 0
+                old = self.names[i]
+                if old is not None:
+                    del self.index[old]
+                self.names[i] = remote
+            self.index[remote] = i
+        if self.refs[i] == 0:
+            self.unused -= 1
+        self.refs[i] += 1
+        return i + 1
+
+    def _free(self):
+        if self.unused <= 0:
+            return -1
+        n = len(self.names)
+        for k in range(n):
+            i = (self.hand + k) % n
+            if self.refs[i] == 0:
+                self.hand = (i + 1) % n
+                return i
+        return -1
+
+    def drop(self, ref):
+        if ref:
+            self.refs[ref - 1] -= 1
+            if self.refs[ref - 1] == 0:
+                self.unused += 1
+
+    def name(self, ref):
+        return self.names[ref - 1] if ref else None
 
 
 class Ring:
     """`slots` buckets of NC counters and `top` remotes each. The byte
-    counters are kept in `octets` ('Q'), the others in `counts` ('I'):
-    8 bytes less per counter and slot than all in 'Q'."""
-    __slots__ = ("slots", "top", "octets", "counts", "tops", "top_bytes", "newest")
+    counters are kept in `octets`, the others in `counts`, the top remotes
+    as references into the shared Remotes table (`tops`, 'H') with their
+    bytes in `top_bytes`. Counters start at 16 or 32 bits and widen (see
+    widened) when a value needs it; `counts` stop at SMALL_MAX."""
+    __slots__ = ("slots", "top", "octets", "counts", "tops", "top_bytes", "newest", "table",
+                 "oc", "cc", "bc")
 
-    def __init__(self, slots, top):
+    def __init__(self, slots, top, table=None):
         self.slots = slots
         self.top = top
-        self.octets = array("Q", [0] * (slots * WIDE))
-        self.counts = array("I", [0] * (slots * SMALL))
-        self.tops = [None] * (slots * top)
-        self.top_bytes = array("Q", [0] * (slots * top))
+        self.table = table if table is not None else Remotes(0xFFFF)
+        self.octets = array("I", [0] * (slots * WIDE))
+        self.counts = array("H", [0] * (slots * SMALL))
+        self.tops = array("H", [0] * (slots * top))
+        self.top_bytes = array("I", [0] * (slots * top))
+        self.oc, self.cc, self.bc = "I", "H", "I"  # their type codes
         self.newest = -1
 
     def clear_slot(self, n):
         self.put_row(n, ZERO_ROW)
-        base = (n % self.slots) * self.top
-        for i in range(self.top):
-            self.tops[base + i] = None
-            self.top_bytes[base + i] = 0
+        self.put_top(n, ())
 
     def advance(self, n):
         """Make bucket n the newest, zeroing slots skipped on the way."""
@@ -100,11 +183,14 @@ class Ring:
 
     def put_row(self, n, row):
         w = (n % self.slots) * WIDE
+        self.octets, self.oc = widened(self.octets, self.oc, max(row[0], row[1]))
         self.octets[w] = row[0]
         self.octets[w + 1] = row[1]
         base = (n % self.slots) * SMALL
+        small = [min(row[WIDE + i], SMALL_MAX) for i in range(SMALL)]
+        self.counts, self.cc = widened(self.counts, self.cc, max(small))
         for i in range(SMALL):
-            self.counts[base + i] = min(row[WIDE + i], SMALL_MAX)
+            self.counts[base + i] = small[i]
 
     def fold_row(self, n, row):
         """Add a fine bucket's counters to coarse bucket n (distinct counts:
@@ -122,21 +208,49 @@ class Ring:
         base = (n % self.slots) * self.top
         out = []
         for i in range(self.top):
-            r = self.tops[base + i]
-            if r is not None:
-                out.append([r, self.top_bytes[base + i]])
+            ref = self.tops[base + i]
+            if ref:
+                out.append([self.table.name(ref), self.top_bytes[base + i]])
         return out
 
     def put_top(self, n, pairs):
         """pairs: [(bytes, remote)] best first, at most `top`."""
         base = (n % self.slots) * self.top
+        table = self.table
+        refs = [table.take(pairs[i][1]) if i < len(pairs) else 0 for i in range(self.top)]
         for i in range(self.top):
-            if i < len(pairs):
-                self.top_bytes[base + i] = pairs[i][0]
-                self.tops[base + i] = pairs[i][1]
-            else:
-                self.top_bytes[base + i] = 0
-                self.tops[base + i] = None
+            table.drop(self.tops[base + i])
+            b = pairs[i][0] if refs[i] else 0
+            self.top_bytes, self.bc = widened(self.top_bytes, self.bc, b)
+            self.top_bytes[base + i] = b
+            self.tops[base + i] = refs[i]
+
+    def release(self):
+        """Give back every reference into the shared table (the device goes)."""
+        for i in range(len(self.tops)):
+            self.table.drop(self.tops[i])
+            self.tops[i] = 0
+
+
+class NoRing:
+    """What a device has before it first moves traffic: holds nothing."""
+    slots = 1
+    newest = -1
+
+    def holds(self, n):
+        return False
+
+    def top_list(self, n):
+        return []
+
+    def row(self, n):
+        return list(ZERO_ROW)
+
+    def release(self):
+        pass
+
+
+NO_RING = NoRing()
 
 
 def best(per_remote, n, hidden=None):
@@ -147,22 +261,111 @@ def best(per_remote, n, hidden=None):
     return pairs[:n]
 
 
-class Device:
-    """One device's open bucket and its rings."""
-    __slots__ = ("open", "remotes", "ports", "per_remote", "fine", "coarse")
+try:
+    from binascii import crc32
+except ImportError:  # a port without binascii: FNV-1a, slower, as good here
+    def crc32(data):
+        h = 0x811C9DC5
+        for c in data:
+            h = ((h ^ c) * 0x01000193) & 0xFFFFFFFF
+        return h
 
-    def __init__(self, fine_slots, coarse_slots, top):
+M32 = 0xFFFFFFFF
+EXACT = 32  # distinct values counted exactly up to this many
+HLL_BITS = 8
+HLL_M = 1 << HLL_BITS  # 256 one-byte registers: ~6.5 % standard error
+
+
+def mix(h):
+    """murmur3's finaliser: crc32 of similar addresses differ in few bits."""
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & M32
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & M32
+    h ^= h >> 16
+    return h
+
+
+class Distinct:
+    """How many distinct values: exact (a set of hashes) up to EXACT, then
+    a HyperLogLog of HLL_M one-byte registers. Memory is bounded whatever
+    the traffic; `reset` gives the registers back at each bucket."""
+    __slots__ = ("small", "regs")
+
+    def __init__(self):
+        self.small = None  # made on the first value: a silent device pays nothing
+        self.regs = None
+
+    def add_hash(self, h):
+        h = mix(h & M32)
+        if self.regs is None:
+            if self.small is None:
+                self.small = set()
+            self.small.add(h)
+            if len(self.small) <= EXACT:
+                return
+            self.regs = bytearray(HLL_M)
+            hs, self.small = self.small, None
+            for x in hs:
+                self._reg(x)
+            return
+        self._reg(h)
+
+    def _reg(self, h):
+        j = h & (HLL_M - 1)
+        w = h >> HLL_BITS
+        rank = 1
+        top = 1 << (31 - HLL_BITS)
+        while rank <= 32 - HLL_BITS and not (w & top):
+            rank += 1
+            w <<= 1
+        if rank > self.regs[j]:
+            self.regs[j] = rank
+
+    def count(self):
+        if self.regs is None:
+            return len(self.small) if self.small is not None else 0
+        s = 0.0
+        zeros = 0
+        for r in self.regs:
+            s += 2.0 ** -r
+            if r == 0:
+                zeros += 1
+        m = HLL_M
+        e = 0.7213 / (1 + 1.079 / m) * m * m / s
+        if e <= 2.5 * m and zeros:
+            e = m * math.log(m / zeros)
+        return int(e + 0.5)
+
+    def reset(self):
+        self.small = None
+        self.regs = None
+
+
+class Device:
+    """One device's open bucket and its rings. The open bucket keeps at most
+    `keep` remotes with their bytes (`per_remote`); once full, a new remote
+    with more bytes than the smallest takes its place (the smallest's bytes
+    go to `others`), one with fewer goes to `others` directly. The totals
+    in `open` are always exact. Rings are NO_RING until the device first
+    closes a bucket with traffic."""
+    __slots__ = ("open", "remotes", "ports", "per_remote", "others", "floor",
+                 "fine", "coarse")
+
+    def __init__(self, fine_slots=0, coarse_slots=0, top=0):
         self.open = array("Q", [0] * NC)
-        self.remotes = set()
-        self.ports = set()
+        self.remotes = Distinct()
+        self.ports = Distinct()
         self.per_remote = {}
-        self.fine = Ring(fine_slots, top)
-        self.coarse = Ring(coarse_slots, top)
+        self.others = 0  # bytes of remotes not kept in per_remote
+        self.floor = 0  # no kept remote has fewer bytes than this
+        self.fine = NO_RING
+        self.coarse = NO_RING
 
     def current(self):
         row = [self.open[i] for i in range(NC)]
-        row[6] = len(self.remotes)
-        row[7] = len(self.ports)
+        row[6] = self.remotes.count()
+        row[7] = self.ports.count()
         return row
 
 
@@ -175,25 +378,34 @@ class Digests:
         self.coarse_slots = cfg["coarse_buckets"]
         self.factor = cfg["coarse_factor"]
         self.top = cfg["top_remotes"]
+        # remotes kept with their bytes in an open bucket, per device
+        self.keep = max(self.top, cfg.get("digest_remotes", 64))
         self.clock = Clock(self.bucket_ms, mono_ms, wall_s)
         self.open_n = self.clock.bucket(mono_ms)
         self.first_n = self.open_n
         self.devices = {}
-        self.remote_names = {}  # shares one string object per remote
+        self.table = Remotes(cfg.get("digest_remote_table", 4096))
+        self.folded = 0  # remotes whose bytes went to `others` (not kept by name)
         self.hidden = None  # remote -> True to leave it out of top lists (names.Names)
         self.on_close = None  # fn(key, n, per_remote) as a bucket closes (names.Names)
 
     def device(self, key):
         d = self.devices.get(key)
         if d is None:
-            d = Device(self.fine_slots, self.coarse_slots, self.top)
-            d.fine.newest = self.open_n - 1
-            d.coarse.newest = (self.open_n - 1) // self.factor
-            self.devices[key] = d
+            d = self.devices[key] = Device()
         return d
 
+    def _rings(self, d):
+        d.fine = Ring(self.fine_slots, self.top, self.table)
+        d.fine.newest = self.open_n - 1
+        d.coarse = Ring(self.coarse_slots, self.top, self.table)
+        d.coarse.newest = (self.open_n - 1) // self.factor
+
     def forget(self, key):
-        self.devices.pop(key, None)
+        d = self.devices.pop(key, None)
+        if d is not None:
+            d.fine.release()
+            d.coarse.release()
 
     def add(self, key, remote, port, bo, bi, po, pi, new, unreplied):
         """Account one flow's movement since the last scan to device `key`."""
@@ -210,16 +422,38 @@ class Digests:
             if unreplied:
                 o[5] += 1
         if bo or bi or new:
-            r = self.remote_names.get(remote)
-            if r is None:
-                if len(self.remote_names) > 65536:
-                    self.remote_names = {}
-                self.remote_names[remote] = r = remote
-            d.remotes.add(r)
+            pr = d.per_remote
+            b = bo + bi
+            had = pr.get(remote)
+            if had is None:
+                d.remotes.add_hash(crc32(remote.encode()))
             if port:
-                d.ports.add(port)
-            if bo or bi:
-                d.per_remote[r] = d.per_remote.get(r, 0) + bo + bi
+                d.ports.add_hash(port * 0x9E3779B1)
+            if not b:
+                return
+            if had is not None:
+                pr[remote] = had + b
+            elif len(pr) < self.keep:
+                pr[remote] = b
+            elif b <= d.floor:
+                d.others += b
+                self.folded += 1
+            else:
+                # space-saving: the smallest kept remote makes room
+                low = None
+                lb = 0
+                for r, rb in pr.items():
+                    if low is None or rb < lb:
+                        low, lb = r, rb
+                if b <= lb:
+                    d.floor = lb
+                    d.others += b
+                else:
+                    del pr[low]
+                    d.others += lb
+                    pr[remote] = b
+                    d.floor = lb
+                self.folded += 1
 
     def tick(self, mono_ms, wall_s=None):
         """Close every bucket that ended before mono_ms. Returns the closed
@@ -242,6 +476,10 @@ class Digests:
         m = n // self.factor
         for key, d in self.devices.items():
             row = d.current()
+            if d.fine is NO_RING:
+                if not any(row):
+                    continue  # seen but silent: no rings, nothing to clear
+                self._rings(d)
             top = best(d.per_remote, self.top, self.hidden)
             if self.on_close is not None:
                 self.on_close(key, n, d.per_remote)
@@ -261,9 +499,11 @@ class Digests:
                 c.put_top(m, best(merged, self.top))
             for i in range(NC):
                 d.open[i] = 0
-            d.remotes = set()
-            d.ports = set()
+            d.remotes.reset()
+            d.ports.reset()
             d.per_remote = {}
+            d.others = 0
+            d.floor = 0
 
     # -- reading -----------------------------------------------------------
 

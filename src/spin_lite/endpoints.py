@@ -3,11 +3,15 @@
 SPIN kept an IP -> {domain -> expiry} map that nothing ever cleaned, so it
 grew with every name a home resolved (research/spin.md §2.6). Here:
 
-* at most `size` addresses are kept; when a new one would pass that, the
+* at most `size` addresses and about `budget` bytes are kept (the bytes
+  are an estimate: ENTRY_COST + the address's length for each address,
+  NAME_COST + the name's length for each name; long names fill it before
+  `size` does); when a new one would pass either, the
   expired ones go first, then the least recently used (learned or looked
   up), a sixteenth of the table at a time so a flood of unique names costs
   one sort per size/16 inserts instead of one per insert; every address
-  dropped early is counted (`dropped`) for `status`;
+  dropped early is counted (`dropped`, and `dropped_bytes` for those the
+  byte budget pushed out) for `status`;
 * at most `per_ip` names per address (a CDN address is asked for under
   many names); the newest name comes first, the one learned longest ago
   goes when a new one arrives;
@@ -27,15 +31,29 @@ starts again with the process, the wall clock does not.
 """
 
 
+ENTRY_COST = 96  # a dict slot, the list, its use counter (CPython 3.11, measured ~180 B an address)
+NAME_COST = 64  # a str header and an expiry int in the list
+
+
+def cost(ip, entry):
+    n = ENTRY_COST + len(ip)
+    for i in range(1, len(entry), 2):
+        n += NAME_COST + len(entry[i])
+    return n
+
+
 class Endpoints:
-    def __init__(self, size=4096, per_ip=4, ttl_min=300, ttl_max=86400):
+    def __init__(self, size=4096, per_ip=4, ttl_min=300, ttl_max=86400, budget=1048576):
         self.size = max(1, size)
+        self.budget = max(1, budget)
+        self.bytes = 0  # estimated bytes held (see cost)
         self.per_ip = max(1, per_ip)
         self.ttl_min = ttl_min
         self.ttl_max = max(ttl_min, ttl_max)
         self.table = {}  # ip -> [used, name, expires, name, expires, ...]
         self.clock = 0  # use counter: the order of learns and lookups
         self.dropped = 0  # addresses dropped before their names expired
+        self.dropped_bytes = 0  # of those, dropped because of the byte budget
         self.expired = 0  # addresses whose names all ran out
         self.learned = 0  # names learned: the owner saves when this moved
 
@@ -53,10 +71,12 @@ class Endpoints:
         self.learned += 1
         entry = self.table.get(ip)
         if entry is None:
-            self.table[ip] = [self.clock, name, expires]
-            if len(self.table) > self.size:
+            entry = self.table[ip] = [self.clock, name, expires]
+            self.bytes += cost(ip, entry)
+            if len(self.table) > self.size or self.bytes > self.budget:
                 self._shrink(now)
             return
+        self.bytes -= cost(ip, entry)
         entry[0] = self.clock
         names = entry[1:]
         for i in range(0, len(names), 2):
@@ -67,6 +87,9 @@ class Endpoints:
             if len(names) >= 2 * self.per_ip:
                 del names[-2:]
         entry[1:] = [name, expires] + names
+        self.bytes += cost(ip, entry)
+        if self.bytes > self.budget:
+            self._shrink(now)
 
     def names_for(self, ip, now):
         """The unexpired names of `ip`, newest first; [] when none. Counts as
@@ -79,6 +102,7 @@ class Endpoints:
             if entry[i + 1] > now:
                 out.append(entry[i])
         if not out:
+            self.bytes -= cost(ip, entry)
             del self.table[ip]
             self.expired += 1
             return out
@@ -105,25 +129,32 @@ class Endpoints:
             if not keep:
                 gone.append(ip)
             else:
+                self.bytes -= cost(ip, entry)
                 entry[1:] = keep
+                self.bytes += cost(ip, entry)
         for ip in gone:
+            self.bytes -= cost(ip, self.table[ip])
             del self.table[ip]
         self.expired += len(gone)
         return len(gone)
 
     def _shrink(self, now):
         self.expire(now)
-        over = len(self.table) - self.size
-        if over <= 0:
+        if len(self.table) <= self.size and self.bytes <= self.budget:
             return
-        # drop the least recently used, down to 15/16 of the size
-        count = over + self.size // 16
-        uses = sorted(entry[0] for entry in self.table.values())
-        limit = uses[min(count, len(uses)) - 1]
-        gone = [ip for ip, entry in self.table.items() if entry[0] <= limit]
-        for ip in gone:
+        # drop the least recently used, down to 15/16 of the size and budget
+        keep_n = self.size - self.size // 16
+        keep_b = self.budget - self.budget // 16
+        order = sorted(self.table.items(), key=lambda kv: kv[1][0])
+        for ip, entry in order:
+            over_n = len(self.table) > keep_n
+            if not over_n and self.bytes <= keep_b:
+                break
+            self.bytes -= cost(ip, entry)
             del self.table[ip]
-        self.dropped += len(gone)
+            self.dropped += 1
+            if not over_n:
+                self.dropped_bytes += 1
 
     def rows(self, now, wall):
         """The live table as [[ip, [names], expires], ...], expires in wall
@@ -157,15 +188,20 @@ class Endpoints:
             if entry is None:
                 self.clock += 1
                 entry = self.table[ip] = [self.clock]
+            else:
+                self.bytes -= cost(ip, entry)
             have = [entry[i] for i in range(1, len(entry), 2)]
             for name in names:
                 if len(have) < self.per_ip and name not in have:
                     entry += [name, expires]
                     have.append(name)
-        if len(self.table) > self.size:
+            self.bytes += cost(ip, entry)
+        if len(self.table) > self.size or self.bytes > self.budget:
             self._shrink(now)
         return len(self.table)
 
     def status(self):
         return {"endpoints": len(self.table), "endpoints_max": self.size,
-                "endpoints_dropped": self.dropped, "endpoints_expired": self.expired}
+                "endpoints_bytes": self.bytes, "endpoints_bytes_max": self.budget,
+                "endpoints_dropped": self.dropped, "endpoints_dropped_bytes": self.dropped_bytes,
+                "endpoints_expired": self.expired}

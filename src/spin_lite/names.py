@@ -45,7 +45,8 @@ class Names:
     def __init__(self, cfg):
         self.cfg = cfg
         self.endpoints = endpoints.Endpoints(cfg["max_endpoints"], cfg["names_per_endpoint"],
-                                             cfg["dns_ttl_min"], cfg["dns_ttl_max"])
+                                             cfg["dns_ttl_min"], cfg["dns_ttl_max"],
+                                             cfg.get("endpoints_bytes", 1048576))
         self.snoop = DnsSnoop(self.endpoints)
         state = cfg.get("state_dir") or "/etc/spin"
         self.names_path = state + "/names.json"
@@ -159,6 +160,7 @@ class Names:
         self.cfg = agent.cfg
         e = self.endpoints
         e.size, e.per_ip = max(1, agent.cfg["max_endpoints"]), max(1, agent.cfg["names_per_endpoint"])
+        e.budget = max(1, agent.cfg.get("endpoints_bytes", 1048576))
         e.ttl_min, e.ttl_max = agent.cfg["dns_ttl_min"], max(agent.cfg["dns_ttl_min"], agent.cfg["dns_ttl_max"])
         self.snoop.reload(agent)
 

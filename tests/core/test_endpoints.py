@@ -121,3 +121,34 @@ def test_a_restore_keeps_the_size_the_ttl_cap_and_the_newest():
     # rows whose time is up by the new wall clock stay out
     late = Endpoints(size=64, ttl_min=0)
     assert late.restore(rows, now=0, wall=1000 + 601) == 0 and len(late) == 0
+
+
+def test_long_names_fill_the_byte_budget_before_the_entry_cap():
+    budget = 20000
+    eps = Endpoints(size=4096, per_ip=4, ttl_min=600, budget=budget)
+    long = "x" * 200 + ".example"
+    for i in range(1000):
+        ip = "198.51.%d.%d" % (i // 250, i % 250)
+        for k in range(4):
+            eps.learn(ip, "%d.%s" % (k, long), 600, now=i)
+        assert eps.bytes <= budget
+    st = eps.status()
+    assert st["endpoints"] < 100 and st["endpoints_bytes"] <= budget
+    assert st["endpoints_dropped_bytes"] > 0 and st["endpoints_dropped"] >= st["endpoints_dropped_bytes"]
+    # the newest address is kept, the first ones went
+    assert eps.names_for("198.51.3.249", now=1000)[0].startswith("3.")
+    assert eps.names_for("198.51.0.0", now=1000) == []
+
+
+def test_the_byte_estimate_follows_every_change():
+    from spin_lite.endpoints import cost
+    eps = Endpoints(size=8, per_ip=2, ttl_min=10, ttl_max=100)
+    for i in range(20):
+        eps.learn("203.0.113.%d" % (i % 11), "n%d.example" % i, 10 + i, now=i)
+    eps.expire(25)
+    eps.names_for("203.0.113.3", now=40)
+    assert eps.bytes == sum(cost(ip, e) for ip, e in eps.table.items())
+    rows = eps.rows(40, 1000)
+    again = Endpoints(size=8, per_ip=2, ttl_min=10, ttl_max=100)
+    again.restore(rows, 40, 1000)
+    assert again.bytes == sum(cost(ip, e) for ip, e in again.table.items())
