@@ -386,10 +386,9 @@ class Scanner:
                     if line.strip():
                         malformed += 1
                     continue
-                sp = line.find(b" ", a)
-                b = line.find(b" packets=", sp)
+                b = line.find(b" packets=", a)
                 if b < 0:
-                    b = _plain_end(line, sp)
+                    b = _plain_end(line, line.find(b" ", a))
                     if b < 0:
                         b = len(line)
                 key = line[9:16] + line[a:b]
@@ -425,7 +424,7 @@ class Scanner:
                         if not FLAGS[s] & COUNTED:
                             uncounted += 1
                         continue
-                r = self._changed(line, a, sp, s, i, h, h2 if h2 is not None else kc(key),
+                r = self._changed(line, a, s, i, h, h2 if h2 is not None else kc(key),
                                   chk, mk, live, sink)
                 if r == 1:
                     seen += 1
@@ -454,14 +453,14 @@ class Scanner:
         self.dropped_total += dropped
         return live, hits
 
-    def _changed(self, line, a, sp, s, i, h, h2, chk, mk, live, sink):
+    def _changed(self, line, a, s, i, h, h2, chk, mk, live, sink):
         """A line not met unchanged: new, moved, or changed elsewhere than
         in its counters. s: its slot (-1: none; i is then the free index
         cell its probe ended at). -> 0 malformed, 1 kept, 2 kept without
         counters, 3 skipped, 4 not kept (the table is full), 5 the same
         without counters."""
         lan_kind = self.lan.kind
-        kind, dev = lan_kind(line[a:sp])
+        kind, dev = lan_kind(line[a:line.find(b" ", a)])
         if kind == BAD:
             return 0
         e = split_entry(line.split())
