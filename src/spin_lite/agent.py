@@ -172,7 +172,7 @@ class Agent:
         self.lan_nets = nets
         lan = conntrack.Lan(nets, self.router_ips)
         if self.scanner is None:
-            self.scanner = conntrack.Scanner(lan)
+            self.scanner = conntrack.Scanner(lan, self.cfg["max_flows"])
         else:
             self.scanner.lan = lan
 
@@ -264,6 +264,9 @@ class Agent:
             "last_scan_ms": self.scan_ms,
             "flows": s.seen if s else 0,
             "flows_skipped": s.skipped if s else 0,
+            # flows seen in the last scan that the full flow table could not
+            # keep (max_flows): counted as new connections, without bytes
+            "flows_dropped": s.dropped if s else 0,
             # flows that began before accounting was on carry no byte
             # counters until they end (the kernel adds them at creation)
             "flows_without_counters": s.uncounted if s else 0,

@@ -21,11 +21,18 @@ reply counters). Flows the router itself started, and flows that never
 touch a device, are left out and counted.
 
 `parse` turns a snapshot into Flow records (the `flows` API and the tests);
-`Scanner` is the hot path of every scan: it keeps one bytes value per live
-flow between scans (its text from the original tuple on), so an idle flow
-costs a slice and a dict lookup, and only a line that changed is split and
-converted to numbers.
+`Scanner` is the hot path of every scan: between scans it keeps a fixed
+flow table in preallocated arrays (about 48 B a slot on both interpreters,
+sized by max_flows), found by an integer hash of each line's protocol and
+original tuple, checked by a second independent one; a slot holds a crc32
+of the rest of the line, so an idle flow costs two slices, two checksums
+and a probe, no text is kept, and only a line that changed is split and
+converted to numbers (DESIGN.md §4 "Memory shapes").
 """
+
+import binascii
+import struct
+from array import array
 
 from . import addr
 
@@ -257,241 +264,344 @@ def parse(text, lan):
     return flows, bad
 
 
+COUNTED = 1  # a slot's flags: the line had counters (nf_conntrack_acct)
+UNREPLIED = 2  # ... and [UNREPLIED]
+
+def key_check(key):
+    """The second, independent checksum of a flow's key: the interpreter's
+    own hash of it (CPython's is keyed per process, so no remote host can
+    choose ports that collide in both; MicroPython's is shorter but still
+    unrelated to crc32). crc32 with another seed would not do: two keys of
+    one length that collide under one seed collide under every seed."""
+    return hash(key) & 0xFFFFFFFF
+
+
 class Scanner:
     """Turns successive snapshots into per-scan deltas.
 
-    Between scans it keeps one bytes value per live flow: its line from the
-    original tuple on (counters, reply tuple, flags), as the key of `prev`;
-    the value says whose flow it is (a tuple shared by every flow of one
-    device and protocol). A device's flow whose text did not change since
-    the last scan -- most of a big table, most of the time -- costs a find,
-    a slice and a dict lookup: no split, no address lookup, no numbers.
+    Between scans it keeps a fixed-size flow table: max_flows slots in
+    preallocated arrays, found through an open-addressed index (linear
+    probing, twice as many cells as slots, `idx` holds slot + 1). A flow's
+    key is its protocol column and original tuple; a slot holds the key's
+    crc32 (`key_hash`, injectable for tests) and a second, independent
+    checksum of it (`key_check`): a slot is the flow's only when both
+    match, so two flows whose hashes collide probe on to separate slots and
+    never share counters. A slot also holds the crc32 of the rest of the
+    line (counters, reply tuple, flags: without the delta-time clock), the
+    owner (an index into `devs`, the device IPs met), the original and
+    reply counters, flags and the mark of the scan that last met it.
 
-    The other lines wait until the snapshot has been read; the last scan's
-    flows not met unchanged are then indexed by protocol and original tuple,
-    which tells a flow that moved (and by how much) from a new one. With
-    nothing kept from before (the first scan) they are settled at once."""
+    A flow whose line did not change since the last scan -- most of a big
+    table, most of the time -- costs two slices, two crc32s, a probe and
+    the key check: no split, no address lookup, no numbers, no object kept.
+    A line that changed (or is new, or the LAN changed) is split and
+    converted, its delta against the slot reported to sink, and the slot
+    updated in place. When the scan is over, slots it did not mark are
+    freed (the last slot moves into the hole, the index shifts back), so
+    the table never holds a second copy of anything.
 
-    def __init__(self, lan):
+    A full table keeps no new flow: it is still reported to sink as a new
+    connection (unreplied or not) with no bytes, on every scan it is seen
+    and not kept, and counted in `dropped` (this scan) and `dropped_total`.
+    A flow of a scan that failed half way keeps what it reported.
+
+    The agent sizes the table by its max_flows setting; the default here
+    (4,096 slots, about 200 KB) suits the tests and small uses."""
+
+    def __init__(self, lan, max_flows=4096):
         self.lan = lan
-        self.prev = {}
         self.prev_lan = lan
-        self.owners = {}
+        self.key_hash = binascii.crc32
+        self.key_check = key_check
+        self.max_flows = n = max(1, int(max_flows))
+        cells = 2
+        while cells < 2 * n:
+            cells *= 2
+        self.mask = cells - 1
+        self.idx = array("I", [0] * cells)
+        z = [0] * n
+        self.h1 = array("I", z)
+        self.h2 = array("I", z)
+        self.sums = array("I", z)
+        self.dev = array("H", z)
+        self.mark = array("B", z)
+        self.flags = array("B", z)
+        self.ob = array("Q", z)   # bytes and packets each way, as the
+        self.rb = array("Q", z)   # original and the reply tuple count them
+        self.op = array("I", z)   # (packets wrap at 2**32: deltas are
+        self.rp = array("I", z)   # taken modulo it)
+        self.used = 0
+        self.scan_mark = 0
+        self.devs = []
+        self.devix = {}
         self.malformed = 0
         self.skipped = 0
         self.seen = 0
         self.uncounted = 0
         self.acct = None
+        self.dropped = 0
+        self.dropped_total = 0
+
+    def nbytes(self):
+        """The flow table's size in bytes (its arrays' items)."""
+        t = 0
+        for a, code in ((self.idx, "I"), (self.h1, "I"), (self.h2, "I"), (self.sums, "I"),
+                        (self.dev, "H"), (self.mark, "B"), (self.flags, "B"), (self.ob, "Q"),
+                        (self.rb, "Q"), (self.op, "I"), (self.rp, "I")):
+            t += len(a) * struct.calcsize(code)
+        return t
 
     def scan(self, chunks, sink):
         """Feed one snapshot. For each flow that is new or moved, calls
         sink(device_ip, remote, remote_port, proto, d_bytes_out, d_bytes_in,
         d_packets_out, d_packets_in, new, unreplied); returns the number of
         live flows per device IP."""
-        cur = {}
-        try:
-            live = self._scan(cur, chunks, sink)
-        except BaseException:
-            # a read that failed half way, or a sink that raised: keep what
-            # this scan met and what it did not reach (a flow already
-            # reported is kept with its new counters, so it is not counted
-            # twice)
-            prev = self.prev
-            if prev is not None:
-                for k, o in cur.items():
-                    prev[k] = o
-                cur = prev
-            self.prev = cur
-            raise
-        self.prev = cur
+        mk = self.scan_mark % 255 + 1
+        self.scan_mark = mk
+        live, hits = self._scan(mk, chunks, sink)
+        if hits < self.used:
+            self._sweep(mk)
+        if len(self.devs) > 4096:
+            self._compact_devs()
         self.prev_lan = self.lan
         return live
 
-    def _scan(self, cur, chunks, sink):
-        prev = self.prev
-        index = None if prev else {}  # nothing kept: every line is new
+    def _scan(self, mk, chunks, sink):
         live = {}
-        heads = []  # the lines not met unchanged: up to the original tuple,
-        rests = []  # and from it on
-        counts = [0, 0, 0, 0, None]  # malformed, skipped, seen, uncounted, acct
-        seen = uncounted = lines = 0
+        kh = self.key_hash
+        kc = self.key_check
+        crc = binascii.crc32
+        idx, mask = self.idx, self.mask
+        H1, H2, SUMS, DEV, MARK, FLAGS = self.h1, self.h2, self.sums, self.dev, self.mark, self.flags
+        devs = self.devs
         fast = self.lan is self.prev_lan  # a new LAN may re-classify flows
-        if len(self.owners) > 4096:
-            self.owners = {}
+        seen = uncounted = malformed = skipped = hits = dropped = 0
         for part in _batches(chunks):
             # with nf_conntrack_timestamp on, every line ends in a clock
             # (delta-time=) that moves each second: leave it out
             ts = part and (b" delta-time=" in part[0] or b" delta-time=" in part[-1])
-            if index is not None:
-                for line in part:
-                    a = line.find(b"src=")
-                    if a < 0:
-                        if line.strip():
-                            counts[0] += 1
-                        continue
-                    c = line.rfind(b" delta-time=") if ts else -1
-                    heads.append(line)
-                    rests.append(line[a:c] if c > a else line[a:])
-                self._settle(heads, rests, index, cur, live, sink, counts, True)
-                heads = []
-                rests = []
-                continue
-            take = prev.pop
             for line in part:
                 a = line.find(b"src=")
                 if a < 0:
                     if line.strip():
-                        counts[0] += 1
+                        malformed += 1
                     continue
+                b = line.find(b" packets=", a)
+                if b < 0:
+                    b = _plain_end(line, line.find(b" ", a))
+                    if b < 0:
+                        b = len(line)
+                key = line[9:16] + line[a:b]
+                h = kh(key) & 0xFFFFFFFF
+                i = h & mask
+                h2 = None
+                s = -1
+                while True:
+                    j = idx[i]
+                    if not j:
+                        break
+                    if H1[j - 1] == h:
+                        if h2 is None:
+                            h2 = kc(key)
+                        if H2[j - 1] == h2:
+                            s = j - 1
+                            break
+                    i = (i + 1) & mask
                 if ts:
                     c = line.rfind(b" delta-time=")
-                    rest = line[a:c] if c > a else line[a:]
+                    chk = crc(line[b:c] if c > b else line[b:])
                 else:
-                    rest = line[a:]
-                o = take(rest, None)
-                if o is None:
-                    o = cur.get(rest)
-                    if o is not None and o[3] == line[9:16]:
-                        continue  # the same line twice in one read (the table moved under the reader)
-                elif fast and line[9:16] == o[1]:
-                    cur[rest] = o
-                    dev = o[0]
-                    live[dev] = live.get(dev, 0) + 1
+                    chk = crc(line[b:])
+                if s >= 0:
+                    if MARK[s] == mk:
+                        continue  # the same flow twice in one read (the table moved under the reader)
+                    if fast and SUMS[s] == chk:
+                        MARK[s] = mk
+                        hits += 1
+                        dev = devs[DEV[s]]
+                        live[dev] = live.get(dev, 0) + 1
+                        seen += 1
+                        if not FLAGS[s] & COUNTED:
+                            uncounted += 1
+                        continue
+                r = self._changed(line, a, s, i, h, h2 if h2 is not None else kc(key),
+                                  chk, mk, live, sink)
+                if r == 1:
                     seen += 1
-                    if not o[2]:
-                        uncounted += 1
-                    continue
-                else:
-                    prev[rest] = o  # another protocol's flow, or a port forward
-                heads.append(line[:a])
-                rests.append(rest)
-            lines += len(part)
-            if lines > 500 and 2 * len(rests) > lines:
-                # most flows moved: rather than hold every line to the end,
-                # index the last scan now, let it go, and settle each part
-                # as it comes (the memory of one table, not of two)
-                index = _index(prev, cur)
-                self.prev = prev = take = None
-                self._settle(heads, rests, index, cur, live, sink, counts)
-                heads = []
-                rests = []
-        if index is None:
-            index = _index(prev, None)
-        self._settle(heads, rests, index, cur, live, sink, counts)
-        self.malformed += counts[0]
-        self.skipped = counts[1]
-        self.seen = seen + counts[2]
-        self.uncounted = uncounted + counts[3]
-        if counts[4] is not None:
-            self.acct = counts[4]
-        return live
-
-    def _settle(self, heads, rests, index, cur, live, sink, counts, whole=False):
-        """The lines not met unchanged, in their order: new, moved, or
-        changed elsewhere than in their counters. heads: each line up to
-        its original tuple (whole: the line itself); rests: from it on, as
-        it will be kept. index: the last scan's flows by protocol column +
-        original tuple -> counters, as made by _index."""
-        lan_kind = self.lan.kind
-        owners = self.owners
-        malformed = skipped = seen = uncounted = 0
-        acct = counts[4]
-        for i in range(len(rests)):
-            rest = rests[i]
-            if whole:
-                line = heads[i]
-                a = line.find(b"src=")
-            else:
-                a = len(heads[i])
-                line = heads[i] + rest
-                heads[i] = None
-            p = line[9:16]
-            other = cur.get(rest)
-            if other is not None:
-                if other[3] == p:
-                    continue  # the same line twice in one read (the table moved under the reader)
-                rest = p + rest  # another protocol's flow has this text
-            sp = line.find(b" ", a)
-            kind, dev = lan_kind(line[a:sp])
-            if kind == BAD:
-                malformed += 1
-                continue
-            if kind == LAN:
-                b = line.find(b" packets=", sp)
-                if b < 0:
-                    b = _plain_end(line, sp)
-                    raw = b"u" if line.find(b"[UNREPLIED]", sp) > 0 else b"r"
+                    hits += 1
+                elif r == 2:
+                    seen += 1
                     uncounted += 1
-                else:
-                    raw = _counters(line, b)
-                old = index.get(p + line[a:b])
-                if old == raw:
-                    k = (dev, p, len(raw) > 1, p)
-                    o = owners.get(k)
-                    if o is None:
-                        owners[k] = o = k
-                    cur[rest] = o
-                    live[dev] = live.get(dev, 0) + 1
+                    hits += 1
+                elif r == 3:
                     seen += 1
-                    continue
-            t = line.split()
-            e = split_entry(t)
-            if e is None:
-                malformed += 1
-                continue
-            seen += 1
-            if kind == LAN:
-                inbound = False
-                src = dev
-            elif kind == ROUTER:
-                skipped += 1
-                continue
-            else:
-                src = dev
-                k_dev, dev = lan_kind(e.reply[0])
-                if k_dev == BAD:
-                    malformed += 1
-                    seen -= 1
-                    continue
-                if k_dev != LAN:
                     skipped += 1
-                    continue
-                inbound = True
-                b = line.find(b" packets=", sp)
-                if b < 0:
-                    b = _plain_end(line, sp)
-                    raw = b"u" if e.unreplied else b"r"
+                elif r == 4:
+                    seen += 1
+                    dropped += 1
+                elif r == 5:
+                    seen += 1
                     uncounted += 1
+                    dropped += 1
                 else:
-                    raw = _counters(line, b)
-                old = index.get(p + line[a:b])
-            live[dev] = live.get(dev, 0) + 1
-            k = (dev, None if inbound else p, len(raw) > 1, p)
-            o = owners.get(k)
-            if o is None:
-                owners[k] = o = k
-            cur[rest] = o
-            if old == raw:
-                continue  # the same counters as last scan: only its state or flags moved
-            try:
-                moved = _movement(e, inbound, src, old, lan_kind)
-            except ValueError:
-                malformed += 1
-                seen -= 1
-                del cur[rest]
-                live[dev] -= 1
-                continue
-            if e.count_o is None:
-                acct = False if acct is None else acct
+                    malformed += 1
+        self.malformed += malformed
+        self.skipped = skipped
+        self.seen = seen
+        self.uncounted = uncounted
+        self.dropped = dropped
+        self.dropped_total += dropped
+        return live, hits
+
+    def _changed(self, line, a, s, i, h, h2, chk, mk, live, sink):
+        """A line not met unchanged: new, moved, or changed elsewhere than
+        in its counters. s: its slot (-1: none; i is then the free index
+        cell its probe ended at). -> 0 malformed, 1 kept, 2 kept without
+        counters, 3 skipped, 4 not kept (the table is full), 5 the same
+        without counters."""
+        lan_kind = self.lan.kind
+        kind, dev = lan_kind(line[a:line.find(b" ", a)])
+        if kind == BAD:
+            return 0
+        e = split_entry(line.split())
+        if e is None:
+            return 0
+        if kind == LAN:
+            inbound = False
+            src = dev
+        elif kind == ROUTER:
+            return 3
+        else:
+            src = dev
+            k_dev, dev = lan_kind(e.reply[0])
+            if k_dev == BAD:
+                return 0
+            if k_dev != LAN:
+                return 3
+            inbound = True
+        ported = e.proto in PORTED
+        try:
+            if inbound:
+                remote = src
+                rport = _num(e.orig[2]) if ported else 0
+                ported and _num(e.reply[2])  # the device's port: must be a number too
             else:
-                acct = True
-            sink(dev, moved[0], moved[1], e.proto, moved[2], moved[3], moved[4],
-                 moved[5], moved[6], moved[6] and e.unreplied)
-        counts[0] += malformed
-        counts[1] += skipped
-        counts[2] += seen
-        counts[3] += uncounted
-        counts[4] = acct
+                remote = lan_kind(e.orig[1])[1]
+                rport = _num(e.orig[3]) if ported else 0
+                ported and _num(e.orig[2])
+            if e.count_o is None:
+                c = (0, 0, 0, 0)
+            else:
+                c = _counts(e)
+        except ValueError:
+            return 0
+        counted = e.count_o is not None
+        if counted:
+            self.acct = True
+        elif self.acct is None:
+            self.acct = False
+        fl = (COUNTED if counted else 0) | (UNREPLIED if e.unreplied else 0)
+        live[dev] = live.get(dev, 0) + 1
+        d = c
+        new = True
+        if s >= 0:
+            new = False
+            ofl = self.flags[s]
+            if counted and ofl & COUNTED:
+                o = (self.op[s], self.ob[s], self.rp[s], self.rb[s])
+                if c[1] >= o[1] and c[3] >= o[3]:
+                    d = ((c[0] - o[0]) & 0xFFFFFFFF, c[1] - o[1], (c[2] - o[2]) & 0xFFFFFFFF, c[3] - o[3])
+                else:
+                    new = True  # the tuple was deleted and made again
+            same = not new and fl == ofl and not (d[0] or d[1] or d[2] or d[3])
+        else:
+            s = self.used
+            if s >= self.max_flows or len(self.devs) > 65534 and dev not in self.devix:
+                sink(dev, remote, rport, e.proto, 0, 0, 0, 0, True, e.unreplied)
+                return 4 if counted else 5
+            self.used = s + 1
+            self.idx[i] = s + 1
+            self.h1[s] = h
+            self.h2[s] = h2
+            same = False
+        di = self.devix.get(dev)
+        if di is None:
+            di = len(self.devs)
+            self.devs.append(dev)
+            self.devix[dev] = di
+        self.sums[s] = chk
+        self.dev[s] = di
+        self.mark[s] = mk
+        self.flags[s] = fl
+        self.op[s] = c[0] & 0xFFFFFFFF
+        self.ob[s] = c[1]
+        self.rp[s] = c[2] & 0xFFFFFFFF
+        self.rb[s] = c[3]
+        if not same:
+            if inbound:
+                pi, bi, po, bo = d
+            else:
+                po, bo, pi, bi = d
+            sink(dev, remote, rport, e.proto, bo, bi, po, pi, new, new and e.unreplied)
+        return 1 if counted else 2
+
+    def _cell(self, s):
+        """The index cell that points at slot s."""
+        idx, mask = self.idx, self.mask
+        i = self.h1[s] & mask
+        while idx[i] != s + 1:
+            i = (i + 1) & mask
+        return i
+
+    def _sweep(self, mk):
+        """Free the slots this scan did not mark."""
+        MARK = self.mark
+        s = 0
+        while s < self.used:
+            if MARK[s] == mk:
+                s += 1
+            else:
+                self._free(s)
+
+    def _free(self, s):
+        idx, mask, H1 = self.idx, self.mask, self.h1
+        # take s out of the index, shifting back the probes that ran past it
+        i = self._cell(s)
+        j = i
+        while True:
+            j = (j + 1) & mask
+            v = idx[j]
+            if not v:
+                break
+            k = H1[v - 1] & mask
+            if (i < k <= j) if i <= j else (k > i or k <= j):
+                continue  # v is at or after its home past the hole: it stays
+            idx[i] = v
+            i = j
+        idx[i] = 0
+        last = self.used - 1
+        if s != last:
+            cell = self._cell(last)
+            for arr in (self.h1, self.h2, self.sums, self.dev, self.mark, self.flags,
+                        self.ob, self.rb, self.op, self.rp):
+                arr[s] = arr[last]
+            idx[cell] = s + 1
+        self.used = last
+
+    def _compact_devs(self):
+        """Keep only the device IPs live slots name."""
+        old = self.devs
+        self.devs = []
+        self.devix = {}
+        DEV = self.dev
+        for s in range(self.used):
+            ip = old[DEV[s]]
+            di = self.devix.get(ip)
+            if di is None:
+                di = len(self.devs)
+                self.devs.append(ip)
+                self.devix[ip] = di
+            DEV[s] = di
 
 
 def _batches(chunks):
@@ -508,26 +618,6 @@ def _batches(chunks):
         yield [rest]
 
 
-def _index(prev, hits):
-    """The last scan's flows not met unchanged (plus `hits`, those met so
-    far, when the index is made before the end) -> {protocol column +
-    original tuple: counters}, both cut as _settle cuts them from a line."""
-    index = {}
-    for kept in (prev, hits or {}):
-        for text, o in kept.items():
-            proto = o[3]
-            if text[:4] != b"src=":
-                text = text[len(proto):]
-            sp = text.find(b" ")
-            b = text.find(b" packets=", sp)
-            if b < 0:
-                b = _plain_end(text, sp)
-                index[proto + text[:b]] = b"u" if text.find(b"[UNREPLIED]", sp) > 0 else b"r"
-            else:
-                index[proto + text[:b]] = _counters(text, b)
-    return index
-
-
 def _plain_end(text, sp):
     """Without counters, where the original tuple ends: at [UNREPLIED]
     (which goes away when the answer comes: the same flow) or at the reply."""
@@ -535,47 +625,5 @@ def _plain_end(text, sp):
     return u if u > 0 else text.find(b" src=", sp)
 
 
-def _counters(line, b):
-    """The text from the original counters to the end of the reply's."""
-    end = line.find(b" ", line.rfind(b"bytes="))
-    return line[b:end] if end > 0 else line[b:]
-
-
-def _movement(e, inbound, src, old, lan_kind):
-    """What moved in a flow since the last scan, from the device's side:
-    (remote, remote port, bytes out, bytes in, packets out, packets in, new).
-    ValueError when a number in the line is not a number."""
-    ported = e.proto in PORTED
-    if inbound:
-        remote = src
-        rport = _num(e.orig[2]) if ported else 0
-        ported and _num(e.reply[2])  # the device's port: must be a number too
-    else:
-        remote = lan_kind(e.orig[1])[1]
-        rport = _num(e.orig[3]) if ported else 0
-        ported and _num(e.orig[2])
-    po = bo = pi = bi = 0
-    if e.count_o is not None:
-        c = _counts(e)
-        if old is not None and len(old) > 1:
-            o = _counts_raw(old)
-            if c[1] >= o[1] and c[3] >= o[3]:
-                c = (c[0] - o[0], c[1] - o[1], c[2] - o[2], c[3] - o[3])
-            else:
-                old = None  # the tuple was deleted and made again
-        if inbound:
-            pi, bi, po, bo = c
-        else:
-            po, bo, pi, bi = c
-    return remote, rport, bo, bi, po, pi, old is None
-
-
 def _counts(e):
     return (_num(e.count_o[0]), _num(e.count_o[1]), _num(e.count_r[0]), _num(e.count_r[1]))
-
-
-def _counts_raw(raw):
-    """The counters kept from the last scan, b' packets=6 bytes=400 ...
-    src=... packets=4 bytes=300' -> (6, 400, 4, 300)."""
-    t = raw.split()
-    return (_num(t[0]), _num(t[1]), _num(t[-2]), _num(t[-1]))

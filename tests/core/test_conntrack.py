@@ -224,7 +224,7 @@ def test_a_moved_flow_read_twice_in_one_snapshot_counts_once():
 
 # -- a long evening in the table, against a plain reference -----------------
 #
-# The scanner's fast path keeps line text, not numbers. The reference below
+# The scanner's fast path keeps checksums of line text. The reference below
 # keeps numbers and nothing clever: parse every line, key a flow by protocol
 # and original tuple, report what grew. Random evenings (flows end, start,
 # move, change state, are read twice, lines come in any order and split
@@ -339,3 +339,77 @@ def test_an_evening_of_scans_adds_up_as_a_plain_reference_does():
                 assert got == want, (name, seed, step)
                 assert live == want_live, (name, seed, step)
                 assert sc.malformed == 0
+
+
+# -- the flow table: collisions and a full table ------------------------------
+
+def _syn(sport, dst=b"198.18.0.9", packets=1, nbytes=60):
+    return b"ipv4     2 tcp      6 119 SYN_SENT src=192.168.8.188 dst=%s sport=%d dport=23 " \
+           b"packets=%d bytes=%d [UNREPLIED] src=%s dst=192.0.2.2 sport=23 dport=%d " \
+           b"packets=0 bytes=0 mark=0 zone=0 use=2" % (dst, sport, packets, nbytes, dst, sport)
+
+
+def test_flows_whose_hashes_collide_keep_their_own_counters():
+    sc = conntrack.Scanner(lan(), 8)
+    sc.key_hash = lambda key: 7  # every flow lands on the same cell
+    a, b, c = _syn(1001), _syn(1002), _syn(1003)
+    calls, live = scan(sc, b"\n".join((a, b, c)))
+    assert live == {BULB: 3} and sc.used == 3
+    assert sorted(x[4] for x in calls) == [60, 60, 60] and all(x[8] for x in calls)
+    # b sends, a ends: the probe must still find b and c past a's freed cell
+    b2 = _syn(1002, packets=3, nbytes=500)
+    calls, live = scan(sc, b"\n".join((c, b2)))
+    assert live == {BULB: 2} and sc.used == 2
+    assert [(x[4], x[6], x[8]) for x in calls] == [(440, 2, False)]
+    calls, live = scan(sc, b"\n".join((b2, c)))
+    assert calls == [] and live == {BULB: 2}
+    # a again is a new flow, not b's or c's counters
+    calls, _ = scan(sc, b"\n".join((b2, c, a)))
+    assert [(x[4], x[8]) for x in calls] == [(60, True)]
+
+
+def test_a_full_table_drops_flows_but_still_counts_new_connections():
+    n, k = 16, 5
+    sc = conntrack.Scanner(lan(), n)
+    size = sc.nbytes()
+    text = b"\n".join(_syn(2000 + i) for i in range(n + k))
+    calls, live = scan(sc, text)
+    assert live == {BULB: n + k} and sc.seen == n + k
+    assert sc.used == n and sc.dropped == k and sc.dropped_total == k
+    assert len(calls) == n + k and all(x[8] and x[9] for x in calls)  # new, unreplied
+    assert sum(x[4] for x in calls) == 60 * n  # the flows not kept bring no bytes
+    assert sc.nbytes() == size and len(sc.idx) >= 2 * n
+    # the next scan: the kept flows are idle, the others are still not kept
+    calls, live = scan(sc, text)
+    assert live == {BULB: n + k} and sc.dropped == k and sc.dropped_total == 2 * k
+    assert len(calls) == k and all(x[4] == 0 and x[8] for x in calls)
+    # k flows end: their slots are free once the scan is over (not during
+    # it, a flow not met yet may still come), and the next scan keeps the rest
+    rest = b"\n".join(_syn(2000 + i) for i in range(k, n + k))
+    calls, _ = scan(sc, rest)
+    assert sc.dropped == k and sc.used == n - k and len(calls) == k
+    calls, _ = scan(sc, rest)
+    assert sc.dropped == 0 and sc.used == n
+    assert len(calls) == k and all(x[4] == 60 and x[8] for x in calls)
+    calls, live = scan(sc, rest)
+    assert calls == [] and live == {BULB: n} and sc.nbytes() == size
+
+
+def test_an_evening_adds_up_when_most_hashes_collide():
+    import binascii
+    for name in ("conntrack-acct.txt",):
+        for seed in range(2):
+            rnd = _dice(100 + seed)
+            lines = read = [ln for ln in data(name).split(b"\n") if ln.strip()]
+            sc, ref, the_lan = conntrack.Scanner(lan(), 4096), {}, lan()
+            sc.key_hash = lambda key: binascii.crc32(key) & 7  # 8 homes in 8192 cells
+            for step in range(5):
+                if step:
+                    lines, read = _evening(rnd, lines, step)
+                text = b"\n".join(read) + b"\n"
+                ref, want, want_live = _reference(ref, text, the_lan)
+                want = {k: t for k, t in want.items() if any(t)}
+                got, live = _scanned(sc, text, 300 + rnd.randrange(3000))
+                assert got == want, (name, seed, step)
+                assert live == want_live, (name, seed, step)
+                assert sc.used == sum(live.values()) and sc.dropped == 0
