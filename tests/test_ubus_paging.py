@@ -18,6 +18,14 @@ class BigHome:
         return [{"mac": "02:00:00:00:%02x:%02x" % (i >> 8, i & 255), "name": "device %d " % i + "x" * 1500,
                  "ips": ["192.168.%d.%d" % (i >> 8, i & 255), "fd00::%x" % i]} for i in range(1000)]
 
+    def device_info(self, mac):
+        return {"mac": mac}
+
+    def graph(self, mac, limit):
+        """A graph that ignores its bounds (a bug): the refusal must still
+        advise what graph takes, not limit/offset it has not got."""
+        return {"nodes": [{"id": "x" * 1000, "kind": "endpoint"} for _ in range(1200)], "edges": [], "others": {}}
+
 
 def serve(calls):
     """Register `spin`, then answer each (method, args); -> [(status, table)]."""
@@ -72,3 +80,9 @@ def test_the_owner_walks_all_pages():
     assert [t["remaining"] for _, t in pages] == [700, 400, 100, 0]
     macs = [d["mac"] for _, t in pages for d in t["devices"]]
     assert len(set(macs)) == 1000
+
+
+def test_a_refusal_advises_what_the_method_takes():
+    (status, table), = serve([("graph", {"limit": 5})])
+    assert status == ubus.NO_MEMORY
+    assert "limit" in table["error"] and "mac" in table["error"] and "offset" not in table["error"]

@@ -36,9 +36,10 @@ BLOBMSG_TYPES = {"string": 3, "int": 5, "bool": 7, "table": 2, "array": 1,
                  "mac": 3, "ip": 3, "remote": 3}
 
 PAGE_MAX = 1000
-# a labelled flow is up to ~1 KB (names, domain, service): 200 of them stay
-# under the 256 KB any reply may take (DESIGN §9)
-FLOWS_PAGE_MAX = 200
+# a labelled flow is up to ~1.5 KB (IPv6, four names near 253 characters,
+# domain, service): 150 of them stay near 230 KB as blobmsg, under the
+# 256 KB any reply may take (DESIGN §9; tests/test_reply_bounds.py)
+FLOWS_PAGE_MAX = 150
 GRAPH_LIMIT_MAX = 200
 
 
