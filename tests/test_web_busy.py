@@ -90,6 +90,11 @@ def site(tmp_path_factory):
     data = busy_agent()
     with open(os.path.join(www, "luci-static", "harness-data", "busy.json"), "w") as f:
         json.dump(data, f)
+    # the same home whose agent refuses the graph, with its reason, and one that gives none
+    for name, failed in (("refused", {"__failed": 11, "data": {"error": "reply of 2000000 bytes does not fit"}}),
+                         ("broken", {"__failed": 9})):
+        with open(os.path.join(www, "luci-static", "harness-data", name + ".json"), "w") as f:
+            json.dump(dict(data, graph=failed), f)
     shop = data["blocks"]["blocks"][2]["remote"]
     handler = functools.partial(QuietHandler, directory=www)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -203,3 +208,25 @@ def test_luci_dark_mode_recolours_the_picture(site):
     assert site.eval(fill) != light
     site.eval("document.documentElement.removeAttribute('data-darkmode')")
     assert site.eval(fill) == light
+
+
+def test_a_failed_graph_call_is_said_not_drawn_as_an_empty_picture(site):
+    """The Network view asks for a bounded graph (limit), and when the
+    agent refuses it the owner reads why above the canvas, in the agent's
+    words when it gave some, instead of a blank picture."""
+    site.page()
+    site.goto(site.base)
+    site.wait("document.querySelectorAll('.spin-device').length == 20")
+    graph_calls = site.eval("HARNESS.calls.filter(c => c.method == 'graph').map(c => c.args.limit)")
+    assert graph_calls and all(limit == 20 for limit in graph_calls)
+    assert site.eval("getComputedStyle(document.getElementById('spin-graph-error')).display") == "none"
+    for fixture, words in (("refused", ["Drawing the picture failed", "does not fit"]),
+                           ("broken", ["Drawing the picture failed", "error"])):
+        site.goto(site.base.replace("fixture=busy", "fixture=" + fixture))
+        site.wait("document.getElementById('spin-graph-error') && "
+                  "getComputedStyle(document.getElementById('spin-graph-error')).display != 'none'")
+        text = site.eval("document.getElementById('spin-graph-error').textContent")
+        for w in words:
+            assert w in text, text
+    site.screenshot("network-graph-refused.png")
+    site.logs()
