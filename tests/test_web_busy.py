@@ -75,7 +75,10 @@ def busy_agent(seed=6):
               "quarantines": [{"mac": devices[12]["mac"], "name": "vacuum", "created": now, "reason": "scan"}],
               "allows": []}
     return {"status": {"scan_interval": 5, "version": "fixture"}, "devices": {"devices": devices},
-            "graph": {"nodes": nodes, "edges": edges}, "blocks": blocks, "history": {"points": []}}
+            "graph": {"nodes": nodes, "edges": edges, "limit": 20,
+                      "others": {devices[0]["mac"]: {"count": 4000, "bytes": 123456},
+                                 devices[1]["mac"]: {"count": 17, "bytes": 999}}},
+            "blocks": blocks, "history": {"points": []}}
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +148,7 @@ def test_twenty_devices_and_two_hundred_destinations_stay_readable(site):
     assert d["devices"] == 20
     assert d["groups"] == 40 and len(d["others"]) == 1 and d["others"][0].endswith("others")
     assert "folded" in d["summary"]
+    assert "4017 lighter destinations not shown" in d["summary"]   # the agent's others, summed
     assert d["states"]["tv"] == "blocked" and d["states"]["vacuum"] == "quarantined"
     assert d["states"]["watch"] == "new"
     assert site.eval("document.querySelectorAll('.spin-group.spin-state-blocked').length") == 1

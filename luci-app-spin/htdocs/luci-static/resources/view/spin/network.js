@@ -188,6 +188,12 @@ return actions.View.extend({
 		var summary = _('%d devices, %d destination domains').format(devs, model.groups);
 		if (model.folded)
 			summary += ' ' + _('(%d small ones folded into "others")').format(model.folded);
+		/* what the agent left out: per device beyond its heaviest (graph limit) */
+		var left = 0, others = (data.graph && data.graph.others) || {};
+		for (var mac in others)
+			left += +(others[mac] && others[mac].count) || 0;
+		if (left)
+			summary += ' ' + _('(%d lighter destinations not shown)').format(left);
 		dom.content(document.getElementById('spin-summary'), [ summary ]);
 
 		if (this.selectedId)
