@@ -18,6 +18,10 @@ class BigHome:
         return [{"mac": "02:00:00:00:%02x:%02x" % (i >> 8, i & 255), "name": "device %d " % i + "x" * 1500,
                  "ips": ["192.168.%d.%d" % (i >> 8, i & 255), "fd00::%x" % i]} for i in range(1000)]
 
+    def device_page(self, offset, limit):
+        every = self.device_list()
+        return every[offset:offset + limit], len(every)
+
     def device_info(self, mac):
         return {"mac": mac}
 

@@ -301,6 +301,12 @@ class Agent:
     def device_list(self):
         return [self.device_info(mac) for mac in sorted(self.devices.table)]
 
+    def device_page(self, offset, limit):
+        """One page of devices in MAC order and how many there are: only
+        the page is built and labelled."""
+        macs = sorted(self.devices.table)
+        return [self.device_info(mac) for mac in macs[offset:offset + limit]], len(macs)
+
     def flow_list(self, mac):
         """Every live flow (of one device), heaviest first, labelled."""
         return self.flow_page(mac, 0, None)[0]

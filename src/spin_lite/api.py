@@ -228,7 +228,10 @@ def h_status(agent, a):
 
 
 def h_devices(agent, a):
-    return page(agent.device_list(), a, "devices")
+    offset = a["offset"] or 0
+    chunk, total = agent.device_page(offset, a["limit"] or PAGE_MAX)
+    return {"devices": chunk, "total": total, "offset": offset,
+            "remaining": max(0, total - offset - len(chunk))}
 
 
 def h_device(agent, a):
