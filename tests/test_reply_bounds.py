@@ -210,3 +210,38 @@ def test_flows_come_in_pages_that_fit_however_many_there_are(tmp_path):
     assert second["remaining"] == 2700
     status, _, message = api.call(a, "flows", {"limit": 151})
     assert status == api.INVALID_ARGUMENT and "limit" in message
+
+
+def test_a_full_table_of_devices_comes_in_pages_that_fit(tmp_path):
+    """512 devices (max_devices), each with the longest names, three
+    addresses and a bucket whose top remotes have long DNS names: a call
+    without limit gets 150 (DEVICES_PAGE_MAX) under 256 KB, and the pages
+    together are every device once."""
+    cfg = config.defaults()
+    cfg.update(state_dir=str(tmp_path / "state"), run_dir=str(tmp_path / "run"), firewall="none")
+    a = agent_mod.Agent(cfg)
+    n = names.Names(cfg)
+    a.names = n
+    for i in range(512):
+        mac = "02:00:00:01:%02x:%02x" % (i >> 8, i & 255)
+        d = a.devices.table[mac] = devices.Device(mac, 0)
+        d.ips = {"192.168.%d.%d" % (i >> 8, i & 255), "fd00:8::ff:fe%02x:%x" % (i >> 8, i),
+                 "2001:db8:aaaa:bbbb:cccc:dddd:eeee:%x" % i}
+        d.hostname = "h" * 63
+        for j in range(10):
+            r = norm(remote_of(i, j))
+            a.digests.add(mac, r, 443, 1000 * (j + 1), 0, 1, 0, True, False)
+            n.endpoints.learn(r, ("n%d-%d-" % (i, j)).ljust(60, "x") + "." + "d" * 60 + ".com", 3600, n.now())
+    first = api.dispatch(a, "devices", {})
+    size = len(json.dumps(first).encode())
+    blob = len(ubus.encode_message(ubus.Message(ubus.DATA, 1, 1, [(ubus.A_DATA, first)])))
+    print("a page of %d devices: %d bytes JSON, %d bytes ubus" % (len(first["devices"]), size, blob))
+    assert size < BUDGET and blob < BUDGET
+    assert len(first["devices"]) == api.DEVICES_PAGE_MAX == 150 and first["remaining"] == 362
+    assert first["devices"][0]["bucket"]["top"]      # the worst case was measured
+    seen = [d["mac"] for d in first["devices"]]
+    offset = 150
+    while offset < 512:
+        seen += [d["mac"] for d in api.dispatch(a, "devices", {"offset": offset})["devices"]]
+        offset += 150
+    assert seen == sorted(a.devices.table)

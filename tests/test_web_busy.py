@@ -234,3 +234,24 @@ def test_a_failed_graph_call_is_said_not_drawn_as_an_empty_picture(site):
             assert w in text, text
     site.screenshot("network-graph-refused.png")
     site.logs()
+
+
+def test_the_views_join_every_page_of_devices(site):
+    """The agent sends at most 150 devices a reply: the views ask page
+    after page (common.allPages) until none remain, and a failed page
+    fails the whole list rather than leave half a home drawn."""
+    site.page()
+    site.goto(site.base)
+    site.wait("document.querySelectorAll('.spin-device').length == 20")
+    calls = site.eval("HARNESS.calls.filter(c => c.method == 'devices').map(c => [c.args.limit, c.args.offset])")
+    assert calls and all(c == [150, 0] for c in calls)
+    fake = """(limit, offset) => Promise.resolve(offset >= FAIL ? 4 : {
+        devices: Array.from({length: Math.min(limit, 400 - offset)}, (_, i) => offset + i),
+        remaining: Math.max(0, 400 - offset - limit)})"""
+    got = site.eval("L.require('spin.common').then(c => c.allPages(%s, 'devices', 150))"
+                    ".then(a => [a.length, a[0], a[399], new Set(a).size])" % fake.replace("FAIL", "1e9"))
+    assert got == [400, 0, 399, 400]
+    failed = site.eval("L.require('spin.common').then(c => c.allPages(%s, 'devices', 150))"
+                       ".then(a => 'joined ' + a.length, e => 'failed: ' + e.message)" % fake.replace("FAIL", "300"))
+    assert failed.startswith("failed") and "ubus code 4" in failed, failed
+    site.logs()

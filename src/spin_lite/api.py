@@ -41,6 +41,9 @@ PAGE_MAX = 1000
 # 256 KB any reply may take (DESIGN §9; tests/test_reply_bounds.py)
 FLOWS_PAGE_MAX = 150
 GRAPH_LIMIT_MAX = 200
+# a device is up to ~1.3 KB (long names, three addresses, its bucket's top
+# remotes and domains): 150 a page stay near 200 KB
+DEVICES_PAGE_MAX = 150
 
 
 class ApiError(Exception):
@@ -229,7 +232,7 @@ def h_status(agent, a):
 
 def h_devices(agent, a):
     offset = a["offset"] or 0
-    chunk, total = agent.device_page(offset, a["limit"] or PAGE_MAX)
+    chunk, total = agent.device_page(offset, a["limit"] or DEVICES_PAGE_MAX)
     return {"devices": chunk, "total": total, "offset": offset,
             "remaining": max(0, total - offset - len(chunk))}
 
@@ -350,7 +353,7 @@ def _with(base, extra):
 # name: (schema, handler, writes)
 METHODS = {
     "status": ({}, h_status, False),
-    "devices": (dict(PAGING), h_devices, False),
+    "devices": ({"limit": ("int", None, (1, DEVICES_PAGE_MAX)), "offset": PAGING["offset"]}, h_devices, False),
     "device": ({"mac": ("mac", REQUIRED, None)}, h_device, False),
     "flows": ({"mac": ("mac", None, None), "limit": ("int", None, (1, FLOWS_PAGE_MAX)),
                "offset": PAGING["offset"]}, h_flows, False),

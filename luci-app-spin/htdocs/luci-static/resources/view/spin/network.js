@@ -19,7 +19,9 @@ var callStatus = rpc.declare({ object: 'spin', method: 'status', expect: { '': {
 /* no expect, no reject: a failed call answers [status, {error}] and the
  * picture shows the agent's own words instead of an empty canvas */
 var callGraph = rpc.declare({ object: 'spin', method: 'graph', params: [ 'limit' ] });
-var callDevices = rpc.declare({ object: 'spin', method: 'devices', expect: { devices: [] } });
+/* devices come in pages (at most 150 a reply): common.allPages joins them */
+var callDevices = rpc.declare({ object: 'spin', method: 'devices', params: [ 'limit', 'offset' ] });
+var DEVICES_PAGE = 150;
 var callBlocks = rpc.declare({ object: 'spin', method: 'blocks', expect: { '': { blocks: [], quarantines: [] } } });
 var callHistory = rpc.declare({ object: 'spin', method: 'history', params: [ 'mac', 'minutes' ], expect: { '': { points: [] } } });
 /* reads that must say when they fail (the poll shows it) */
@@ -51,7 +53,7 @@ return actions.View.extend({
 		return Promise.all([
 			L.resolveDefault(callStatus(), {}),
 			graphCall().catch(function(err) { return { nodes: [], edges: [], failed: err }; }),
-			L.resolveDefault(callDevices(), []),
+			L.resolveDefault(common.allPages(callDevices, 'devices', DEVICES_PAGE), []),
 			L.resolveDefault(callBlocks(), { blocks: [], quarantines: [] }),
 			L.resolveDefault(rpc.list('spin'), {})
 		]);
@@ -127,7 +129,7 @@ return actions.View.extend({
 		return Promise.all([
 			callStatusStrict(),
 			graphCall().catch(function(err) { return { failed: err }; }),
-			L.resolveDefault(callDevices(), null),
+			L.resolveDefault(common.allPages(callDevices, 'devices', DEVICES_PAGE), null),
 			L.resolveDefault(callBlocks(), null)
 		]).then(L.bind(function(res) {
 			this.setLink(null);
