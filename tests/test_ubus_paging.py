@@ -12,16 +12,32 @@ HELLO = ubus.encode_message(ubus.Message(ubus.HELLO, 0, 0x1234))
 
 
 class BigHome:
-    """Just what `devices` reads: 1000 devices with long names and many IPs."""
+    """Just what `devices` reads: 1000 devices with long names and many IPs
+    (names of `name_len`: 8,000 make even a legal page too big for ubus)."""
+
+    def __init__(self, name_len=1500):
+        self.name_len = name_len
 
     def device_list(self):
-        return [{"mac": "02:00:00:00:%02x:%02x" % (i >> 8, i & 255), "name": "device %d " % i + "x" * 1500,
+        return [{"mac": "02:00:00:00:%02x:%02x" % (i >> 8, i & 255), "name": "device %d " % i + "x" * self.name_len,
                  "ips": ["192.168.%d.%d" % (i >> 8, i & 255), "fd00::%x" % i]} for i in range(1000)]
 
+    def device_page(self, offset, limit):
+        every = self.device_list()
+        return every[offset:offset + limit], len(every)
 
-def serve(calls):
+    def device_info(self, mac):
+        return {"mac": mac}
+
+    def graph(self, mac, limit):
+        """A graph that ignores its bounds (a bug): the refusal must still
+        advise what graph takes, not limit/offset it has not got."""
+        return {"nodes": [{"id": "x" * 1000, "kind": "endpoint"} for _ in range(1200)], "edges": [], "others": {}}
+
+
+def serve(calls, name_len=1500):
     """Register `spin`, then answer each (method, args); -> [(status, table)]."""
-    home = BigHome()
+    home = BigHome(name_len)
     service = ubus.Service("spin", api.signature(), lambda m, a: api.call(home, m, a))
     service.receive(HELLO)
     objid = 0x5151
@@ -51,24 +67,30 @@ def serve(calls):
 
 
 def test_a_big_home_pages_its_devices_and_an_oversized_page_is_refused_not_sent():
-    everything, first, rest = serve([
-        ("devices", {"limit": 1000}),
-        ("devices", {"limit": 200}),
-        ("devices", {"limit": 1000, "offset": 200}),
-    ])
-    status, table = everything
-    assert status == ubus.NO_MEMORY
+    biggest, first, over = serve([
+        ("devices", {"limit": 150}),
+        ("devices", {"limit": 100}),
+        ("devices", {"limit": 151}),
+    ], name_len=8000)
+    status, table = biggest
+    assert status == ubus.NO_MEMORY      # 150 devices of 8 KB each are too many for one message
     assert "limit/offset" in table["error"]
     status, table = first
-    assert status == 0 and len(table["devices"]) == 200
-    assert table["remaining"] == 800 and table["total"] == 1000
-    status, table = rest
-    assert status == ubus.NO_MEMORY      # 800 of them are still too many for one message
+    assert status == 0 and len(table["devices"]) == 100
+    assert table["remaining"] == 900 and table["total"] == 1000
+    status, table = over
+    assert status == 2                   # a page is at most api.DEVICES_PAGE_MAX
 
 
 def test_the_owner_walks_all_pages():
-    pages = serve([("devices", {"limit": 300, "offset": off}) for off in (0, 300, 600, 900)])
-    assert [s for s, _ in pages] == [0, 0, 0, 0]
-    assert [t["remaining"] for _, t in pages] == [700, 400, 100, 0]
+    pages = serve([("devices", {"offset": off}) for off in range(0, 1000, 150)])
+    assert [s for s, _ in pages] == [0] * 7
+    assert [t["remaining"] for _, t in pages] == [850, 700, 550, 400, 250, 100, 0]
     macs = [d["mac"] for _, t in pages for d in t["devices"]]
     assert len(set(macs)) == 1000
+
+
+def test_a_refusal_advises_what_the_method_takes():
+    (status, table), = serve([("graph", {"limit": 5})])
+    assert status == ubus.NO_MEMORY
+    assert "limit" in table["error"] and "mac" in table["error"] and "offset" not in table["error"]

@@ -75,7 +75,10 @@ def busy_agent(seed=6):
               "quarantines": [{"mac": devices[12]["mac"], "name": "vacuum", "created": now, "reason": "scan"}],
               "allows": []}
     return {"status": {"scan_interval": 5, "version": "fixture"}, "devices": {"devices": devices},
-            "graph": {"nodes": nodes, "edges": edges}, "blocks": blocks, "history": {"points": []}}
+            "graph": {"nodes": nodes, "edges": edges, "limit": 20,
+                      "others": {devices[0]["mac"]: {"count": 4000, "bytes": 123456},
+                                 devices[1]["mac"]: {"count": 17, "bytes": 999}}},
+            "blocks": blocks, "history": {"points": []}}
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +93,11 @@ def site(tmp_path_factory):
     data = busy_agent()
     with open(os.path.join(www, "luci-static", "harness-data", "busy.json"), "w") as f:
         json.dump(data, f)
+    # the same home whose agent refuses the graph, with its reason, and one that gives none
+    for name, failed in (("refused", {"__failed": 11, "data": {"error": "reply of 2000000 bytes does not fit"}}),
+                         ("broken", {"__failed": 9})):
+        with open(os.path.join(www, "luci-static", "harness-data", name + ".json"), "w") as f:
+            json.dump(dict(data, graph=failed), f)
     shop = data["blocks"]["blocks"][2]["remote"]
     handler = functools.partial(QuietHandler, directory=www)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -140,6 +148,7 @@ def test_twenty_devices_and_two_hundred_destinations_stay_readable(site):
     assert d["devices"] == 20
     assert d["groups"] == 40 and len(d["others"]) == 1 and d["others"][0].endswith("others")
     assert "folded" in d["summary"]
+    assert "4017 lighter destinations not shown" in d["summary"]   # the agent's others, summed
     assert d["states"]["tv"] == "blocked" and d["states"]["vacuum"] == "quarantined"
     assert d["states"]["watch"] == "new"
     assert site.eval("document.querySelectorAll('.spin-group.spin-state-blocked').length") == 1
@@ -203,3 +212,46 @@ def test_luci_dark_mode_recolours_the_picture(site):
     assert site.eval(fill) != light
     site.eval("document.documentElement.removeAttribute('data-darkmode')")
     assert site.eval(fill) == light
+
+
+def test_a_failed_graph_call_is_said_not_drawn_as_an_empty_picture(site):
+    """The Network view asks for a bounded graph (limit), and when the
+    agent refuses it the owner reads why above the canvas, in the agent's
+    words when it gave some, instead of a blank picture."""
+    site.page()
+    site.goto(site.base)
+    site.wait("document.querySelectorAll('.spin-device').length == 20")
+    graph_calls = site.eval("HARNESS.calls.filter(c => c.method == 'graph').map(c => c.args.limit)")
+    assert graph_calls and all(limit == 20 for limit in graph_calls)
+    assert site.eval("getComputedStyle(document.getElementById('spin-graph-error')).display") == "none"
+    for fixture, words in (("refused", ["Drawing the picture failed", "does not fit"]),
+                           ("broken", ["Drawing the picture failed", "error"])):
+        site.goto(site.base.replace("fixture=busy", "fixture=" + fixture))
+        site.wait("document.getElementById('spin-graph-error') && "
+                  "getComputedStyle(document.getElementById('spin-graph-error')).display != 'none'")
+        text = site.eval("document.getElementById('spin-graph-error').textContent")
+        for w in words:
+            assert w in text, text
+    site.screenshot("network-graph-refused.png")
+    site.logs()
+
+
+def test_the_views_join_every_page_of_devices(site):
+    """The agent sends at most 150 devices a reply: the views ask page
+    after page (common.allPages) until none remain, and a failed page
+    fails the whole list rather than leave half a home drawn."""
+    site.page()
+    site.goto(site.base)
+    site.wait("document.querySelectorAll('.spin-device').length == 20")
+    calls = site.eval("HARNESS.calls.filter(c => c.method == 'devices').map(c => [c.args.limit, c.args.offset])")
+    assert calls and all(c == [150, 0] for c in calls)
+    fake = """(limit, offset) => Promise.resolve(offset >= FAIL ? 4 : {
+        devices: Array.from({length: Math.min(limit, 400 - offset)}, (_, i) => offset + i),
+        remaining: Math.max(0, 400 - offset - limit)})"""
+    got = site.eval("L.require('spin.common').then(c => c.allPages(%s, 'devices', 150))"
+                    ".then(a => [a.length, a[0], a[399], new Set(a).size])" % fake.replace("FAIL", "1e9"))
+    assert got == [400, 0, 399, 400]
+    failed = site.eval("L.require('spin.common').then(c => c.allPages(%s, 'devices', 150))"
+                       ".then(a => 'joined ' + a.length, e => 'failed: ' + e.message)" % fake.replace("FAIL", "300"))
+    assert failed.startswith("failed") and "ubus code 4" in failed, failed
+    site.logs()

@@ -310,55 +310,121 @@ class Agent:
     def device_list(self):
         return [self.device_info(mac) for mac in sorted(self.devices.table)]
 
+    def device_page(self, offset, limit):
+        """One page of devices in MAC order and how many there are: only
+        the page is built and labelled."""
+        macs = sorted(self.devices.table)
+        return [self.device_info(mac) for mac in macs[offset:offset + limit]], len(macs)
+
     def flow_list(self, mac):
-        """Live flows, read fresh from the table: the scan keeps no per-flow
-        records (memory), and an API call can afford one more read."""
+        """Every live flow (of one device), heaviest first, labelled."""
+        return self.flow_page(mac, 0, None)[0]
+
+    def flow_page(self, mac, offset, limit):
+        """One page of live flows, heaviest first, and how many there are;
+        read fresh from the table: the scan keeps no per-flow records
+        (memory), and an API call can afford one more read. Only the page
+        becomes dicts and gets names."""
         data = b"".join(conntrack.read_chunks(self.cfg["conntrack_file"]))
         flows, _ = conntrack.parse(data, self.scanner.lan)
-        out = []
+        data = None
+        mine = []
         for f in flows:
             owner = self.devices.mac_for(f.device_ip)
             if owner is None or (mac is not None and owner != mac):
                 continue
+            mine.append((-(f.bytes_out + f.bytes_in), len(mine), owner, f))
+        flows = None
+        mine.sort(key=lambda t: (t[0], t[1]))
+        total = len(mine)
+        end = total if limit is None else offset + limit
+        out = []
+        for _, _, owner, f in mine[offset:end]:
             d = f.as_dict()
             d["mac"] = owner
             if self.names:
                 self.names.label_flow(d)
             out.append(d)
-        out.sort(key=lambda d: -(d["bytes_out"] + d["bytes_in"]))
-        return out
+        return out, total
 
     def history(self, mac, minutes):
         h = self.digests.history(mac, minutes)
         h["mac"] = mac
         return self.names.label_history(h) if self.names else h
 
-    def graph(self):
+    # destinations drawn, all devices together, beyond the blocked and allowed
+    # ones: with 512 devices a per-device limit alone would not bound the
+    # reply. An edge and its endpoint node take at most ~550 bytes (IPv6,
+    # one 253-character name and its domain): 400 of them stay near 220 KB
+    # (tests/test_graph_bounds.py measures it). Past 400 devices only the
+    # blocked and allowed are drawn; "others" still counts everything.
+    GRAPH_EDGES = 400
+
+    def graph(self, mac=None, limit=20):
         """Devices and the remotes they talk to, edges weighted by bytes in
         the open bucket plus the last closed one; a remote blocked for a
-        device stays, at 0 bytes, when its traffic has aged out."""
+        device stays, at 0 bytes, when its traffic has aged out.
+
+        Bounded by design: per device the `limit` heaviest destinations
+        (fewer when many devices share GRAPH_EDGES; the reply's "limit"
+        says how many), plus every remote
+        blocked for it or allowed; the rest is one summary per device in
+        "others": {mac: {"count", "bytes"}}. `mac` draws that device
+        alone. Ignored remotes are neither drawn nor counted. An endpoint
+        node's bytes are those of the edges drawn to it; it carries its
+        newest name only (the picture shows one; flows have them all)."""
         nodes = []
         edges = []
+        others = {}
         remotes = {}
         last = self.digests.open_n - 1
-        for mac, dd in self.digests.devices.items():
-            d = self.devices.get(mac)
-            if d is None:
-                continue
-            nodes.append({"id": mac, "kind": "device", "name": d.name, "ips": sorted(d.ips)})
+        macs = [mac] if mac is not None else list(self.digests.devices)
+        macs = [m for m in macs if m in self.digests.devices and self.devices.get(m) is not None]
+        if macs:
+            limit = min(limit, self.GRAPH_EDGES // len(macs))
+        allowed = self.blocks.allowed_remotes() if self.blocks else ()
+        ignored = self.names.is_ignored if self.names else None
+        for m in macs:
+            dd = self.digests.devices[m]
+            d = self.devices.get(m)
+            nodes.append({"id": m, "kind": "device", "name": d.name, "ips": sorted(d.ips)})
             weight = dict(dd.per_remote)
             if dd.fine.holds(last):
                 for r, b in dd.fine.top_list(last):
                     weight[r] = weight.get(r, 0) + b
-            for r in self.blocks.blocked_remotes(mac) if self.blocks else ():
+            pinned = set(self.blocks.blocked_remotes(m)) if self.blocks else set()
+            for r in pinned:
                 weight.setdefault(r, 0)
+            for r in allowed:
+                if r in weight:
+                    pinned.add(r)
+            rest = []
             for r, b in weight.items():
-                edges.append({"from": mac, "to": r, "bytes": b})
+                if ignored is not None and ignored(r):
+                    continue
+                if r in pinned:
+                    edges.append({"from": m, "to": r, "bytes": b})
+                    remotes[r] = remotes.get(r, 0) + b
+                else:
+                    rest.append((b, r))
+            rest.sort(reverse=True)
+            for b, r in rest[:limit]:
+                edges.append({"from": m, "to": r, "bytes": b})
                 remotes[r] = remotes.get(r, 0) + b
+            left = 0
+            for b, _ in rest[limit:]:
+                left += b
+            others[m] = {"count": max(0, len(rest) - limit), "bytes": left}
         for r, b in remotes.items():
             nodes.append({"id": r, "kind": "endpoint", "bytes": b})
-        g = {"nodes": nodes, "edges": edges}
-        return self.names.label_graph(g) if self.names else g
+        g = {"nodes": nodes, "edges": edges, "others": others, "limit": limit}
+        if self.names is None:
+            return g
+        g = self.names.label_graph(g)
+        for n in g["nodes"]:
+            if n.get("names"):
+                n["names"] = n["names"][:1]
+        return g
 
     # -- running ------------------------------------------------------------
 

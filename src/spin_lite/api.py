@@ -27,6 +27,14 @@ BLOBMSG_TYPES = {"string": 3, "int": 5, "bool": 7, "table": 2, "array": 1,
                  "mac": 3, "ip": 3, "remote": 3}
 
 PAGE_MAX = 1000
+# a labelled flow is up to ~1.5 KB (IPv6, four names near 253 characters,
+# domain, service): 150 of them stay near 230 KB as blobmsg, under the
+# 256 KB any reply may take (DESIGN §9; tests/test_reply_bounds.py)
+FLOWS_PAGE_MAX = 150
+GRAPH_LIMIT_MAX = 200
+# a device is up to ~1.3 KB (long names, three addresses, its bucket's top
+# remotes and domains): 150 a page stay near 200 KB
+DEVICES_PAGE_MAX = 150
 
 
 def _check(name, kind, limit, value):
@@ -85,10 +93,10 @@ def validate(schema, args):
     return out
 
 
-def page(items, args, key):
+def page(items, args, key, most=PAGE_MAX):
     """Apply limit/offset; say how many remain so callers can page on."""
     offset = args.get("offset") or 0
-    limit = args.get("limit") or PAGE_MAX
+    limit = args.get("limit") or most
     chunk = items[offset:offset + limit]
     return {key: chunk, "total": len(items), "offset": offset,
             "remaining": max(0, len(items) - offset - len(chunk))}
@@ -101,7 +109,10 @@ def h_status(agent, a):
 
 
 def h_devices(agent, a):
-    return page(agent.device_list(), a, "devices")
+    offset = a["offset"] or 0
+    chunk, total = agent.device_page(offset, a["limit"] or DEVICES_PAGE_MAX)
+    return {"devices": chunk, "total": total, "offset": offset,
+            "remaining": max(0, total - offset - len(chunk))}
 
 
 def h_device(agent, a):
@@ -114,7 +125,11 @@ def h_device(agent, a):
 def h_flows(agent, a):
     if a["mac"] is not None and agent.device_info(a["mac"]) is None:
         raise ApiError(NOT_FOUND, "no device %s" % a["mac"])
-    return page(agent.flow_list(a["mac"]), a, "flows")
+    offset = a["offset"] or 0
+    limit = a["limit"] or FLOWS_PAGE_MAX
+    chunk, total = agent.flow_page(a["mac"], offset, limit)
+    return {"flows": chunk, "total": total, "offset": offset,
+            "remaining": max(0, total - offset - len(chunk))}
 
 
 def h_history(agent, a):
@@ -124,7 +139,9 @@ def h_history(agent, a):
 
 
 def h_graph(agent, a):
-    return agent.graph()
+    if a["mac"] is not None and agent.device_info(a["mac"]) is None:
+        raise ApiError(NOT_FOUND, "no device %s" % a["mac"])
+    return agent.graph(a["mac"], a["limit"])
 
 
 # -- handlers: blocks (the store and firewall part is blocks.Blocks) -----
@@ -214,11 +231,12 @@ def _with(base, extra):
 # name: (schema, handler, writes)
 METHODS = {
     "status": ({}, h_status, False),
-    "devices": (dict(PAGING), h_devices, False),
+    "devices": ({"limit": ("int", None, (1, DEVICES_PAGE_MAX)), "offset": PAGING["offset"]}, h_devices, False),
     "device": ({"mac": ("mac", REQUIRED, None)}, h_device, False),
-    "flows": (_with(PAGING, {"mac": ("mac", None, None)}), h_flows, False),
+    "flows": ({"mac": ("mac", None, None), "limit": ("int", None, (1, FLOWS_PAGE_MAX)),
+               "offset": PAGING["offset"]}, h_flows, False),
     "history": ({"mac": ("mac", None, None), "minutes": ("int", 60, (1, 60 * 24 * 7))}, h_history, False),
-    "graph": ({}, h_graph, False),
+    "graph": ({"mac": ("mac", None, None), "limit": ("int", 20, (1, GRAPH_LIMIT_MAX))}, h_graph, False),
     "block": (BLOCK_ARGS, h_block, True),
     "unblock": ({"id": ("int", REQUIRED, (1, 2 ** 31 - 1))}, h_unblock, True),
     "blocks": ({}, h_blocks, False),

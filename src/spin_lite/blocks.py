@@ -320,6 +320,12 @@ class Blocks:
         return [b["remote"] for b in self.store["blocks"]
                 if b.get("mac") == mac and b.get("remote") and "/" not in b["remote"]]
 
+    def allowed_remotes(self):
+        """The single addresses the owner allowed: drawn for every device
+        that talks to them, however light the traffic."""
+        return [a["remote"] for a in self.store["allows"]
+                if a.get("remote") and "/" not in a["remote"]]
+
     def _quarantine(self, mac):
         for q in self.store["quarantines"]:
             if q["mac"] == mac:

@@ -100,6 +100,16 @@ def human(n):
         n /= 1024.0
 
 
+def all_devices(call):
+    """Every device, page after page (a reply holds at most one page)."""
+    devs = []
+    while True:
+        page = call("devices", {"offset": len(devs)})
+        devs.extend(page["devices"])
+        if not page["remaining"] or not page["devices"]:
+            return devs
+
+
 def top_table(devices, width=100):
     """Rows of the live view, busiest first."""
     rows = [("NAME", "IP", "OUT/s", "IN/s", "CONNS", "OUT", "IN", "TOP ENDPOINT")]
@@ -132,7 +142,7 @@ def cmd_top(argv):
         while True:
             try:
                 status = call("status", {})
-                devs = call("devices", {})["devices"]
+                devs = all_devices(call)
                 body = top_table(devs)
                 head = "spin-lite %s  devices %d  flows %d  scan %d ms  (Ctrl-C quits)" % (
                     status["version"], status["devices"], status["flows"], status["last_scan_ms"])

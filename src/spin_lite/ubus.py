@@ -757,6 +757,10 @@ class Service:
                 self.log("ubus: event %s %s answered status %d" % (method, (req.get(A_DATA) or {}).get("id", ""), ev.status))
         return b""
 
+    # what to ask for instead when a reply does not fit: advice that works
+    LESS = {"graph": "ask for less with limit (destinations per device) or mac",
+            "history": "ask for less with mac or minutes"}
+
     def answer(self, inv):
         """Call the method and answer: DATA + STATUS, or a clear refusal
         when the reply would not fit in one ubus message."""
@@ -768,15 +772,18 @@ class Service:
         except TooBig as e:
             self.log("ubus: %s reply refused: %d bytes" % (inv.method, e.size))
             return self.conn.reply(inv, NO_MEMORY, {
-                "error": "reply of %d bytes does not fit in one ubus message (%d); ask for less with limit/offset"
-                         % (e.size, MAX_MESSAGE)})
+                "error": "reply of %d bytes does not fit in one ubus message (%d); %s"
+                         % (e.size, MAX_MESSAGE, self._less(inv.method))})
         except MemoryError:   # MicroPython's fixed heap can run out before the size check
             self.log("ubus: %s reply refused: out of memory" % inv.method)
             return self.conn.reply(inv, NO_MEMORY, {
-                "error": "reply too large to build; ask for less with limit/offset"})
+                "error": "reply too large to build; %s" % self._less(inv.method)})
         except LocalProtocolError as e:   # a value ubus cannot carry: a handler bug
             self.log("ubus: %s reply cannot be encoded: %s" % (inv.method, e))
             return self.conn.reply(inv, 9, {"error": "internal error in %s" % inv.method})
+
+    def _less(self, method):
+        return self.LESS.get(method, "ask for less with limit/offset")
 
     def emit(self, name, data):
         """Bytes of a ubus event, or b"" when not registered yet."""

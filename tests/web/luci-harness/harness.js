@@ -17,7 +17,8 @@
  *    (write the file, HUP the agent: what procd's reload trigger does);
  *  - ?fixture=NAME: a recorded agent instead of a live one. spin.* calls
  *    are answered from harness-data/NAME.json ({method: reply}), for
- *    pages no simulated home can fill (20 devices, 200 endpoints).
+ *    pages no simulated home can fill (20 devices, 200 endpoints); a reply
+ *    {"__failed": status, "data": {...}?} is that ubus status instead.
  */
 (function() {
 'use strict';
@@ -119,8 +120,12 @@ window.fetch = function(url, opts) {
 		H.denied.push(p[1] + '.' + p[2]);
 		return answer(msg.id, { error: { code: -32002, message: 'Access denied' } });
 	}
-	if (H.fixture)
-		return answer(msg.id, { result: p[2] in H.fixture ? [ 0, H.fixture[p[2]] ] : [ 3 ] });
+	if (H.fixture) {
+		var rec = H.fixture[p[2]];
+		if (rec && rec.__failed)   /* a recorded failure: [status] or [status, data] */
+			return answer(msg.id, { result: rec.data ? [ rec.__failed, rec.data ] : [ rec.__failed ] });
+		return answer(msg.id, { result: p[2] in H.fixture ? [ 0, rec ] : [ 3 ] });
+	}
 	return realFetch(url, opts);
 };
 

@@ -382,6 +382,28 @@ return baseclass.extend({
 	 * argument") or the HTTP failure; people get what failed and why, not
 	 * the frame.
 	 */
+	/*
+	 * Every page of a paged list (devices, flows): call(limit, offset)
+	 * answers { <key>: [...], remaining }; pages are asked one after the
+	 * other until none remain. A failed page rejects, so the caller's
+	 * resolveDefault keeps what it had rather than half a list.
+	 */
+	allPages: function(call, key, size) {
+		var out = [];
+		function next(offset) {
+			return call(size, offset).then(function(res) {
+				var got = (res && typeof(res) == 'object' && Array.isArray(res[key])) ? res[key] : null;
+				if (!got)
+					throw new Error('RPC call failed with ubus code ' + (typeof(res) == 'number' ? res : 9));
+				out = out.concat(got);
+				if (res.remaining > 0 && got.length > 0)
+					return next(offset + got.length);
+				return out;
+			});
+		}
+		return next(0);
+	},
+
 	failure: function(what, err) {
 		var msg = String((err && err.message) || err || '');
 		var why;

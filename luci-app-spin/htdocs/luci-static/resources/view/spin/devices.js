@@ -15,7 +15,9 @@
 
 var callStatus = rpc.declare({ object: 'spin', method: 'status', expect: { '': {} } });
 var callStatusStrict = rpc.declare({ object: 'spin', method: 'status', expect: { '': {} }, reject: true });
-var callDevices = rpc.declare({ object: 'spin', method: 'devices', expect: { devices: [] } });
+/* devices come in pages (at most 150 a reply): common.allPages joins them */
+var callDevices = rpc.declare({ object: 'spin', method: 'devices', params: [ 'limit', 'offset' ] });
+var DEVICES_PAGE = 150;
 var callGraph = rpc.declare({ object: 'spin', method: 'graph', expect: { '': { nodes: [], edges: [] } } });
 var callBlocks = rpc.declare({ object: 'spin', method: 'blocks', expect: { '': { blocks: [], quarantines: [] } } });
 var callHistory = rpc.declare({ object: 'spin', method: 'history', params: [ 'mac', 'minutes' ], expect: { '': { points: [] } } });
@@ -44,7 +46,7 @@ return actions.View.extend({
 	load: function() {
 		return Promise.all([
 			L.resolveDefault(callStatus(), {}),
-			L.resolveDefault(callDevices(), []),
+			L.resolveDefault(common.allPages(callDevices, 'devices', DEVICES_PAGE), []),
 			L.resolveDefault(callGraph(), { nodes: [], edges: [] }),
 			L.resolveDefault(callBlocks(), { blocks: [], quarantines: [] }),
 			L.resolveDefault(rpc.list('spin'), {})
@@ -84,7 +86,7 @@ return actions.View.extend({
 	refresh: function() {
 		return Promise.all([
 			callStatusStrict(),
-			L.resolveDefault(callDevices(), null),
+			L.resolveDefault(common.allPages(callDevices, 'devices', DEVICES_PAGE), null),
 			L.resolveDefault(callGraph(), null),
 			L.resolveDefault(callBlocks(), null)
 		]).then(L.bind(function(res) {

@@ -16,8 +16,12 @@
  */
 
 var callStatus = rpc.declare({ object: 'spin', method: 'status', expect: { '': {} } });
-var callGraph = rpc.declare({ object: 'spin', method: 'graph', expect: { '': { nodes: [], edges: [] } } });
-var callDevices = rpc.declare({ object: 'spin', method: 'devices', expect: { devices: [] } });
+/* no expect, no reject: a failed call answers [status, {error}] and the
+ * picture shows the agent's own words instead of an empty canvas */
+var callGraph = rpc.declare({ object: 'spin', method: 'graph', params: [ 'limit' ] });
+/* devices come in pages (at most 150 a reply): common.allPages joins them */
+var callDevices = rpc.declare({ object: 'spin', method: 'devices', params: [ 'limit', 'offset' ] });
+var DEVICES_PAGE = 150;
 var callBlocks = rpc.declare({ object: 'spin', method: 'blocks', expect: { '': { blocks: [], quarantines: [] } } });
 var callHistory = rpc.declare({ object: 'spin', method: 'history', params: [ 'mac', 'minutes' ], expect: { '': { points: [] } } });
 /* reads that must say when they fail (the poll shows it) */
@@ -25,14 +29,31 @@ var callStatusStrict = rpc.declare({ object: 'spin', method: 'status', expect: {
 
 var callIgnore = rpc.declare({ object: 'spin', method: 'ignore', params: [ 'remote' ], reject: true });
 
+/* destinations drawn per device; the agent adds what is blocked or
+ * allowed there and sums the rest per device in "others" */
+var GRAPH_LIMIT = 20;
+
+/* the graph call's answer, or a rejection saying what went wrong */
+function graphCall() {
+	return callGraph(GRAPH_LIMIT).then(function(res) {
+		if (L.isObject(res) && Array.isArray(res.nodes) && Array.isArray(res.edges))
+			return res;
+		var detail = L.isObject(res) && res.error ? String(res.error) : '';
+		var code = typeof(res) == 'number' ? res : 9;
+		var err = new Error('RPC call to spin/graph failed with ubus code ' + code + (detail ? ': ' + detail : ''));
+		err.detail = detail;
+		throw err;
+	});
+}
+
 return actions.View.extend({
 	blockNote: _('blocked from the network view'),
 
 	load: function() {
 		return Promise.all([
 			L.resolveDefault(callStatus(), {}),
-			L.resolveDefault(callGraph(), { nodes: [], edges: [] }),
-			L.resolveDefault(callDevices(), []),
+			graphCall().catch(function(err) { return { nodes: [], edges: [], failed: err }; }),
+			L.resolveDefault(common.allPages(callDevices, 'devices', DEVICES_PAGE), []),
 			L.resolveDefault(callBlocks(), { blocks: [], quarantines: [] }),
 			L.resolveDefault(rpc.list('spin'), {})
 		]);
@@ -71,6 +92,8 @@ return actions.View.extend({
 				E('span', { 'class': 'spin-summary', 'id': 'spin-summary' }, [ _('Collecting data…') ]),
 				E('span', { 'class': 'spin-summary', 'id': 'spin-link', 'role': 'status' }, [])
 			]),
+			E('div', { 'class': 'spin-graph-error alert-message warning', 'id': 'spin-graph-error',
+				'role': 'alert', 'style': 'display:none' }, []),
 			E('div', { 'class': 'spin-layout' }, [
 				E('div', { 'class': 'spin-canvas', 'id': 'spin-canvas' }, [ this.graph.element() ]),
 				E('div', { 'class': 'spin-details', 'id': 'spin-details' }, [
@@ -87,8 +110,10 @@ return actions.View.extend({
 		]);
 
 		this.data = { status: data[0], graph: data[1], devices: data[2], blocks: data[3] };
+		var failed = data[1].failed;
 		/* draw once the skeleton is in the page and has its width */
 		styled.then(L.bind(function() {
+			this.setGraphError(failed);
 			window.requestAnimationFrame(L.bind(function() { this.renderGraph(this.data); }, this));
 		}, this));
 		var redraw = null;
@@ -103,11 +128,14 @@ return actions.View.extend({
 	refresh: function(acted) {
 		return Promise.all([
 			callStatusStrict(),
-			L.resolveDefault(callGraph(), null),
-			L.resolveDefault(callDevices(), null),
+			graphCall().catch(function(err) { return { failed: err }; }),
+			L.resolveDefault(common.allPages(callDevices, 'devices', DEVICES_PAGE), null),
 			L.resolveDefault(callBlocks(), null)
 		]).then(L.bind(function(res) {
 			this.setLink(null);
+			this.setGraphError(res[1].failed);
+			if (res[1].failed)
+				res[1] = null;
 			this.data = {
 				status: res[0],
 				graph: res[1] || this.data.graph,
@@ -118,6 +146,24 @@ return actions.View.extend({
 		}, this)).catch(L.bind(function(err) {
 			this.setLink(common.failure(_('Updating the picture'), err));
 		}, this));
+	},
+
+	/* a failed graph call is said above the picture, in the agent's words
+	 * when it gave some; the last good picture stays drawn under it */
+	setGraphError: function(err) {
+		var el = document.getElementById('spin-graph-error');
+		if (!el)
+			return;
+		if (!err) {
+			el.style.display = 'none';
+			dom.content(el, []);
+			return;
+		}
+		var text = common.failure(_('Drawing the picture'), err);
+		if (err.detail)
+			text += ' ' + _('The router said: %s').format(err.detail);
+		dom.content(el, [ E('p', {}, [ text ]) ]);
+		el.style.display = '';
 	},
 
 	setLink: function(msg) {
@@ -144,6 +190,12 @@ return actions.View.extend({
 		var summary = _('%d devices, %d destination domains').format(devs, model.groups);
 		if (model.folded)
 			summary += ' ' + _('(%d small ones folded into "others")').format(model.folded);
+		/* what the agent left out: per device beyond its heaviest (graph limit) */
+		var left = 0, others = (data.graph && data.graph.others) || {};
+		for (var mac in others)
+			left += +(others[mac] && others[mac].count) || 0;
+		if (left)
+			summary += ' ' + _('(%d lighter destinations not shown)').format(left);
 		dom.content(document.getElementById('spin-summary'), [ summary ]);
 
 		if (this.selectedId)
