@@ -41,8 +41,16 @@ def weight(i, j):
 
 @pytest.fixture
 def home(tmp_path):
+    # the digest keeps every destination by name here, so the graph alone
+    # decides what is drawn (the last test has the digest's own bound)
+    # and the name cache holds all 16,000 worst-case names (4 MB of text)
+    return make_home(tmp_path, digest_remotes=DESTINATIONS, endpoints_bytes=64 << 20)
+
+
+def make_home(tmp_path, **options):
     cfg = config.defaults()
     cfg.update(state_dir=str(tmp_path / "state"), run_dir=str(tmp_path / "run"), firewall="none")
+    cfg.update(options)
     a = agent_mod.Agent(cfg)
     a.router_ips = {"192.168.8.1"}
     for i in range(DEVICES):
@@ -245,3 +253,19 @@ def test_a_full_table_of_devices_comes_in_pages_that_fit(tmp_path):
         seen += [d["mac"] for d in api.dispatch(a, "devices", {"offset": offset})["devices"]]
         offset += 150
     assert seen == sorted(a.devices.table)
+
+
+def test_what_the_digest_kept_only_as_a_sum_is_in_others_to_the_byte(tmp_path):
+    a = make_home(tmp_path)    # the default digest_remotes: a bounded table per device
+    kept = config.defaults()["digest_remotes"]
+    assert kept < DESTINATIONS
+    g = graph(a, {"limit": 10})
+    for i in range(DEVICES):
+        got = drawn(g, mac_of(i))
+        # the heaviest are kept by name (they came last, and outweigh the rest)
+        assert set(got) == {norm(remote_of(i, j)) for j in range(DESTINATIONS - 10, DESTINATIONS)}
+        total = sum(weight(i, j) for j in range(DESTINATIONS))
+        o = g["others"][mac_of(i)]
+        assert o["bytes"] == total - sum(got.values())
+        # counted by the digest's distinct-remote sketch (~6.5 % standard error)
+        assert abs(o["count"] - (DESTINATIONS - 10)) <= 0.2 * DESTINATIONS, o

@@ -369,7 +369,8 @@ class Agent:
         (fewer when many devices share GRAPH_EDGES; the reply's "limit"
         says how many), plus every remote
         blocked for it or allowed; the rest is one summary per device in
-        "others": {mac: {"count", "bytes"}}. `mac` draws that device
+        "others": {mac: {"count", "bytes"}} (bytes exact; the count is
+        estimated past digest_remotes remotes in a bucket). `mac` draws that device
         alone. Ignored remotes are neither drawn nor counted. An endpoint
         node's bytes are those of the edges drawn to it; it carries its
         newest name only (the picture shows one; flows have them all)."""
@@ -411,10 +412,14 @@ class Agent:
             for b, r in rest[:limit]:
                 edges.append({"from": m, "to": r, "bytes": b})
                 remotes[r] = remotes.get(r, 0) + b
-            left = 0
+            # the digest itself keeps a bounded number of remotes by name
+            # (digest_remotes): the rest are already one sum, and their
+            # number is the distinct count's estimate less those kept
+            left = dd.others
             for b, _ in rest[limit:]:
                 left += b
-            others[m] = {"count": max(0, len(rest) - limit), "bytes": left}
+            unnamed = max(0, dd.remotes.count() - len(dd.per_remote)) if dd.others else 0
+            others[m] = {"count": max(0, len(rest) - limit) + unnamed, "bytes": left}
         for r, b in remotes.items():
             nodes.append({"id": r, "kind": "endpoint", "bytes": b})
         g = {"nodes": nodes, "edges": edges, "others": others, "limit": limit}
