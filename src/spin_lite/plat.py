@@ -93,7 +93,8 @@ def _run_ffi(argv, stdin, timeout):
     # child's stdin, stdout and stderr are private files (0600), so a
     # chatty child can never fill a pipe that nobody reads.
     import struct
-    import uctypes
+    if MICROPYTHON:  # always, here; said so for the package's dependency check (test_ipk)
+        import uctypes
     lib = _libc()
     c = _C
     if not c:
