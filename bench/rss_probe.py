@@ -41,7 +41,7 @@ def size(obj):
 
 def breakdown(a):
     """KB held by the flow table, the address cache and the digests."""
-    flows = sys.getsizeof(a.scanner.prev) + sum(sys.getsizeof(k) for k in a.scanner.prev)
+    flows = a.scanner.nbytes()  # preallocated arrays, sized by max_flows
     digests = 0
     for d in a.digests.devices.values():
         digests += sys.getsizeof(d.open) + size(d.per_remote)
