@@ -78,6 +78,12 @@ def _run_mpy(argv, stdin):
         cmd += " <" + base + ".in"
     cmd += " >" + base + ".out 2>" + base + ".err"
     status = os.system(cmd)
+    out, err = _collect(base)
+    return (status >> 8) & 0xFF, out, err
+
+
+def _collect(base):
+    """A child's stdout and stderr from its private files, which then go."""
     out = read_file(base + ".out") or b""
     err = read_file(base + ".err") or b""
     for ext in (".in", ".out", ".err"):
@@ -85,7 +91,7 @@ def _run_mpy(argv, stdin):
             os.remove(base + ext)
         except OSError:
             pass
-    return (status >> 8) & 0xFF, out, err
+    return out, err
 
 
 def _run_ffi(argv, stdin, timeout):
@@ -136,13 +142,7 @@ def _run_ffi(argv, stdin, timeout):
             rc = 124
             break
         time.sleep_ms(2)
-    out = read_file(base + ".out") or b""
-    err = read_file(base + ".err") or b""
-    for ext in (".in", ".out", ".err"):
-        try:
-            os.remove(base + ext)
-        except OSError:
-            pass
+    out, err = _collect(base)
     if child < 0:
         return 127, b"", b"fork failed"
     return rc, out, (b"timeout" if rc == 124 else err)
