@@ -323,22 +323,29 @@ def _dice(seed):
     return random
 
 
+def _an_evening(sc, name, rnd, steps, check):
+    """Scan `steps` random turns of one evening with sc and compare every
+    scan with the plain reference; check(sc, live) after each."""
+    lines = read = [ln for ln in data(name).split(b"\n") if ln.strip()]
+    ref, the_lan = {}, lan()
+    for step in range(steps):
+        if step:
+            lines, read = _evening(rnd, lines, step)
+        text = b"\n".join(read) + b"\n"
+        ref, want, want_live = _reference(ref, text, the_lan)
+        want = {k: t for k, t in want.items() if any(t)}
+        got, live = _scanned(sc, text, 300 + rnd.randrange(3000))
+        assert got == want, (name, step)
+        assert live == want_live, (name, step)
+        check(sc, live)
+
+
 def test_an_evening_of_scans_adds_up_as_a_plain_reference_does():
     for name in ("conntrack-acct.txt", "conntrack-timestamp.txt"):
         for seed in range(12):
-            rnd = _dice(seed)
-            lines = read = [ln for ln in data(name).split(b"\n") if ln.strip()]
-            sc, ref, the_lan = conntrack.Scanner(lan()), {}, lan()
-            for step in range(6):
-                if step:
-                    lines, read = _evening(rnd, lines, step)
-                text = b"\n".join(read) + b"\n"
-                ref, want, want_live = _reference(ref, text, the_lan)
-                want = {k: t for k, t in want.items() if any(t)}
-                got, live = _scanned(sc, text, 300 + rnd.randrange(3000))
-                assert got == want, (name, seed, step)
-                assert live == want_live, (name, seed, step)
+            def check(sc, live):
                 assert sc.malformed == 0
+            _an_evening(conntrack.Scanner(lan()), name, _dice(seed), 6, check)
 
 
 # -- the flow table: collisions and a full table ------------------------------
@@ -397,19 +404,10 @@ def test_a_full_table_drops_flows_but_still_counts_new_connections():
 
 def test_an_evening_adds_up_when_most_hashes_collide():
     import binascii
-    for name in ("conntrack-acct.txt",):
-        for seed in range(2):
-            rnd = _dice(100 + seed)
-            lines = read = [ln for ln in data(name).split(b"\n") if ln.strip()]
-            sc, ref, the_lan = conntrack.Scanner(lan(), 4096), {}, lan()
-            sc.key_hash = lambda key: binascii.crc32(key) & 7  # 8 homes in 8192 cells
-            for step in range(5):
-                if step:
-                    lines, read = _evening(rnd, lines, step)
-                text = b"\n".join(read) + b"\n"
-                ref, want, want_live = _reference(ref, text, the_lan)
-                want = {k: t for k, t in want.items() if any(t)}
-                got, live = _scanned(sc, text, 300 + rnd.randrange(3000))
-                assert got == want, (name, seed, step)
-                assert live == want_live, (name, seed, step)
-                assert sc.used == sum(live.values()) and sc.dropped == 0
+    for seed in range(2):
+        sc = conntrack.Scanner(lan(), 4096)
+        sc.key_hash = lambda key: binascii.crc32(key) & 7  # 8 homes in 8192 cells
+
+        def check(sc, live):
+            assert sc.used == sum(live.values()) and sc.dropped == 0
+        _an_evening(sc, "conntrack-acct.txt", _dice(100 + seed), 5, check)
