@@ -307,18 +307,11 @@ class Agent:
             "bucket": cur,
         }
 
-    def device_list(self):
-        return [self.device_info(mac) for mac in sorted(self.devices.table)]
-
     def device_page(self, offset, limit):
         """One page of devices in MAC order and how many there are: only
         the page is built and labelled."""
         macs = sorted(self.devices.table)
         return [self.device_info(mac) for mac in macs[offset:offset + limit]], len(macs)
-
-    def flow_list(self, mac):
-        """Every live flow (of one device), heaviest first, labelled."""
-        return self.flow_page(mac, 0, None)[0]
 
     def flow_page(self, mac, offset, limit):
         """One page of live flows, heaviest first, and how many there are;
@@ -356,7 +349,7 @@ class Agent:
     # ones: with 512 devices a per-device limit alone would not bound the
     # reply. An edge and its endpoint node take at most ~550 bytes (IPv6,
     # one 253-character name and its domain): 400 of them stay near 220 KB
-    # (tests/test_graph_bounds.py measures it). Past 400 devices only the
+    # (tests/test_reply_bounds.py measures it). Past 400 devices only the
     # blocked and allowed are drawn; "others" still counts everything.
     GRAPH_EDGES = 400
 
