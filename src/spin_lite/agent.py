@@ -186,6 +186,17 @@ class Agent:
                 self.digests.forget(mac)
         return fresh
 
+    def account(self, ip, remote, port, proto, bo, bi, po, pi, new, unreplied):
+        """One flow's news (new, or its counters moved) from any source:
+        the snapshot scanner calls it per changed line, and a source that
+        sees flows end between snapshots may too. Everything per device
+        that counts flows is fed from here, so nothing counts twice."""
+        mac = self.devices.by_ip.get(ip)
+        if mac is None:
+            self.unattributed += 1
+            return
+        self.digests.add(mac, remote, port, bo, bi, po, pi, new, unreplied)
+
     def scan(self):
         t0 = plat.monotonic_ms()
         now_wall = plat.wall()
@@ -195,22 +206,12 @@ class Agent:
         before = {}
         for mac, d in digests.devices.items():
             before[mac] = (d.open[0], d.open[1])
-        missing = [0]
-
-        def sink(ip, remote, port, proto, bo, bi, po, pi, new, unreplied):
-            mac = by_ip.get(ip)
-            if mac is None:
-                missing[0] += 1
-                return
-            digests.add(mac, remote, port, bo, bi, po, pi, new, unreplied)
-
         try:
-            live = self.scanner.scan(conntrack.read_chunks(self.cfg["conntrack_file"]), sink)
+            live = self.scanner.scan(conntrack.read_chunks(self.cfg["conntrack_file"]), self.account)
             self.errors.pop("conntrack", None)
         except OSError as e:
             live = {}
             self.errors["conntrack"] = "%s: %s" % (self.cfg["conntrack_file"], e)
-        self.unattributed += missing[0]
         now = plat.monotonic_ms()
         dt = (now - self.last_scan_ms) / 1000.0 if self.last_scan_ms else 0
         self.last_scan_ms = now
