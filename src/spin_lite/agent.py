@@ -186,11 +186,12 @@ class Agent:
                 self.digests.forget(mac)
         return fresh
 
-    def account(self, ip, remote, port, proto, bo, bi, po, pi, new, unreplied):
+    def account(self, ip, remote, port, proto, bo, bi, po, pi, new, unreplied, refused=False):
         """One flow's news (new, or its counters moved) from any source:
         the snapshot scanner calls it per changed line, and a source that
-        sees flows end between snapshots may too. Everything per device
-        that counts flows is fed from here, so nothing counts twice."""
+        sees flows end between snapshots may too (refused: a TCP attempt
+        answered by a reset, which a snapshot never holds). Everything per
+        device that counts flows is fed from here, so nothing counts twice."""
         mac = self.devices.by_ip.get(ip)
         if mac is None:
             self.unattributed += 1
