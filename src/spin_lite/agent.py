@@ -467,7 +467,7 @@ class Agent:
         self.read_network()
         self.static = config.static_hosts(cfg["dhcp_config"])
         self._each_part("reload")
-        plat.warn("configuration reloaded")
+        plat.info("configuration reloaded")
 
     def stop(self):
         self.stopping = True
@@ -479,13 +479,13 @@ class Agent:
         if wake is not None:
             self.loop.add_reader(wake, lambda: self._woken(wake))
         self.start()
-        plat.warn("agent %s running: lan %s, scan every %ds"
+        plat.info("agent %s running: lan %s, scan every %ds"
                   % (__version__, " ".join(self.lan_nets) or "?", self.cfg["scan_interval"]))
         try:
             self.loop.run()
         finally:
             self._each_part("stop")
-            plat.warn("agent stopped")
+            plat.info("agent stopped")
 
     def _want_reload(self):
         self.reload_wanted = True

@@ -408,8 +408,21 @@ _warned = {}
 
 
 def warn(msg):
-    """One line on stderr: procd sends it to syslog."""
+    """Something went wrong or needs the owner: one line on stderr, which
+    procd (stderr 1) logs as daemon.err."""
     sys.stderr.write("spin: %s\n" % msg)
+
+
+def info(msg):
+    """News that is not a fault (started, reloaded, registered, stopped):
+    one line on stdout, which procd (stdout 1) logs as daemon.info. Flushed
+    at once: the agent's stdout is a pipe, and a line held back in a buffer
+    would reach syslog late or, at a crash, never."""
+    sys.stdout.write("spin: %s\n" % msg)
+    try:
+        sys.stdout.flush()
+    except (AttributeError, OSError):  # some MicroPython builds' stdout has no flush
+        pass
 
 
 def warn_once(key, msg):

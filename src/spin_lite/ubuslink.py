@@ -129,7 +129,7 @@ class UbusLink:
             self.registered += 1
             self.tries = 0
             self.agent.errors.pop("ubus", None)
-            plat.warn("ubus: object %s registered (id %08x)" % (OBJECT, self.service.objid))
+            plat.info("ubus: object %s registered (id %08x)" % (OBJECT, self.service.objid))
 
     def _write(self, data):
         if not data or self.sock is None:
