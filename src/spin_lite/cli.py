@@ -56,6 +56,15 @@ def caller(cfg):
     return lambda method, args: jsonrpc.call(address, method, args, token)
 
 
+def where(cfg):
+    """The address `caller` tries, for the error that says it failed."""
+    from . import ubuslink
+    sock = ubuslink.find_socket(cfg)
+    if sock:
+        return "ubus %s" % sock
+    return cfg["rpc_socket"] or cfg["rpc_listen"]
+
+
 def cmd_agent(argv):
     from . import agent
     opts, _ = options(argv, ("-c",))
@@ -80,7 +89,9 @@ def cmd_call(argv):
         sys.stderr.write("spin: %s: %s\n" % (rest[0], e))
         return e.status or 1
     except OSError as e:
-        sys.stderr.write("spin: cannot reach the agent: %s\n" % e)
+        path = opts.get("-c", DEFAULT_CONFIG)
+        origin = path if plat.read_file(path) is not None else "defaults: there is no %s; give -c CONFIG" % path
+        sys.stderr.write("spin: cannot reach the agent at %s (%s): %s\n" % (where(cfg), origin, e))
         return 10
     sys.stdout.write(pretty(reply) + "\n")
     return 0

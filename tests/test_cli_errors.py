@@ -1,0 +1,34 @@
+"""`spin call` that cannot reach the agent says where it looked and which
+configuration told it so: on the demo machine there is no /etc/config/spin,
+and "No such file or directory" alone sends the owner nowhere."""
+
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def spin_call(*argv):
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
+    return subprocess.run([sys.executable, "-m", "spin_lite", "call"] + list(argv),
+                          capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_a_missing_configuration_is_named_with_the_socket_tried(tmp_path):
+    missing = str(tmp_path / "no-such-config")
+    p = spin_call("-c", missing, "status")
+    assert p.returncode == 10
+    assert "/var/run/spin/rpc.sock" in p.stderr  # the default socket it tried
+    assert "there is no %s" % missing in p.stderr and "-c CONFIG" in p.stderr
+    assert p.stdout == ""
+
+
+def test_the_configured_socket_is_named(tmp_path):
+    conf = tmp_path / "spin"
+    sock = tmp_path / "run" / "rpc.sock"
+    conf.write_text("config spin 'main'\n\toption rpc_socket '%s'\n\toption ubus_socket '%s'\n"
+                    % (sock, tmp_path / "no-ubusd.sock"))
+    p = spin_call("-c", str(conf), "status")
+    assert p.returncode == 10
+    assert str(sock) in p.stderr and "(%s)" % conf in p.stderr, p.stderr
