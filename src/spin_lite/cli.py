@@ -7,13 +7,16 @@
 Arguments are read by hand (argparse is not in MicroPython's Unix port).
 """
 
+import os
 import sys
 
 from . import config, plat
 
 json = plat.json
 
-DEFAULT_CONFIG = "/etc/config/spin"
+# SPIN_CONFIG names another default: the demo's home and tests set it,
+# so the README's `spin call ...` lines work there as they do on a router
+DEFAULT_CONFIG = os.getenv("SPIN_CONFIG") or "/etc/config/spin"
 
 USAGE = """usage: spin agent [-c CONFIG]
        spin call [-c CONFIG] METHOD [JSON-ARGS]

@@ -19,6 +19,19 @@ from tests.world.webproxy import forward
 WWW = os.path.join(os.path.dirname(SRC), "luci-app-spin", "htdocs")
 
 
+def spin_command(home):
+    """A `spin` in the home's files, calling this home's agent: the
+    README's examples name `spin`, which only a router has installed."""
+    bindir = os.path.join(home.dir, "bin")
+    os.makedirs(bindir, exist_ok=True)
+    path = os.path.join(bindir, "spin")
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\nexport PYTHONPATH=%s\nexport SPIN_CONFIG=%s\nexec %s -m spin_lite \"$@\"\n"
+                % (SRC, home.agent_config, sys.executable))
+    os.chmod(path, 0o755)
+    return bindir
+
+
 def main():
     ap = argparse.ArgumentParser(description="the simulated home with spin-lite, live")
     ap.add_argument("--firewall", default="nft", choices=["nft", "iptables", "iptables-legacy"])
@@ -45,8 +58,10 @@ def main():
             web = forward(home.rpc_socket, 0)   # that port is taken: any free one
         print("the visualizer: %s/spin/   (LuCI's views, served by the agent)" % web.url)
         print("agent log: %s   (removed at exit; SPIN_KEEP_HOME=1 keeps it)" % home.agent_log)
-        print("from another shell: PYTHONPATH=%s python3 -m spin_lite call -c %s devices"
-              % (SRC, home.agent_config))
+        bindir = spin_command(home)
+        print("from another shell, the README's `spin ...` lines work after:")
+        print("    export PATH=%s:$PATH" % bindir)
+        print("    spin call devices; spin top")
         if not a.no_scan:
             timer = threading.Timer(a.scan_after, home.scan, ("bulb", True))
             timer.daemon = True

@@ -1,4 +1,5 @@
-"""`spin call` that cannot reach the agent says where it looked and which
+"""The `spin` command as an owner meets it. `spin call` that cannot reach
+the agent says where it looked and which
 configuration told it so: on the demo machine there is no /etc/config/spin,
 and "No such file or directory" alone sends the owner nowhere."""
 
@@ -32,3 +33,26 @@ def test_the_configured_socket_is_named(tmp_path):
     p = spin_call("-c", str(conf), "status")
     assert p.returncode == 10
     assert str(sock) in p.stderr and "(%s)" % conf in p.stderr, p.stderr
+
+
+def test_the_demo_spin_command_calls_the_demo_agent(tmp_path):
+    """The README's `spin call status` works, as written, beside `make demo`."""
+    import json
+    import types
+
+    from tests.test_agent_micropython import wait_for, write_home
+    from tests.world.demo import spin_command
+
+    write_home(tmp_path)
+    home = types.SimpleNamespace(dir=str(tmp_path), agent_config=str(tmp_path / "spin"))
+    bindir = spin_command(home)
+    agent = subprocess.Popen([sys.executable, str(tmp_path / "run.py")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        env = {"PATH": bindir + ":" + os.environ["PATH"]}
+        status = wait_for(lambda: subprocess.run(["spin", "call", "status"], env=env, capture_output=True,
+                                                 text=True, timeout=60).stdout, 60, "spin call status")
+        assert json.loads(status)["version"]
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)
