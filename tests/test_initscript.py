@@ -106,6 +106,35 @@ def test_opkg_install_registers_the_firewall_hook_enables_and_starts_the_agent(r
     assert not os.path.exists(os.path.join(router, "tmp", "luci-modulecache"))
 
 
+def test_the_sysctl_file_is_applied_at_install_as_default_postinst_does(router, ipks):
+    rt = installed(router, ipks["spin"])
+    calls = rt.calls()
+    # nf_conntrack_acct on now, not at the next boot; before uci-defaults,
+    # in default_postinst's order
+    assert "sysctl restart" in calls
+    assert calls.index("sysctl restart") < calls.index("uci -q batch")
+
+
+def test_without_a_firewall_config_the_hook_waits_for_the_next_boot_and_says_so(router, ipks):
+    os.remove(os.path.join(router, "etc", "config", "firewall"))
+    r = chroot.install(router, ipks["spin"])
+    assert r.returncode == 0, r.stdout
+    assert "no /etc/config/firewall" in r.stdout and "next boot" in r.stdout
+    assert "uci: Entry not found" not in r.stdout
+    calls = chroot.calls(router)
+    assert "uci -q batch" not in calls
+    # kept: uci-defaults that fail run again at the next boot
+    hook = os.path.join(router, "etc", "uci-defaults", "90-spin")
+    assert os.path.exists(hook)
+    # the next boot, with a firewall installed meanwhile
+    with open(os.path.join(router, "etc", "config", "firewall"), "w") as f:
+        f.write("config defaults\n")
+    r = chroot.run(router, ["/bin/sh", "-c", "cd /etc/uci-defaults && ( . ./90-spin ) && rm -f 90-spin"])
+    assert r.returncode == 0, r.stdout
+    assert not os.path.exists(hook)
+    assert "\tset firewall.spin=include" in chroot.calls(router)
+
+
 def test_on_fw4_the_include_is_marked_fw4_compatible(router, ipks):
     with open(os.path.join(router, "sbin", "fw4"), "w") as f:
         f.write("#!/bin/sh\nexit 0\n")

@@ -52,10 +52,14 @@ POSTINST = r"""#!/bin/sh
 {instroot}if [ -n "${{IPKG_INSTROOT}}" ]; then
 {offline}	exit 0
 fi
-{uci_defaults}rm -f /tmp/luci-indexcache*
+{sysctl}{uci_defaults}rm -f /tmp/luci-indexcache*
 rm -rf /tmp/luci-modulecache
 {own}{start}exit 0
 """
+
+# a package with /etc/sysctl.d files: applied now, as default_postinst
+# does, not only at the next boot (before uci-defaults, in its order)
+POSTINST_SYSCTL = "[ -x /etc/init.d/sysctl ] && /etc/init.d/sysctl restart\n"
 
 POSTINST_UCI_DEFAULTS = r"""[ -d /tmp/.uci ] || mkdir -p /tmp/.uci
 for i in {files}; do
@@ -346,6 +350,7 @@ def maintainer_scripts(pkg):
         pkg=pkg["name"],
         instroot=INSTROOT,
         offline=links,
+        sysctl=POSTINST_SYSCTL if any(p.startswith("/etc/sysctl.d/") for p in pkg["files"]) else "",
         uci_defaults=POSTINST_UCI_DEFAULTS.format(files=" ".join(uci_defaults)) if uci_defaults else "",
         own="(\n%s\n)\n" % own_post if own_post else "",
         start=start,

@@ -60,10 +60,11 @@ def make_root(path):
         with open(p, "w") as f:
             f.write(STUB)
         os.chmod(p, 0o755)
-    rpcd = os.path.join(path, "etc", "init.d", "rpcd")
-    with open(rpcd, "w") as f:
-        f.write(STUB)
-    os.chmod(rpcd, 0o755)
+    for name in ("rpcd", "sysctl"):
+        p = os.path.join(path, "etc", "init.d", name)
+        with open(p, "w") as f:
+            f.write(STUB)
+        os.chmod(p, 0o755)
     with open(os.path.join(path, "etc", "config", "firewall"), "w") as f:
         f.write("config defaults\n\toption input 'REJECT'\n")
     return path
