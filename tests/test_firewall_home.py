@@ -328,6 +328,47 @@ def test_spin_firewall_prints_checks_and_flushes_what_the_agent_loads(home):
         home.call("unblock", {"id": bid})
 
 
+def spin_tables(home):
+    if home.backend == "nft":
+        return [t for t in home.sh("router", "nft", "list", "tables").split("\n") if t.endswith(" spin")]
+    return [r for r in home.sh("router", "iptables-legacy", "-S").split("\n") if "spin" in r]
+
+
+def test_the_init_scripts_stop_leaves_no_rules_behind_even_with_a_scan_in_between(home):
+    """rc.common's stop runs stop_service (mark run_dir/stopping, clean)
+    and only then has procd send TERM: the scans in between must not put
+    the rules back, and rules put back anyway (an owner's reapply, a
+    restore already under way) go when the agent ends."""
+    laptop = home.devices["laptop"]
+    bid = home.call("block", {"mac": laptop.mac, "remote": SHOP4})["id"]
+    mark = os.path.join(home.path("run"), "stopping")
+    os.makedirs(os.path.dirname(mark), exist_ok=True)    # the init script's mkdir -p
+    try:
+        open(mark, "w").close()
+        scans = home.call("status")["scans"]
+        assert spin(home, "firewall", "flush")[0] == 0       # stop_service's clean
+        home.wait_for(lambda: home.call("status")["scans"] >= scans + 2, timeout=20,
+                      what="two scans after the clean")
+        assert spin_tables(home) == [], "a scan restored the rules the stop removed"
+        assert reaches(home, "laptop", SHOP4, 80)
+        home.call("reapply")
+        assert spin_tables(home) and not reaches(home, "laptop", SHOP4, 80)
+        assert home.stop_agent() == 0                       # procd's TERM
+        assert spin_tables(home) == []
+        assert reaches(home, "laptop", SHOP4, 80)
+        if home.agent is None or home.agent.poll() is not None:
+            home.start_agent()
+        # the next start takes the mark away and the block holds again
+        assert not os.path.exists(mark)
+        home.wait_for(lambda: not reaches(home, "laptop", SHOP4, 80), timeout=10, what="the block back after start")
+    finally:
+        if os.path.exists(mark):
+            os.remove(mark)
+        if home.agent is None or home.agent.poll() is not None:
+            home.start_agent()
+        home.call("unblock", {"id": bid})
+
+
 def test_kill_9_reboot_and_restart_keep_the_same_blocks_and_ids(home):
     laptop, bulb = home.devices["laptop"], home.devices["bulb"]
     bid = home.call("block", {"mac": laptop.mac, "remote": SHOP4, "note": "homework"})["id"]

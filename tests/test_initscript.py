@@ -193,6 +193,11 @@ def test_stop_ends_the_agent_and_removes_spins_firewall_state(router, ipks):
         for table in ("raw", "mangle", "nat", "filter"):
             assert "%s -w -t %s -S" % (tool, table) in calls
     assert "ipset list -n" in calls
+    # marked before procd's TERM, so the agent restores nothing meanwhile
+    # and removes what it restored as it ends (tests/test_firewall_home.py)
+    run_dir = [line.split("'")[1] for line in open(os.path.join(router, "etc/config/spin"))
+               if "option run_dir" in line] or ["/var/run/spin"]
+    assert os.path.exists(os.path.join(router, run_dir[0].lstrip("/"), "stopping"))
 
 
 def test_the_firewall_hook_pokes_the_agent_and_never_fails_the_firewall(router, ipks):

@@ -204,9 +204,26 @@ class Blocks:
 
     # -- part ---------------------------------------------------------------
 
+    # -- the init script's stop ---------------------------------------------
+    #
+    # rc.common's stop runs stop_service (which cleans our rules away) before
+    # procd sends TERM; a scan in between would restore them (after_scan's
+    # self-check) and leave them with no agent. So stop_service first marks
+    # run_dir/stopping: while it is there the self-check restores nothing,
+    # and an agent that ends with it there takes its own rules away too (in
+    # case a restore was under way when the mark appeared). A crash or kill -9
+    # leaves no mark, so the rules stay and keep blocking.
+
+    def _stop_mark(self):
+        return self.cfg["run_dir"].rstrip("/") + "/stopping"
+
+    def stopping(self):
+        return plat.read_file(self._stop_mark()) is not None
+
     def start(self, agent):
         self.agent = agent
         agent.blocks = self
+        plat.remove(self._stop_mark())
         self.expire(agent)
         if not self.error:
             self.apply("start")
@@ -215,6 +232,8 @@ class Blocks:
 
     def after_scan(self, agent, now_ms):
         self.expire(agent)
+        if self.stopping():
+            return
         if self.error:
             if now_ms >= self.retry_ms:
                 self.apply("retry")
@@ -240,10 +259,13 @@ class Blocks:
 
     def stop(self, agent):
         # the rules stay: blocks hold while the agent is down, and the next
-        # start re-applies the same state
+        # start re-applies the same state -- unless the init script is
+        # stopping the service (see stopping)
         for h in self.timers.values():
             agent.loop.cancel(h)
         self.timers = {}
+        if self.stopping():
+            firewall.remove_all(self.backend)
 
     def status(self):
         if self.backend.name == "none":

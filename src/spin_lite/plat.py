@@ -255,6 +255,15 @@ def write_atomic(path, data):
     os.rename(tmp, path)
 
 
+def remove(path):
+    """Delete a file if it is there; True when it was."""
+    try:
+        os.remove(path)
+        return True
+    except OSError:
+        return False
+
+
 def makedirs(path):
     parts = path.split("/")
     cur = ""
