@@ -313,6 +313,18 @@ def packet_address(ifname, proto):
     return (ifname, proto)
 
 
+def packet_recv(sock, size):
+    """One packet from an AF_PACKET socket and its ethertype (host order;
+    None where the address does not say)."""
+    data, where = sock.recvfrom(size)
+    if isinstance(where, tuple):  # CPython: (ifname, proto, pkttype, hatype, addr)
+        return data, where[1]
+    # MicroPython: the raw struct sockaddr_ll, protocol in network order at 2
+    if isinstance(where, (bytes, bytearray)) and len(where) >= 4:
+        return data, (where[2] << 8) | where[3]
+    return data, None
+
+
 def attach_filter(sock, prog):
     """Attach a classic BPF program (bytes, 8 per instruction) to a socket:
     setsockopt(SOL_SOCKET, SO_ATTACH_FILTER, struct sock_fprog), which
