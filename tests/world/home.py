@@ -94,6 +94,15 @@ ZONE = [
 
 ZONE_TTL = 300
 
+# Answers too big for one packet, outside ZONE (nothing listens on their
+# addresses): 200 A records each, about 3.2 KB. Asked without EDNS the
+# answer is truncated and comes again over TCP; with EDNS it comes as one
+# UDP datagram in IP fragments. DNS snooping must name every address.
+LARGE = {
+    "many-tcp.example-cdn.net": ["198.18.%d.%d" % (1 + i // 200, 1 + i % 200) for i in range(200)],
+    "many-frag.example-cdn.net": ["198.18.%d.%d" % (5 + i // 200, 1 + i % 200) for i in range(200)],
+}
+
 # the domains the resolver is authoritative for: other names there are NXDOMAIN
 ZONE_DOMAINS = ["example-cam.com", "example-music.com", "example-thermo.com",
                 "example-bulb.com", "example-shop.com", "example-cdn.net",
@@ -688,6 +697,8 @@ class Home:
                 "--no-resolv", "--user=root", "--pid-file=" + self.path("wan-dnsmasq.pid"),
                 # dnsmasq gives its own records TTL 0 unless told; real zones don't
                 "--local-ttl=%d" % ZONE_TTL,
+                # answers up to 4 KB over UDP with EDNS (a big one leaves in fragments)
+                "--edns-packet-max=4096",
                 "--listen-address=%s,%s" % (RESOLVER4, RESOLVER6), "--bind-interfaces",
                 "--log-queries", "--log-facility=" + self.path("wan-dnsmasq.log")]
         for dom in ZONE_DOMAINS:
@@ -698,7 +709,7 @@ class Home:
                 args.append("--cname=%s,%s" % (name, v))
             else:
                 hosts.setdefault(name, []).append(v)
-        for name, addrs in hosts.items():
+        for name, addrs in list(hosts.items()) + list(LARGE.items()):
             for a in addrs:
                 args.append("--host-record=%s,%s" % (name, a))
         self.popen("wan", args, label="wan-dnsmasq")
