@@ -231,6 +231,28 @@ def test_records_are_paged_newest_first_and_bounded(tmp_path):
     assert call(a, "anomalies", {"mac": macs[5]})["anomalies"][0]["mac"] == macs[5]
 
 
+def test_a_full_page_of_the_largest_records_fits_in_a_reply(tmp_path):
+    """100 records (ANOMALIES_PAGE_MAX) with the longest text, device name,
+    figure names and example remotes a verdict can bring stay far under the
+    256 KB any reply may take (DESIGN §9), as JSON and as a ubus message."""
+    from spin_lite import ubus
+    a, part, resp = responding(tmp_path, detect_mode="alert")
+    for i in range(100):
+        mac = "02:00:00:00:%02x:%02x" % (i >> 8, i & 255)
+        big = verdict(mac)
+        big["text"] = "w" * 5000
+        big["figures"] = big["thresholds"] = dict(("f" * 100 + str(j), 10 ** 12 + j) for j in range(40))
+        big["examples"] = {"remotes": ["2001:0db8:ffff:%04x:%04x:abcd:ef01:1234" % (i, j) + "x" * 200
+                                       for j in range(20)], "ports": list(range(20))}
+        scan(a, big)
+    reply = call(a, "anomalies")
+    size = len(json.dumps(reply).encode())
+    blob = len(ubus.encode_message(ubus.Message(ubus.DATA, 1, 1, [(ubus.A_DATA, reply)])))
+    print("a page of %d anomalies: %d bytes JSON, %d bytes ubus" % (len(reply["anomalies"]), size, blob))
+    assert len(reply["anomalies"]) == api.ANOMALIES_PAGE_MAX == 100
+    assert size < 256 * 1024 and blob < 256 * 1024
+
+
 def test_ids_are_not_reused_after_a_restart(tmp_path):
     a, part, resp = responding(tmp_path, detect_mode="alert")
     scan(a, verdict())

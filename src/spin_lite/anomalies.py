@@ -38,6 +38,8 @@ MODES = ("quarantine", "alert")
 EXAMPLES_MAX = 5      # remotes and ports kept per record: a page of 100 stays small
 FIGURES_MAX = 12      # numbers kept per record in figures and in thresholds
 TEXT_MAX = 400
+NAME_MAX = 40         # characters of a figure's name
+REMOTE_MAX = 64       # characters of an example remote (a name, or an IPv6 address)
 REASON_MAX = 200      # what the `quarantine` API accepts as a reason
 QUIET_S = 600         # an alert whose rule has not held for this long is over
 CLOSED = ("released", "expired")
@@ -78,13 +80,13 @@ def _numbers(d):
     for k in sorted(d)[:FIGURES_MAX]:
         v = d[k]
         if isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[str(k)] = v
+            out[str(k)[:NAME_MAX]] = v
     return out
 
 
 def _examples(ex):
     ex = ex if isinstance(ex, dict) else {}
-    remotes = [str(r) for r in (ex.get("remotes") or [])][:EXAMPLES_MAX]
+    remotes = [str(r)[:REMOTE_MAX] for r in (ex.get("remotes") or [])][:EXAMPLES_MAX]
     ports = [p for p in (ex.get("ports") or []) if isinstance(p, int)][:EXAMPLES_MAX]
     return {"remotes": remotes, "ports": ports}
 

@@ -32,8 +32,9 @@ PAGE_MAX = 1000
 # 256 KB any reply may take (DESIGN §9; tests/test_reply_bounds.py)
 FLOWS_PAGE_MAX = 150
 GRAPH_LIMIT_MAX = 200
-# an anomaly record is under ~1.5 KB (text ≤ 400 characters, ≤ 12 figures
-# and thresholds, ≤ 5 example remotes and ports): 100 a page stay near 150 KB
+# an anomaly record is at most ~1.35 KB (text ≤ 400 characters, ≤ 12 figures
+# and thresholds, ≤ 5 example remotes and ports): a page of 100 of the
+# largest is 135 KB as ubus blobmsg (tests/test_anomalies.py measures it)
 ANOMALIES_PAGE_MAX = 100
 # a device is up to ~1.3 KB (long names, three addresses, its bucket's top
 # remotes and domains): 150 a page stay near 200 KB
