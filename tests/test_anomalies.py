@@ -173,6 +173,25 @@ def test_this_is_normal_silences_a_rule_for_one_device_and_survives_a_restart(tm
     assert status_of(b, "unmute", {"mac": BULB, "rule": "outbound_scan"}) == api.NOT_FOUND
 
 
+def test_after_a_restart_the_quarantine_keeps_its_record_and_the_holdoff_holds(tmp_path):
+    a, part, resp = responding(tmp_path)
+    scan(a, verdict(BULB), verdict(LAPTOP, rule="udp_flood"))
+    ids = {r["mac"]: r["id"] for r in call(a, "anomalies")["anomalies"]}
+    call(a, "release", {"mac": LAPTOP})
+    # the agent restarts: records were in memory, the quarantine and the
+    # release were not
+    b, _, _ = responding(tmp_path)
+    rec = call(b, "anomaly", {"id": ids[BULB]})
+    assert rec["state"] == "quarantined" and rec["rule"] == "outbound_scan" and rec["device"] == "bulb"
+    assert rec["text"].startswith("bulb: made 412")
+    assert call(b, "keep", {"id": ids[BULB]})["state"] == "kept"
+    scan(b, verdict(LAPTOP, rule="udp_flood"), verdict(BULB))
+    assert quarantined(b) == [BULB]
+    laptop = call(b, "anomalies", {"mac": LAPTOP})["anomalies"][0]
+    assert laptop["action"] == "alerted" and "released" in laptop["text"] and laptop["id"] > max(ids.values())
+    assert call(b, "anomalies", {"mac": BULB})["total"] == 1     # the new verdict joined the adopted record
+
+
 def test_a_timed_mute_ends_by_itself(tmp_path):
     a, part, resp = responding(tmp_path)
     call(a, "mute", {"mac": BULB, "rule": "outbound_scan", "minutes": 5})

@@ -19,7 +19,11 @@ that reads the agent, calls blocks and keeps the mutes in
 state_dir/anomalies.json. Records are kept in memory only (bounded by
 max_anomalies, the oldest dropped and counted): the quarantine they caused
 is persisted by blocks, with its reason naming the rule and the anomaly id,
-and the file keeps the next id so that an id never means two anomalies.
+and after a restart a record is made again from it (without figures), so
+`keep` and `release` still work. The file keeps the mutes, the owner's
+recent releases (the hold-off must survive a restart) and the next id, so
+that an id never means two anomalies. It is written when one of those
+changes, never per scan.
 """
 
 from . import errors, plat
@@ -169,6 +173,33 @@ def read_mutes(store):
     return out
 
 
+def read_released(store):
+    """{(mac, rule): wall seconds} of the owner's releases in a parsed
+    anomalies.json (a file of an older version has none)."""
+    out = {}
+    for r in store.get("released") or ():
+        if not isinstance(r, dict) or not isinstance(r.get("at"), (int, float)):
+            raise ValueError("a release without its time: %r" % (r,))
+        out[(str(r.get("mac")), str(r.get("rule")))] = r["at"]
+    return out
+
+
+def adopted(q):
+    """The record of an automatic quarantine that blocks kept across a
+    restart (the records themselves live in memory): what the quarantine
+    says of it, so `keep` and `release` still find it. The figures are gone."""
+    reason = q.get("reason") or ""
+    text = reason.partition("): ")[2] or reason
+    kept = q.get("expires") is None
+    return {"id": q["anomaly"], "mac": q["mac"], "device": "",
+            "rule": q.get("rule") or "", "layer": "A", "severity": "quarantine",
+            "text": text, "figures": {}, "thresholds": {}, "window": 0,
+            "examples": {"remotes": [], "ports": []},
+            "first": q.get("created") or 0, "last": q.get("created") or 0, "first_scan": 0,
+            "scans": 0, "action": "quarantined", "state": "kept" if kept else "quarantined",
+            "until": q.get("expires")}
+
+
 class Anomalies:
     """Agent part: records, the policy applied to each scan's verdicts, and
     the API's anomaly methods (api.py calls the methods below)."""
@@ -196,6 +227,7 @@ class Anomalies:
         try:
             store = plat.json.loads(data.decode())
             self.mutes = read_mutes(store)
+            self.released = read_released(store)
             self.next_id = store.get("next_id", 1)
         except (ValueError, AttributeError, UnicodeError) as e:
             # keep the evidence aside and start with no mutes: the detector
@@ -206,11 +238,16 @@ class Anomalies:
             except OSError:
                 pass
             self.mutes = []
+            self.released = {}
             return
         self.saved = self._text()
 
     def _text(self):
-        return plat.json.dumps({"version": 1, "next_id": self.next_id, "mutes": self.mutes})
+        # releases are kept so that a restart does not undo the owner's
+        # decision by quarantining again within the hold-off
+        released = [{"mac": k[0], "rule": k[1], "at": int(t)} for k, t in sorted(self.released.items())]
+        return plat.json.dumps({"version": 1, "next_id": self.next_id, "mutes": self.mutes,
+                                "released": released})
 
     def save(self):
         text = self._text()
@@ -235,6 +272,22 @@ class Anomalies:
         self.agent = agent
         agent.anomalies = self
         agent.listeners.append(self.heard)
+        self.adopt(getattr(agent, "blocks", None))
+
+    def adopt(self, blocks):
+        """Records for the automatic quarantines blocks still holds."""
+        if blocks is None:
+            return
+        for q in blocks.store["quarantines"]:
+            ident = q.get("anomaly")
+            if not isinstance(ident, int) or any(r["id"] == ident for r in self.records):
+                continue
+            rec = adopted(q)
+            rec["device"] = blocks.name_of(q["mac"]) or ""
+            self.records.append(rec)
+            self.open[(rec["mac"], rec["rule"])] = rec
+            self.next_id = max(self.next_id, ident + 1)
+        self.records.sort(key=lambda r: r["id"])
 
     def reload(self, agent):
         self.cfg = agent.cfg
@@ -262,9 +315,11 @@ class Anomalies:
             if rec["state"] == "open" and now - rec["last"] > QUIET_S:
                 self._close(rec, "expired")
         holdoff = self._minutes("quarantine_holdoff", 60) * 60
-        for key, t in list(self.released.items()):
-            if now - t >= holdoff:
-                del self.released[key]
+        over = [k for k, t in self.released.items() if now - t >= holdoff]
+        for key in over:
+            del self.released[key]
+        if over:
+            self._save_quietly()
 
     # -- one verdict ----------------------------------------------------------
 
@@ -310,10 +365,7 @@ class Anomalies:
         if why:
             rec["text"] = words(rec["device"], v, why)
         self.next_id += 1
-        try:
-            self.save()
-        except OSError as e:
-            plat.warn("cannot save %s: %s" % (self.path, e))
+        self._save_quietly()
         if len(self.records) >= self._most():
             self._drop_oldest()
         self.records.append(rec)
@@ -368,6 +420,7 @@ class Anomalies:
         if action == "release":
             self._close(rec, "released")
             self.released[(rec["mac"], rec["rule"])] = plat.wall()
+            self._save_quietly()
         elif action == "expired":
             self._close(rec, "expired")
 
@@ -380,14 +433,19 @@ class Anomalies:
 
     # -- mutes ----------------------------------------------------------------
 
+    def _save_quietly(self):
+        # not an owner's call that could be refused: a warning, and the
+        # next change tries again
+        try:
+            self.save()
+        except OSError as e:
+            plat.warn("cannot save %s: %s" % (self.path, e))
+
     def _expire_mutes(self, now):
         live = live_mutes(self.mutes, now)
         if len(live) != len(self.mutes):
             self.mutes = live
-            try:
-                self.save()
-            except OSError as e:
-                plat.warn("cannot save %s: %s" % (self.path, e))
+            self._save_quietly()
 
     # -- the API (validated arguments from api.py) ---------------------------
 

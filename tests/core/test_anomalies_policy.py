@@ -121,3 +121,26 @@ def test_a_mutes_file_is_read_strictly():
         except ValueError:
             continue
         raise AssertionError("accepted %r" % (bad,))
+
+
+def test_a_quarantine_kept_across_a_restart_becomes_its_record_again():
+    q = {"mac": BULB, "created": 1000, "expires": 1900, "anomaly": 7, "rule": "outbound_scan",
+         "reason": "anomaly 7 (outbound_scan): bulb: made 412 connection attempts"}
+    rec = anomalies.adopted(q)
+    assert rec["id"] == 7 and rec["state"] == "quarantined" and rec["until"] == 1900
+    assert rec["text"] == "bulb: made 412 connection attempts" and rec["rule"] == "outbound_scan"
+    q["expires"] = None
+    assert anomalies.adopted(q)["state"] == "kept"
+    fresh = anomalies.new_record(1, scan_verdict(), "", 0, 0)
+    assert sorted(anomalies.adopted(q)) == sorted(fresh)
+
+
+def test_the_owners_releases_are_read_back_with_their_time():
+    store = {"mutes": [], "released": [{"mac": BULB, "rule": "udp_flood", "at": 1000}]}
+    assert anomalies.read_released(store) == {(BULB, "udp_flood"): 1000}
+    assert anomalies.read_released({"mutes": []}) == {}
+    try:
+        anomalies.read_released({"released": [{"mac": BULB, "rule": "x"}]})
+    except ValueError:
+        return
+    raise AssertionError("a release without its time was accepted")
