@@ -38,7 +38,6 @@ RULES = ("outbound_scan", "one_remote_flood", "udp_flood", "lan_scan", "dns_bypa
          "table_hog", "slow_scan", "baseline_new_flows", "baseline_remotes",
          "baseline_new_endpoint", "baseline_unanswered")
 
-MODES = ("quarantine", "alert")
 EXAMPLES_MAX = 5      # remotes and ports kept per record: a page of 100 stays small
 FIGURES_MAX = 12      # numbers kept per record in figures and in thresholds
 TEXT_MAX = 400
@@ -298,12 +297,13 @@ class Anomalies:
         if self.heard in agent.listeners:
             agent.listeners.remove(self.heard)
 
-    def _minutes(self, key, default):
+    def _setting(self, key, default, least=1):
+        """A whole-number option; its default when it is missing or too small."""
         v = self.cfg.get(key, default)
-        return v if isinstance(v, int) and v > 0 else default
+        return v if isinstance(v, int) and v >= least else default
 
     def _most(self):
-        return self._minutes("max_anomalies", 200)
+        return self._setting("max_anomalies", 200)
 
     def after_scan(self, agent, now_ms):
         now = plat.wall()
@@ -314,7 +314,7 @@ class Anomalies:
         for rec in list(self.open.values()):
             if rec["state"] == "open" and now - rec["last"] > QUIET_S:
                 self._close(rec, "expired")
-        holdoff = self._minutes("quarantine_holdoff", 60) * 60
+        holdoff = self._setting("quarantine_holdoff", 60, least=0) * 60
         over = [k for k, t in self.released.items() if now - t >= holdoff]
         for key in over:
             del self.released[key]
@@ -326,7 +326,7 @@ class Anomalies:
     def _facts(self, v, now):
         blocks = getattr(self.agent, "blocks", None)
         mac, rule = v["mac"], v["rule"]
-        holdoff = self._minutes("quarantine_holdoff", 60) * 60
+        holdoff = self._setting("quarantine_holdoff", 60, least=0) * 60
         t = self.released.get((mac, rule))
         return facts(v, self.cfg.get("detect_mode", "quarantine"),
                      muted(self.mutes, mac, rule, now),
@@ -379,7 +379,7 @@ class Anomalies:
         self.dropped += 1
 
     def _quarantine(self, rec):
-        minutes = self._minutes("quarantine_minutes", 15)
+        minutes = self._setting("quarantine_minutes", 15)
         reason = ("anomaly %d (%s): %s" % (rec["id"], rec["rule"], rec["text"]))[:REASON_MAX]
         try:
             self.agent.blocks.quarantine({"mac": rec["mac"], "minutes": minutes, "reason": reason,

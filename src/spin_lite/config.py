@@ -37,7 +37,7 @@ OPTIONS = {
     "firewall": ("str", "auto", "auto | nft | iptables | none"),
     "iptables_cmd": ("str", "", "iptables binary; empty: iptables-legacy when present (firewall3), else iptables"),
     "quarantine_minutes": ("int", 15, "minutes an automatic quarantine lasts unless the owner keeps it"),
-    "quarantine_holdoff": ("int", 60, "minutes after the owner releases a device in which the same rule only alerts"),
+    "quarantine_holdoff": ("int", 60, "minutes after the owner releases a device in which the same rule only alerts (0: none)"),
     "max_anomalies": ("int", 200, "anomaly records kept; the oldest is dropped and counted"),
     "dns_snoop": ("bool", True, "read DNS answers on lan_ifname to name endpoints"),
     "max_endpoints": ("int", 4096, "remote addresses whose DNS names are kept; least recently used dropped"),
