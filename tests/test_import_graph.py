@@ -66,6 +66,24 @@ def test_the_firewall_renders_what_blocks_decides_and_never_asks_back():
     assert "firewall" in own_imports("blocks")
 
 
+# modules whose import means I/O: processes, sockets, files, the clock
+WITH_IO = ("plat", "firewall", "blocks", "conntrack", "ctevents", "neigh", "leases", "dnssnoop",
+           "names", "capture", "anomalies")
+
+
+def test_the_firewall_imports_nothing_of_the_decisions():
+    # blocks holds the owner's and the detector's decisions; the firewall
+    # is handed their state and never reaches back for either
+    assert not (reach("firewall") & {"blocks", "anomalies", "detect"})
+
+
+def test_the_detector_is_pure_and_the_response_acts_through_blocks():
+    if present(["detect"]):
+        assert not (reach("detect") & set(WITH_IO)), reach("detect")
+    # the response does not render rules itself: it asks the block store
+    assert "firewall" not in reach("anomalies") and "blocks" not in own_imports("anomalies")
+
+
 def test_the_graph_check_itself_sees_an_arrow_pointing_up():
     # the interface does import the parts below it: the reader finds that
     assert "api" in own_imports("jsonrpc")

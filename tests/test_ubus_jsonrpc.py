@@ -43,7 +43,16 @@ STORIES = [
     ("release", {"mac": CAMERA}),
     ("name", {"mac": LAPTOP, "name": "Anna's laptop"}),
     ("device", {"mac": LAPTOP}),
+    ("mute", {"mac": LAPTOP, "rule": "lan_scan", "minutes": 5}),
+    ("mutes", {}),
+    ("unmute", {"mac": LAPTOP, "rule": "lan_scan"}),
+    ("anomalies", {"mac": LAPTOP, "limit": 10}),
 ]
+
+# methods that only succeed on a record the detector opened; these quiet
+# files give it nothing to find, so both transports must answer "no anomaly"
+# (their successes are told in tests/test_anomalies.py)
+NEED_A_RECORD = {"anomaly", "keep"}
 
 
 def valid(kind, limit):
@@ -122,13 +131,15 @@ def test_the_whole_method_table_answers_the_same_over_ubus_and_json_rpc(two_agen
         b = answer(lambda: jsonrpc.call(rpc_path, method, args))
         assert a == b, "%s %s %r:\n  ubus:     %r\n  json-rpc: %r" % (method, label, args, a, b)
         statuses.add(a[0])
+        if method in NEED_A_RECORD and label == "required only":
+            assert a[:2] == (4, "no anomaly 1"), a
         if a[0] == 0:
             succeeded.add(method)
             if isinstance(a[2], dict) and isinstance(a[2].get("id"), int):
                 last_id = a[2]["id"]
         methods.add(method)
     assert methods == set(api.METHODS) | {"nosuch"}
-    assert succeeded == set(api.METHODS), set(api.METHODS) - succeeded
+    assert succeeded == set(api.METHODS) - NEED_A_RECORD, set(api.METHODS) - succeeded
     # the walk really met success, bad input, unknown ids and unknown methods
     assert {0, 2, 3, 4} <= statuses, statuses
     # neither agent logged a handler bug

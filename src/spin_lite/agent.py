@@ -106,12 +106,17 @@ class Agent:
         self.reload_wanted = False
         self.names = None  # names.Names sets itself here when it starts
         self.blocks = None  # and blocks.Blocks here
+        self.anomalies = None  # and anomalies.Anomalies here
+        self.detector = None  # detect.Detector when detection is on
+        self.verdicts = []  # the detector's verdicts of the last scan
 
     # -- parts --------------------------------------------------------------
 
     def build_parts(self):
-        from . import blocks, jsonrpc, names
+        from . import anomalies, blocks, jsonrpc, names
         self.parts.append(blocks.Blocks(self.cfg))
+        # after blocks: it quarantines through them, and sees their expiry first
+        self.parts.append(anomalies.Anomalies(self.cfg))
         self.parts.append(names.Names(self.cfg))  # DNS names, owner names, ignore list
         if self.cfg["rpc_socket"] or self.cfg["rpc_listen"]:
             self.parts.append(jsonrpc.Server())
@@ -289,6 +294,7 @@ class Agent:
             "warnings": self.warnings[-20:],
             "names": self.names.status() if self.names else None,
             "firewall": self.blocks.status() if self.blocks else None,
+            "anomalies": self.anomalies.status() if self.anomalies else None,
         }
 
     def device_info(self, mac):
@@ -307,6 +313,8 @@ class Agent:
             "last_seen": int(d.last_seen), "connections": d.live,
             "rate_out": rate[0], "rate_in": rate[1],
             "bucket": cur,
+            # by whom and why: an automatic one names its anomaly
+            "quarantine": self.blocks.quarantine_of(mac) if self.blocks else None,
         }
 
     def device_page(self, offset, limit):

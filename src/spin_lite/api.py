@@ -32,6 +32,10 @@ PAGE_MAX = 1000
 # 256 KB any reply may take (DESIGN §9; tests/test_reply_bounds.py)
 FLOWS_PAGE_MAX = 150
 GRAPH_LIMIT_MAX = 200
+# an anomaly record is at most ~1.35 KB (text ≤ 400 characters, ≤ 12 figures
+# and thresholds, ≤ 5 example remotes and ports): a page of 100 of the
+# largest is 135 KB as ubus blobmsg (tests/test_anomalies.py measures it)
+ANOMALIES_PAGE_MAX = 100
 # a device is up to ~1.3 KB (long names, three addresses, its bucket's top
 # remotes and domains): 150 a page stay near 200 KB
 DEVICES_PAGE_MAX = 150
@@ -187,6 +191,39 @@ def h_reapply(agent, a):
     return part.status()
 
 
+# -- handlers: anomalies (the detector's records; the part is anomalies.Anomalies)
+
+def _anomalies(agent):
+    part = getattr(agent, "anomalies", None)
+    if part is None:
+        raise ApiError(NOT_FOUND, "the anomaly response is not running in this agent")
+    return part
+
+
+def h_anomalies(agent, a):
+    return page(_anomalies(agent).listing(a["mac"]), a, "anomalies", ANOMALIES_PAGE_MAX)
+
+
+def h_anomaly(agent, a):
+    return _anomalies(agent).record(a["id"])
+
+
+def h_keep(agent, a):
+    return _anomalies(agent).keep(a["id"])
+
+
+def h_mute(agent, a):
+    return _anomalies(agent).mute(a["mac"], a["rule"], a["minutes"])
+
+
+def h_unmute(agent, a):
+    return _anomalies(agent).unmute(a["mac"], a["rule"])
+
+
+def h_mutes(agent, a):
+    return {"mutes": _anomalies(agent).mute_list()}
+
+
 # -- handlers: names and the ignore list (the part is names.Names) -------
 
 def _names(agent):
@@ -220,6 +257,8 @@ TARGET_ARGS = {"mac": ("mac", None, None), "remote": ("remote", None, None)}
 
 
 PAGING = {"limit": ("int", None, (1, PAGE_MAX)), "offset": ("int", 0, (0, 10000000))}
+ID = ("int", REQUIRED, (1, 2 ** 31 - 1))
+MUTE_ARGS = {"mac": ("mac", REQUIRED, None), "rule": ("string", REQUIRED, 40)}
 
 
 def _with(base, extra):
@@ -246,6 +285,13 @@ METHODS = {
     "allow": (TARGET_ARGS, h_allow, True),
     "disallow": (TARGET_ARGS, h_disallow, True),
     "reapply": ({}, h_reapply, True),
+    "anomalies": ({"mac": ("mac", None, None), "limit": ("int", None, (1, ANOMALIES_PAGE_MAX)),
+                   "offset": PAGING["offset"]}, h_anomalies, False),
+    "anomaly": ({"id": ID}, h_anomaly, False),
+    "mutes": ({}, h_mutes, False),
+    "keep": ({"id": ID}, h_keep, True),
+    "mute": (_with(MUTE_ARGS, {"minutes": ("int", None, (1, 60 * 24 * 366))}), h_mute, True),
+    "unmute": (MUTE_ARGS, h_unmute, True),
     "name": ({"mac": ("mac", REQUIRED, None), "name": ("string", REQUIRED, 64)}, h_name, True),
     "ignore": ({"remote": ("remote", REQUIRED, None)}, h_ignore, True),
     "unignore": ({"remote": ("remote", REQUIRED, None)}, h_unignore, True),

@@ -1,4 +1,10 @@
-"""The owner's decisions: blocks, quarantines, allows; kept in the kernel.
+"""The decisions: blocks, quarantines, allows; kept in the kernel.
+
+The owner makes them, and so does the detector (through the `anomalies`
+part): an automatic quarantine is a quarantine record that carries the
+anomaly id that caused it ("by": "detector" where it is shown), so both
+kinds live in one store and the firewall renders one state. `firewall`
+imports nothing of this module: it is handed the state and renders it.
 
 The store is one JSON file under state_dir (blocks.json), written
 atomically and only when a decision changes. Block ids count up and are
@@ -294,7 +300,8 @@ class Blocks:
                 if rec is not None:
                     self.store["quarantines"].remove(rec)
                     self._emit("spin.quarantine", {"action": "expired", "mac": ident,
-                                                   "reason": rec.get("reason") or ""})
+                                                   "reason": rec.get("reason") or "",
+                                                   "anomaly": rec.get("anomaly")})
         try:
             self.save()
         except OSError as e:
@@ -334,6 +341,22 @@ class Blocks:
 
     def _allowed_mac(self, mac):
         return any(a.get("mac") == mac for a in self.store["allows"])
+
+    def is_allowed(self, mac):
+        """The owner allowed this device: nothing automatic may block it."""
+        return self._allowed_mac(mac)
+
+    def quarantine_of(self, mac):
+        """The device's quarantine as the API shows it, or None."""
+        q = self._quarantine(mac)
+        if q is None:
+            return None
+        return {"mac": q["mac"], "name": self.name_of(q["mac"]),
+                "created": q["created"], "expires": q.get("expires"),
+                "reason": q.get("reason") or "",
+                # who decided it: the detector's carry the anomaly's id
+                "by": "detector" if q.get("anomaly") else "owner",
+                "anomaly": q.get("anomaly")}
 
     def _router_ips(self):
         return set(getattr(self.agent, "router_ips", None) or ())
@@ -445,15 +468,17 @@ class Blocks:
             blocks.append(d)
         qs = []
         for q in self.store["quarantines"]:
-            qs.append({"mac": q["mac"], "name": self.name_of(q["mac"]),
-                       "created": q["created"], "expires": q.get("expires"),
-                       "reason": q.get("reason") or "",
-                       "dropped": dropped.get("quarantine " + q["mac"], 0)})
+            d = self.quarantine_of(q["mac"])
+            d["dropped"] = dropped.get("quarantine " + q["mac"], 0)
+            qs.append(d)
         allows = [{k: v for k, v in a.items() if v is not None} for a in self.store["allows"]]
         return {"blocks": blocks, "quarantines": qs, "allows": allows,
                 "firewall": self.status()}
 
     def quarantine(self, a):
+        """The owner's quarantine (the API's arguments), or the detector's:
+        then a also holds "anomaly" (its id) and "rule", which the API's
+        schema does not accept, so only the anomalies part can set them."""
         mac = a["mac"]
         self._check_target(mac)
         if self._allowed_mac(mac):
@@ -464,6 +489,9 @@ class Blocks:
         expires, deadline = self._expiry(a.get("minutes"), now)
         rec = {"mac": mac, "created": now, "expires": expires,
                "reason": a.get("reason") or ""}
+        if a.get("anomaly"):
+            rec["anomaly"] = a["anomaly"]
+            rec["rule"] = a.get("rule") or ""
         before = self._text()
         self.store["quarantines"].append(rec)
         self.persist(before)
@@ -474,8 +502,25 @@ class Blocks:
         self.forget_connections(self.addresses().get(mac, []))
         self._emit("spin.quarantine", {"action": "quarantine", "mac": mac,
                                        "name": self.name_of(mac), "reason": rec["reason"],
-                                       "expires": expires})
+                                       "expires": expires, "anomaly": rec.get("anomaly")})
         return {"mac": mac}
+
+    def keep(self, mac):
+        """The quarantine stays until the owner releases it (the owner's
+        answer to an automatic one: "keep"): its expiry goes, persisted."""
+        rec = self._quarantine(mac)
+        if rec is None:
+            raise ApiError(NOT_FOUND, "%s is not in quarantine" % mac)
+        if rec.get("expires") is None:
+            return self.quarantine_of(mac)
+        before = self._text()
+        rec["expires"] = None
+        self.persist(before)
+        self._disarm(("quarantine", mac))
+        self._emit("spin.quarantine", {"action": "keep", "mac": mac, "name": self.name_of(mac),
+                                       "reason": rec.get("reason") or "", "expires": None,
+                                       "anomaly": rec.get("anomaly")})
+        return self.quarantine_of(mac)
 
     def release(self, mac):
         rec = self._quarantine(mac)
@@ -486,7 +531,8 @@ class Blocks:
         self.persist(before)
         self._disarm(("quarantine", mac))
         self.apply("release " + mac)
-        self._emit("spin.quarantine", {"action": "release", "mac": mac, "reason": rec.get("reason") or ""})
+        self._emit("spin.quarantine", {"action": "release", "mac": mac, "reason": rec.get("reason") or "",
+                                       "anomaly": rec.get("anomaly")})
         return {"mac": mac}
 
     def _allow_key(self, a):
