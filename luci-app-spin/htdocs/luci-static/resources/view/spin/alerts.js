@@ -76,6 +76,8 @@ function figureText(name, v) {
 		return String(v);
 	if (/share|ratio|fraction/.test(name) && v >= 0 && v <= 1)
 		return Math.round(v * 100) + '\u202f%';
+	if (/pct|percent/.test(name))
+		return Math.round(v) + '\u202f%';
 	if (/bytes/.test(name))
 		return common.bytes(v);
 	return v == Math.round(v) ? String(v) : v.toFixed(2);
