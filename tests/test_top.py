@@ -71,6 +71,13 @@ def test_an_agent_without_blocks_still_gets_its_table():
     assert marks == {} and "blocks unknown" in why and "method not found" in why
 
 
+def test_the_head_counts_open_alerts_and_quarantines_when_the_agent_has_them():
+    status = {"version": "0.1", "devices": 5, "flows": 12, "last_scan_ms": 3}
+    assert cli.top_head(status) == "spin-lite 0.1  devices 5  flows 12  scan 3 ms  (Ctrl-C quits)"
+    status["anomalies"] = {"open": 2, "quarantined": 1, "muted": 0}
+    assert "alerts 2 open, 1 in quarantine" in cli.top_head(status)
+
+
 @pytest.fixture(scope="module")
 def home():
     with Home(agent=True, traffic=False) as h:
@@ -102,6 +109,8 @@ def test_spin_top_marks_the_quarantined_and_the_blocked_device(home):
         assert marked[names[LAPTOP][:20]] == "b"
         assert marked[names[SPEAKER][:20]] == ""
         assert "Q quarantined  B blocked  b partly blocked" in out
+        # an owner's quarantine is not the detector's: no alert is counted
+        assert "alerts 0 open, 0 in quarantine" in out
     finally:
         home.call("release", {"mac": BULB})
         home.call("unblock", {"id": cam["id"]})

@@ -172,6 +172,17 @@ def top_table(devices, width=100, marks=None):
     return "\n".join(lines)
 
 
+def top_head(status):
+    """The first line: the agent, and the detector's open alerts and
+    quarantines when the agent runs its response (status "anomalies")."""
+    head = "spin-lite %s  devices %d  flows %d  scan %d ms" % (
+        status["version"], status["devices"], status["flows"], status["last_scan_ms"])
+    seen = status.get("anomalies")
+    if seen:
+        head += "  alerts %d open, %d in quarantine" % (seen.get("open", 0), seen.get("quarantined", 0))
+    return head + "  (Ctrl-C quits)"
+
+
 def top_marks(call, devices):
     """The marks for one refresh: `blocks` asked once; an agent that
     cannot answer it still gets its table, unmarked, and says so."""
@@ -197,8 +208,7 @@ def cmd_top(argv):
                 devs = all_devices(call)
                 marks, why = top_marks(call, devs)
                 body = top_table(devs, marks=marks)
-                head = "spin-lite %s  devices %d  flows %d  scan %d ms  (Ctrl-C quits)%s" % (
-                    status["version"], status["devices"], status["flows"], status["last_scan_ms"], why)
+                head = top_head(status) + why
             except (OSError, jsonrpc.RemoteError) as e:
                 head, body = "spin-lite: waiting for the agent (%s)" % e, ""
                 status = {"scan_interval": 2}
