@@ -93,6 +93,10 @@ def site(tmp_path_factory):
         "keep-gone": dict(data, keep={"__failed": 4}),
         "none": dict(data, anomalies={"anomalies": [], "total": 0, "offset": 0, "remaining": 0},
                      mutes={"mutes": []}),
+        # a long evening: a page of 50 shown, 70 older ones left
+        "many": dict(data, anomalies={"anomalies": [dict(data["anomalies"]["anomalies"][2], id=120 - i)
+                                                    for i in range(50)],
+                                      "total": 120, "offset": 0, "remaining": 70}),
     }
     for name, agent in variants.items():
         with open(os.path.join(www, "luci-static", "harness-data", name + ".json"), "w") as f:
@@ -200,3 +204,15 @@ def test_alerts_on_a_phone(site):
     # a card per record: the labels come from data-title
     assert site.eval("getComputedStyle(document.querySelector('#spin-alert-table thead')).display") == "none"
     site.page()
+
+
+def test_older_records_come_a_page_at_a_time(site):
+    open_alerts(site, "many")
+    assert site.eval("document.querySelectorAll('#spin-alert-table tr[data-id]').length") == 50
+    assert calls(site, "anomalies")[0] == {"limit": 50, "offset": 0}
+    assert site.eval("document.querySelector('[data-action=older]').textContent") == "Show 50 older"
+    assert "120 alerts" in site.eval("document.getElementById('spin-alert-summary').textContent")
+    site.click("[data-action=older]")
+    site.wait("HARNESS.calls.some(c => c.method == 'anomalies' && c.args.offset == 50)")
+    assert {"limit": 50, "offset": 50} in calls(site, "anomalies")
+    site.logs()
