@@ -40,6 +40,7 @@ var RULE_TITLES = {
 	baseline_new_flows: _('Far more connections than usual'),
 	baseline_remotes: _('Far more destinations than usual'),
 	baseline_new_endpoint: _('Upload to a new destination'),
+	baseline_new_endpoint_upload: _('Upload to a new destination'),
 	baseline_unanswered: _('Far more unanswered attempts than usual')
 };
 
@@ -74,7 +75,7 @@ function ruleTitle(rule) {
 function figureText(name, v) {
 	if (typeof(v) != 'number')
 		return String(v);
-	if (/share|ratio|fraction/.test(name) && v >= 0 && v <= 1)
+	if (/share|ratio|fraction|concentration/.test(name) && v >= 0 && v <= 1)
 		return Math.round(v * 100) + '\u202f%';
 	if (/pct|percent/.test(name))
 		return Math.round(v) + '\u202f%';
