@@ -20,7 +20,7 @@ from tests.world.webproxy import forward
 
 CAMERA = DEVICES["camera"][0]
 NODE = ".spin-device[data-id='%s']"
-VIEWS = ["network", "devices", "blocks", "settings"]
+VIEWS = ["network", "devices", "alerts", "blocks", "settings"]
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +60,11 @@ def session_and_acl_held(b):
     return calls
 
 
-def test_the_menu_lists_the_four_pages_and_each_loads(home, luci):
+def test_the_menu_lists_the_five_pages_and_each_loads(home, luci):
     for view in VIEWS:
         open_view(luci, view)
         tabs = luci.eval("Array.from(document.querySelectorAll('#tabs a')).map(a => a.textContent)")
-        assert tabs == ["Network", "Devices", "Blocks", "Settings"]
+        assert tabs == ["Network", "Devices", "Alerts", "Blocks", "Settings"]
         assert luci.eval("document.querySelector('#tabs [aria-current]').textContent") == view.capitalize()
         session_and_acl_held(luci)
         # read-only pages have no Save/Apply footer; the settings form has one
@@ -131,6 +131,87 @@ def test_quarantine_from_the_devices_page_and_release_from_the_blocks_page(home,
     assert home.call("blocks")["quarantines"] == []
     session_and_acl_held(luci)
     assert luci.logs() == []
+
+
+def test_a_quarantined_device_is_marked_in_network_and_devices_and_released_from_the_picture(home, luci):
+    """A quarantine made elsewhere (the detector's or `spin call`): the
+    Network picture draws the bulb in the quarantine colour, its details
+    and its Devices row say why and until when, and Release in the
+    picture lets it back."""
+    bulb = DEVICES["bulb"][0]
+    home.call("quarantine", {"mac": bulb, "minutes": 15, "reason": "telnet scan"})
+    try:
+        open_view(luci, "network")
+        node = NODE % bulb
+        luci.wait("document.querySelector(\"%s\") && document.querySelector(\"%s\").dataset.state == 'quarantined'"
+                  % (node, node))
+        assert luci.eval("document.querySelector(\"%s\").classList.contains('spin-state-quarantined')" % node)
+        fill = "getComputedStyle(document.querySelector(\"%s rect\")).fill" % node
+        assert luci.eval(fill) != luci.eval("getComputedStyle(document.querySelector(\"%s rect\")).fill" % (NODE % CAMERA))
+        luci.click(node)
+        details = luci.wait("document.querySelector('#spin-details .spin-state-detail') && "
+                            "document.querySelector('#spin-details').innerText")
+        assert "Quarantined" in details and "telnet scan; ends in 15 min" in details
+        assert not luci.eval("!!document.querySelector('#spin-details [data-action=block]')")
+        luci.screenshot("luci-network-quarantined.png")
+
+        open_view(luci, "devices")
+        row = "#spin-device-table tr[data-mac='%s']" % bulb
+        luci.wait("document.querySelector(\"%s .spin-state-detail\")" % row)
+        assert luci.eval("document.querySelector(\"%s .spin-badge\").textContent" % row) == "Quarantined"
+        assert luci.eval("document.querySelector(\"%s .spin-state-detail\").textContent" % row) == \
+            "telnet scan; ends in 15 min"
+
+        open_view(luci, "network")
+        luci.wait("document.querySelector(\"%s\")" % node)
+        luci.click(node)
+        luci.click("#spin-details [data-action=release]")
+        luci.wait("document.querySelector(\"%s\").dataset.state != 'quarantined'" % node)
+        assert home.call("blocks")["quarantines"] == []
+        calls = session_and_acl_held(luci)
+        assert any(c["method"] == "release" and c["args"] == {"mac": bulb} for c in calls)
+    finally:
+        if home.call("blocks")["quarantines"]:
+            home.call("release", {"mac": bulb})
+    assert luci.logs() == []
+
+
+def test_the_alerts_page_reads_the_live_agent(home, luci):
+    """Against the real agent: no alert yet in a quiet home (or, on an
+    agent without the response part, why there are none), said in the
+    table, never an empty one."""
+    from spin_lite import api
+    open_view(luci, "alerts")
+    text = luci.wait("document.querySelector('#spin-alert-table tbody td') && "
+                     "document.querySelector('#spin-alert-table tbody').textContent")
+    if "anomalies" in api.METHODS:
+        assert text == "No alerts: no device has behaved like malware."
+    else:
+        assert text == "No alerts to show: this spin-lite agent does not run anomaly detection."
+    calls = session_and_acl_held(luci)
+    assert any(c["method"] == "anomalies" for c in calls)
+    luci.logs()
+
+
+def test_an_alerts_read_the_login_may_not_make_is_said_in_words(home, luci):
+    with open(luci_www.ACL) as f:
+        acl = json.load(f)
+    acl["luci-app-spin"]["read"]["ubus"]["spin"].remove("anomalies")
+    path = os.path.join(home.www, "luci-static", "harness-data", "acl.json")
+    with open(path, "w") as f:
+        json.dump(acl, f)
+    try:
+        open_view(luci, "alerts")
+        text = luci.wait("document.querySelector('#spin-alert-table tbody td') && "
+                         "document.querySelector('#spin-alert-table tbody').textContent")
+        assert text == "Reading the alerts failed: you are not allowed to do that."
+        assert "spin.anomalies" in luci.eval("HARNESS.denied")
+    finally:
+        with open(luci_www.ACL) as f:
+            shipped = json.load(f)
+        with open(path, "w") as f:
+            json.dump(shipped, f)
+    luci.logs()
 
 
 def test_a_destination_is_blocked_for_everyone_then_ignored_then_shown_again(home, luci):

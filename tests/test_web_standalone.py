@@ -198,12 +198,32 @@ def test_a_new_name_survives_a_reload_and_an_agent_restart(home, page):
     page.logs()  # the stop left failed requests in the console; that was the point
 
 
+def test_the_alerts_tab_runs_the_same_view_as_luci(home, page):
+    """The standalone page has the Alerts tab, and the view says in its
+    table what there is to say (no alert in a quiet home, or why none can
+    come), never an empty table."""
+    from spin_lite import api
+    page.page()
+    page.goto(page.url + "?view=alerts")
+    tabs = page.eval("Array.from(document.querySelectorAll('#tabs a')).map(a => a.textContent)")
+    assert tabs == ["Network", "Devices", "Alerts", "Blocks"]
+    assert page.eval("document.querySelector('#tabs [aria-current]').textContent") == "Alerts"
+    text = page.wait("document.querySelector('#spin-alert-table tbody td') && "
+                     "document.querySelector('#spin-alert-table tbody').textContent")
+    if "anomalies" in api.METHODS:
+        assert text == "No alerts: no device has behaved like malware."
+    else:
+        assert text == "No alerts to show: this spin-lite agent does not run anomaly detection."
+    assert page.eval("document.title") == "spin-lite \u2014 Alerts"
+    page.logs()
+
+
 def test_screenshots_desktop_phone_and_dark(home, page):
     shots = []
     for size, opts in (("desktop", {}), ("phone", {"width": 390, "height": 844, "mobile": True}),
                        ("dark", {"dark": True})):
         page.page(**opts)
-        for view in ("network", "devices", "blocks"):
+        for view in ("network", "devices", "alerts", "blocks"):
             page.goto(page.url + "?view=" + view)
             page.wait("document.querySelector('.spin-view') && !document.querySelector('#view > .spinning')")
             if view == "network":

@@ -124,15 +124,53 @@ def all_devices(call):
             return devs
 
 
-def top_table(devices, width=100):
-    """Rows of the live view, busiest first."""
-    rows = [("NAME", "IP", "OUT/s", "IN/s", "CONNS", "OUT", "IN", "TOP ENDPOINT")]
+# the marks of `spin top`'s first column, strongest first: a device in
+# quarantine, a device blocked whole, a device with some traffic blocked
+MARKS = (("Q", "quarantined"), ("B", "blocked"), ("b", "partly blocked"))
+MARK_RANK = {m: i for i, (m, _) in enumerate(MARKS)}
+
+
+def _stronger(marks, key, mark):
+    old = marks.get(key)
+    if old is None or MARK_RANK[mark] < MARK_RANK[old]:
+        marks[key] = mark
+
+
+def device_marks(listing, devices):
+    """{mac: mark} from the `blocks` reply: "Q" quarantined, "B" blocked
+    whole (by MAC or by one of its addresses), "b" some destinations or
+    ports blocked; a block not in force (the device is allowed) marks
+    nothing."""
+    marks = {}
+    by_ip = {}
+    for d in devices:
+        for ip in d.get("ips") or []:
+            by_ip[ip] = d["mac"]
+    for b in listing.get("blocks") or []:
+        if b.get("active") is False:
+            continue
+        mac = b.get("mac") or by_ip.get(b.get("ip"))
+        if not mac:
+            continue   # a destination blocked for every device
+        whole = not (b.get("remote") or b.get("port") or b.get("proto"))
+        _stronger(marks, mac, "B" if whole else "b")
+    for q in listing.get("quarantines") or []:
+        _stronger(marks, q["mac"], "Q")
+    return marks
+
+
+def top_table(devices, width=100, marks=None):
+    """Rows of the live view, busiest first; marks ({mac: "Q"|"B"|"b"})
+    fill the first column."""
+    marks = marks or {}
+    rows = [("!", "NAME", "IP", "OUT/s", "IN/s", "CONNS", "OUT", "IN", "TOP ENDPOINT")]
     devs = sorted(devices, key=lambda d: -(d["rate_out"] + d["rate_in"]))
     for d in devs:
         ips = [ip for ip in d["ips"] if ":" not in ip] or d["ips"] or ["-"]
         top = d["bucket"]["top"]
         names = d["bucket"].get("names") or {}
         rows.append((
+            marks.get(d["mac"], " "),
             (d["name"] or d["mac"])[:20], ips[0], human(d["rate_out"]), human(d["rate_in"]),
             str(d["connections"]), human(d["bucket"]["bytes_out"]), human(d["bucket"]["bytes_in"]),
             names.get(top[0][0], top[0][0]) if top else "-",
@@ -140,8 +178,33 @@ def top_table(devices, width=100):
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for r in rows:
-        lines.append("  ".join(r[i].ljust(widths[i]) for i in range(len(r)))[:width])
+        lines.append("  ".join(r[i].ljust(widths[i]) for i in range(len(r)))[:width].rstrip())
+    used = sorted(set(marks.get(d["mac"]) for d in devs) - {None}, key=lambda m: MARK_RANK[m])
+    if used:
+        lines.append("")
+        lines.append("  ".join("%s %s" % (m, dict(MARKS)[m]) for m in used))
     return "\n".join(lines)
+
+
+def top_head(status):
+    """The first line: the agent, and the detector's open alerts and
+    quarantines when the agent runs its response (status "anomalies")."""
+    head = "spin-lite %s  devices %d  flows %d  scan %d ms" % (
+        status["version"], status["devices"], status["flows"], status["last_scan_ms"])
+    seen = status.get("anomalies")
+    if seen:
+        head += "  alerts %d open, %d in quarantine" % (seen.get("open", 0), seen.get("quarantined", 0))
+    return head + "  (Ctrl-C quits)"
+
+
+def top_marks(call, devices):
+    """The marks for one refresh: `blocks` asked once; an agent that
+    cannot answer it still gets its table, unmarked, and says so."""
+    from . import jsonrpc
+    try:
+        return device_marks(call("blocks", {}), devices), ""
+    except (OSError, jsonrpc.RemoteError) as e:
+        return {}, "  (blocks unknown: %s)" % e
 
 
 def cmd_top(argv):
@@ -157,9 +220,9 @@ def cmd_top(argv):
             try:
                 status = call("status", {})
                 devs = all_devices(call)
-                body = top_table(devs)
-                head = "spin-lite %s  devices %d  flows %d  scan %d ms  (Ctrl-C quits)" % (
-                    status["version"], status["devices"], status["flows"], status["last_scan_ms"])
+                marks, why = top_marks(call, devs)
+                body = top_table(devs, marks=marks)
+                head = top_head(status) + why
             except (OSError, jsonrpc.RemoteError) as e:
                 head, body = "spin-lite: waiting for the agent (%s)" % e, ""
                 status = {"scan_interval": 2}

@@ -192,6 +192,20 @@ return baseclass.extend({
 		return 'normal';
 	},
 
+	/* why a device is quarantined or blocked and until when, as text
+	 * for a line under its state ('' for a device that is neither) */
+	stateDetail: function(d, idx, now) {
+		var rec = idx.quarantine[d.mac] || idx.device[d.mac];
+		if (!rec)
+			return '';
+		var why = idx.quarantine[d.mac] ? rec.reason : rec.note;
+		var parts = [];
+		if (why)
+			parts.push(why);
+		parts.push(_('ends %s').format(this.until(rec.expires, now)));
+		return parts.join('; ');
+	},
+
 	stateText: function(state) {
 		return {
 			quarantined: _('Quarantined'),

@@ -40,6 +40,11 @@ function sumHistory(h) {
 	return [ up, down ];
 }
 
+/* the reason and end of a block or quarantine, under the state badge */
+function stateLine(text) {
+	return text ? E('div', { 'class': 'spin-muted spin-state-detail' }, [ text ]) : '';
+}
+
 return actions.View.extend({
 	blockNote: _('blocked from the device list'),
 
@@ -159,7 +164,8 @@ return actions.View.extend({
 					today ? '\u2191 %s \u2193 %s'.format(common.bytes(today[0]), common.bytes(today[1])) : '\u2026' ]),
 				E('td', { 'data-title': _('Top destinations') }, [ top.join(', ') || '-' ]),
 				E('td', { 'data-title': _('State') }, [
-					E('span', { 'class': 'spin-badge spin-state-' + state }, [ common.stateText(state) ]) ]),
+					E('span', { 'class': 'spin-badge spin-state-' + state }, [ common.stateText(state) ]),
+					stateLine(common.stateDetail(d, idx)) ]),
 				E('td', { 'data-title': '' }, [ E('div', { 'class': 'spin-actions' }, buttons) ])
 			]));
 			if (this.open == d.mac)

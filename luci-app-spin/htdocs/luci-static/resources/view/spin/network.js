@@ -46,6 +46,11 @@ function graphCall() {
 	});
 }
 
+/* the reason and end of a block or quarantine, under the state badge */
+function stateLine(text) {
+	return text ? E('div', { 'class': 'spin-muted spin-state-detail' }, [ text ]) : '';
+}
+
 return actions.View.extend({
 	blockNote: _('blocked from the network view'),
 
@@ -237,7 +242,8 @@ return actions.View.extend({
 
 		if (node.kind == 'device') {
 			var d = node.device, idx = this.model.index;
-			rows.push([ _('State'), E('span', { 'class': 'spin-badge spin-state-' + node.state }, [ common.stateText(node.state) ]) ]);
+			rows.push([ _('State'), E('span', {}, [ E('span', { 'class': 'spin-badge spin-state-' + node.state }, [ common.stateText(node.state) ]),
+				stateLine(common.stateDetail(d, idx)) ]) ]);
 			rows.push([ _('MAC'), E('span', { 'class': 'spin-mono' }, [ d.mac ]) ]);
 			if (d.hostname && d.hostname != d.name)
 				rows.push([ _('Hostname'), d.hostname ]);
