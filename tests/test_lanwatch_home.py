@@ -17,10 +17,12 @@ interface), run by the real LanWatch part against the real nft table.
 import json
 import os
 import shutil
+import subprocess
 import sys
 
 import pytest
 
+from spin_lite import firewall
 from tests.world.home import Home
 
 pytestmark = pytest.mark.netns
@@ -192,3 +194,45 @@ def test_a_firewall3_router_says_what_it_cannot_see():
         v = visibility(home)
         assert v["lan"].startswith("not seen: LAN-to-LAN traffic"), v
         assert "firewall3" in v["lan"] and v["lan_attempts"] == 0
+
+
+REFUSING_NFT = """#!/bin/sh
+# nft in the scratch namespace, as a kernel without the watch's features
+# would answer: every text that names a lan_seen set is refused
+case "$*" in
+*"-f -"*)
+    text=$(cat)
+    case "$text" in
+    *lan_seen*) echo "Error: Could not process rule: Operation not supported" >&2; exit 1;;
+    esac
+    printf '%s\\n' "$text" | exec ip netns exec {ns} nft "$@";;
+*) exec ip netns exec {ns} nft "$@";;
+esac
+"""
+
+
+def test_a_kernel_that_refuses_the_watch_still_gets_quarantine_across_the_bridge(tmp_path):
+    """Never fail the firewall's apply because of the watch: the bridge
+    table loads without it, status says why LAN traffic is not seen, and
+    the table is found whole with its two quarantine rules."""
+    ns = "sl-lw-%d" % os.getpid()
+    subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        nft = tmp_path / "nft"
+        nft.write_text(REFUSING_NFT.replace("{ns}", ns))
+        nft.chmod(0o755)
+        backend = firewall.Nft({"nft_cmd": str(nft), "run_dir": str(tmp_path)})
+        state = {"blocks": [], "quarantines": [{"mac": "02:00:00:00:00:05"}], "allows": [],
+                 "devices": {"02:00:00:00:00:05": ["192.168.8.105"]}}
+        assert backend.apply(state) is None
+        assert backend.bridge is True and "Operation not supported" in backend.watch
+        listing = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "table", "bridge", "spin"],
+                                 stdout=subprocess.PIPE, check=True, text=True).stdout
+        assert "ether saddr @q_mac drop" in listing and "lan_seen" not in listing
+        assert backend.intact(state)
+        items, why = backend.lan_seen()
+        assert items is None and why.startswith("the kernel refused the watch: ")
+        assert (tmp_path / "firewall.rejected.bridge.nft").exists(), "no evidence left"
+    finally:
+        subprocess.run(["ip", "netns", "del", ns])
