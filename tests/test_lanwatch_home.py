@@ -49,7 +49,7 @@ for s in socks:
 print(len(socks))
 """
 
-# the laptop talks to one peer again and again, and asks for printers by mDNS
+# the laptop talks to one peer again and again, asks for printers by mDNS
 TALK = """
 import socket, sys
 for _ in range(3):
@@ -65,6 +65,11 @@ u.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
 u.sendto(b"\\0" * 12, ("224.0.0.251", 5353))
 u.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
 u.sendto(b"discover", ("255.255.255.255", 1900))
+# and answers a neighbour's DNS question, as a LAN resolver would
+a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+a.bind(("0.0.0.0", 53))
+for port in (40001, 40002, 40003):
+    a.sendto(b"\\0" * 12, (sys.argv[1], port))
 print("ok")
 """
 

@@ -375,13 +375,19 @@ LAN_WATCH_SETS = (
 # destination MAC clear): discovery, DHCP, mDNS and SSDP go to multicast
 # or broadcast and are nobody's attempt. TCP: a SYN without ACK (the
 # first packet of an attempt, and its retransmits: the same key). UDP:
-# every datagram, its key refreshed, so a new destination is new once.
+# every datagram, its key refreshed, so a new destination is new once;
+# but not the unicast answers of name and discovery services (a Pi-hole
+# answering DNS, a TV answering SSDP): with no conntrack on the bridge an
+# answer looks like an attempt to the asker's ever new ephemeral port, and
+# a LAN resolver would look like a port scanner.
 LAN_UNICAST = "ether daddr & 01:00:00:00:00:00 == 00:00:00:00:00:00"
+LAN_ANSWER_PORTS = (53, 67, 68, 123, 137, 138, 547, 1900, 3702, 5353, 5355)
+LAN_UDP = "udp sport != { %s }" % ", ".join(str(p) for p in LAN_ANSWER_PORTS)
 LAN_WATCH_RULES = (
     ("lan_seen4", "tcp flags & (syn | ack) == syn", "LAN attempt (TCP, IPv4)"),
-    ("lan_seen4", "meta l4proto udp", "LAN attempt (UDP, IPv4)"),
+    ("lan_seen4", LAN_UDP, "LAN attempt (UDP, IPv4)"),
     ("lan_seen6", "tcp flags & (syn | ack) == syn", "LAN attempt (TCP, IPv6)"),
-    ("lan_seen6", "meta l4proto udp", "LAN attempt (UDP, IPv6)"),
+    ("lan_seen6", LAN_UDP, "LAN attempt (UDP, IPv6)"),
 )
 
 
