@@ -35,6 +35,12 @@ def ipt_text(state):
             + "### ip6tables-restore --noflush\n" + firewall.render_iptables(state, 6))
 
 
+def watch_of(case):
+    """The LAN watch a case renders with, (size, timeout) or None."""
+    w = case.get("lan_watch")
+    return tuple(w) if w else None
+
+
 def golden(name, ext, text):
     path = os.path.join(CASES_DIR, name + ext)
     if REGOLD:
@@ -56,7 +62,7 @@ def test_render_nft(name):
 @pytest.mark.parametrize("name", CASES)
 def test_render_bridge(name):
     case = load(name)
-    text = firewall.render_bridge(case["state"])
+    text = firewall.render_bridge(case["state"], watch_of(case))
     assert text == golden(name, ".bridge", text), case["story"]
 
 
@@ -103,12 +109,14 @@ from spin_lite import firewall
 d = "tests/firewall_cases/"
 for f in sorted(os.listdir(d)):
     if f.endswith(".json"):
-        st = json.loads(open(d + f).read())["state"]
+        case = json.loads(open(d + f).read())
+        st = case["state"]
+        w = case.get("lan_watch")
         ipt = ("### ipset restore\\n" + firewall.render_ipset(st)
                + "### iptables-restore --noflush\\n" + firewall.render_iptables(st, 4)
                + "### ip6tables-restore --noflush\\n" + firewall.render_iptables(st, 6))
         same = (firewall.render(st) == open(d + f[:-5] + ".nft").read()
-                and firewall.render_bridge(st) == open(d + f[:-5] + ".bridge").read()
+                and firewall.render_bridge(st, tuple(w) if w else None) == open(d + f[:-5] + ".bridge").read()
                 and ipt == open(d + f[:-5] + ".ipt").read())
         print(f[:-5], "same" if same else "DIFFERENT")
 """
@@ -162,10 +170,12 @@ def test_nft_loads_the_text_twice(scratch, name):
         assert p.returncode == 0, p.stderr.decode()
     listing = run_in(scratch, ["nft", "list", "table", "inet", "spin"], "").stdout.decode()
     assert listing.count('comment "spin: ') == sum(firewall.nft_rule_count(load(name)["state"]))
-    bridge = firewall.render_bridge(load(name)["state"])
+    bridge = firewall.render_bridge(load(name)["state"], watch_of(load(name)))
     for _ in range(2):
         p = run_in(scratch, ["nft", "-f", "-"], bridge)
         assert p.returncode == 0, p.stderr.decode()
+    listing = run_in(scratch, ["nft", "list", "table", "bridge", "spin"], "").stdout.decode()
+    assert listing.count('comment "spin: ') == firewall.bridge_rule_count(watch_of(load(name)))
 
 
 @pytest.mark.netns

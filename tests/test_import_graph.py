@@ -10,7 +10,7 @@ SRC = os.path.join(os.path.dirname(__file__), "..", "src", "spin_lite")
 INTERFACE = ("api", "jsonrpc", "ubus", "ubuslink", "web", "cli", "agent")
 # sources, model, actions and the shared vocabulary
 BELOW = ("conntrack", "ctevents", "neigh", "leases", "dnssnoop", "devices", "digest",
-         "endpoints", "domains", "services", "names", "detect", "firewall", "blocks",
+         "endpoints", "domains", "services", "names", "detect", "firewall", "blocks", "lanwatch",
          "capture", "addr", "errors")
 
 

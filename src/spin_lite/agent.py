@@ -109,14 +109,16 @@ class Agent:
         self.anomalies = None  # and anomalies.Anomalies here
         self.detector = None  # detect.Detector when detection is on
         self.verdicts = []  # the detector's verdicts of the last scan
+        self.lanwatch = None  # and lanwatch.LanWatch here
 
     # -- parts --------------------------------------------------------------
 
     def build_parts(self):
-        from . import anomalies, blocks, jsonrpc, names
+        from . import anomalies, blocks, jsonrpc, lanwatch, names
         self.parts.append(blocks.Blocks(self.cfg))
         # after blocks: it quarantines through them, and sees their expiry first
         self.parts.append(anomalies.Anomalies(self.cfg))
+        self.parts.append(lanwatch.LanWatch(self.cfg))  # LAN-to-LAN attempts, from blocks' backend
         self.parts.append(names.Names(self.cfg))  # DNS names, owner names, ignore list
         if self.cfg["rpc_socket"] or self.cfg["rpc_listen"]:
             self.parts.append(jsonrpc.Server())
@@ -218,6 +220,9 @@ class Agent:
         except OSError as e:
             live = {}
             self.errors["conntrack"] = "%s: %s" % (self.cfg["conntrack_file"], e)
+        # parts that are sources too (the LAN watch) bring their news now,
+        # so it joins this scan's figures rather than the next one's
+        self._each_part("collect", plat.monotonic_ms())
         now = plat.monotonic_ms()
         dt = (now - self.last_scan_ms) / 1000.0 if self.last_scan_ms else 0
         self.last_scan_ms = now
@@ -295,6 +300,9 @@ class Agent:
             "names": self.names.status() if self.names else None,
             "firewall": self.blocks.status() if self.blocks else None,
             "anomalies": self.anomalies.status() if self.anomalies else None,
+            "visibility": (self.lanwatch.status() if self.lanwatch
+                           else {"lan": "not seen: no LAN watch", "lan_attempts": 0,
+                                 "lan_watch_full": 0}),
         }
 
     def device_info(self, mac):

@@ -261,6 +261,10 @@ class Blocks:
         self.cfg = agent.cfg
         if getattr(self.backend, "bridge", None) not in (None, True):
             self.backend.bridge = None     # try the bridge table again
+        if hasattr(self.backend, "lan_watch"):
+            # the LAN watch's options, and another try if the kernel refused it
+            self.backend.lan_watch = firewall.lan_watch_of(agent.cfg)
+            self.backend.watch = None
         self.apply("reload")
 
     def stop(self, agent):

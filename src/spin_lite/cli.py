@@ -270,7 +270,7 @@ def cmd_firewall(argv):
                 sys.stdout.write(firewall.render_iptables(state, fam))
         else:
             sys.stdout.write(firewall.render(state))
-            sys.stdout.write(firewall.render_bridge(state))
+            sys.stdout.write(firewall.render_bridge(state, getattr(backend, "lan_watch", None)))
         return 0
     err = backend.check(state)
     whole = backend.intact(state)

@@ -35,6 +35,8 @@ OPTIONS = {
     "www_dir": ("str", "/www", "visualizer files (luci-app-spin's htdocs) served on the JSON-RPC listener; empty: off"),
     "ubus_socket": ("str", "/var/run/ubus/ubus.sock", "ubusd socket"),
     "firewall": ("str", "auto", "auto | nft | iptables | none"),
+    "lan_watch": ("bool", True, "count new LAN-to-LAN connection attempts per device in table bridge spin (nft backend)"),
+    "lan_watch_size": ("int", 4096, "attempts (device . peer . protocol . port) the LAN watch holds at once; past it new ones go uncounted"),
     "iptables_cmd": ("str", "", "iptables binary; empty: iptables-legacy when present (firewall3), else iptables"),
     "quarantine_minutes": ("int", 15, "minutes an automatic quarantine lasts unless the owner keeps it"),
     "quarantine_holdoff": ("int", 60, "minutes after the owner releases a device in which the same rule only alerts (0: none)"),
@@ -169,7 +171,7 @@ def load(path):
                 warnings.append("%s.%s: %s; using %r" % (label, key, e, spec[1]))
     for key in ("scan_interval", "bucket_seconds", "fine_buckets", "coarse_factor",
                 "coarse_buckets", "top_remotes", "max_devices", "digest_remotes",
-                "digest_remote_table", "endpoints_bytes"):
+                "digest_remote_table", "endpoints_bytes", "lan_watch_size"):
         if cfg[key] < 1:
             warnings.append("spin.%s: must be at least 1; using %r" % (key, OPTIONS[key][1]))
             cfg[key] = OPTIONS[key][1]

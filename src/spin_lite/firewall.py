@@ -358,13 +358,83 @@ BRIDGE_RULES = (
     ("ether daddr @q_mac drop", "no device reaches a quarantined one"),
 )
 
+# The LAN watch: a device's new connection attempts to its LAN peers,
+# which cross the bridge and never reach conntrack (no br_netfilter on
+# OpenWrt). `ct state new` needs nf_conntrack_bridge, which many router
+# kernels lack ("Protocol error"), so each attempt is written as a key into
+# a dynamic set with a timeout instead: the agent reads the set once a scan
+# and counts the keys it has not seen before (lanwatch). `update` rather
+# than `add` refreshes the timeout, so a peer the device keeps talking to
+# stays one key instead of coming back as "new" once a timeout.
+# Sets: (name, nft address type, destination selector).
+LAN_WATCH_SETS = (
+    ("lan_seen4", "ipv4_addr", "ip daddr"),
+    ("lan_seen6", "ipv6_addr", "ip6 daddr"),
+)
+# Rules: (set, match, comment). Unicast only (the group bit of the
+# destination MAC clear): discovery, DHCP, mDNS and SSDP go to multicast
+# or broadcast and are nobody's attempt. TCP: a SYN without ACK (the
+# first packet of an attempt, and its retransmits: the same key). UDP:
+# every datagram, its key refreshed, so a new destination is new once;
+# but not the unicast answers of name and discovery services (a Pi-hole
+# answering DNS, a TV answering SSDP): with no conntrack on the bridge an
+# answer looks like an attempt to the asker's ever new ephemeral port, and
+# a LAN resolver would look like a port scanner.
+LAN_UNICAST = "ether daddr & 01:00:00:00:00:00 == 00:00:00:00:00:00"
+LAN_ANSWER_PORTS = (53, 67, 68, 123, 137, 138, 547, 1900, 3702, 5353, 5355)
+LAN_UDP = "udp sport != { %s }" % ", ".join(str(p) for p in LAN_ANSWER_PORTS)
+LAN_WATCH_RULES = (
+    ("lan_seen4", "tcp flags & (syn | ack) == syn", "LAN attempt (TCP, IPv4)"),
+    ("lan_seen4", LAN_UDP, "LAN attempt (UDP, IPv4)"),
+    ("lan_seen6", "tcp flags & (syn | ack) == syn", "LAN attempt (TCP, IPv6)"),
+    ("lan_seen6", LAN_UDP, "LAN attempt (UDP, IPv6)"),
+)
 
-def render_bridge(state):
+
+def bridge_rule_count(watch):
+    """Rules in the bridge table's forward chain as render_bridge makes it."""
+    return len(BRIDGE_RULES) + (len(LAN_WATCH_RULES) if watch else 0)
+
+
+def _lan_watch_lines(watch):
+    """The watch's sets and rules; watch = (size, timeout seconds)."""
+    size, timeout = watch
+    sets, rules = [], []
+    selector = {}
+    for name, ntype, daddr in LAN_WATCH_SETS:
+        selector[name] = daddr
+        sets += ["\tset %s {" % name,
+                 "\t\ttype ether_addr . %s . inet_proto . inet_service" % ntype,
+                 "\t\tflags dynamic, timeout",
+                 "\t\ttimeout %ds" % timeout,
+                 "\t\tsize %d" % size,
+                 "\t}"]
+    for name, match, comment in LAN_WATCH_RULES:
+        key = "ether saddr . %s . meta l4proto . th dport" % selector[name]
+        rules.append('\t\t%s %s update @%s { %s } comment "spin: %s"'
+                     % (LAN_UNICAST, match, name, key, comment))
+    return sets, rules
+
+
+def lan_watch_of(cfg):
+    """(set size, timeout seconds) for the LAN watch from the config, or
+    None when it is off. The timeout outlasts three scans, so a key lives
+    to be read even when scans are far apart."""
+    if not cfg.get("lan_watch", True):
+        return None
+    size = cfg.get("lan_watch_size") or 4096
+    return size, max(60, 3 * (cfg.get("scan_interval") or 5))
+
+
+def render_bridge(state, watch=None):
     """`table bridge spin`: quarantined devices cut off from their LAN
-    peers on the same bridge, which never pass the inet forward hook.
+    peers on the same bridge, which never pass the inet forward hook, and,
+    with watch = (size, timeout seconds), the LAN watch after them (a
+    quarantined device's frames are dropped before they are counted).
     Loaded in a transaction of its own: it needs kmod-nft-bridge, and a
     router without it must still get table inet spin. Pure."""
     elements, _ = plan(state)
+    watch_sets, watch_rules = _lan_watch_lines(watch) if watch else ([], [])
     lines = [
         "# spin-lite: quarantine across the LAN bridge; replaced as a whole",
         "table bridge %s" % TABLE,
@@ -380,10 +450,12 @@ def render_bridge(state):
             lines.append('\t\t\t%s comment "%s",' % (elem, owner))
         lines.append("\t\t}")
     lines.append("\t}")
+    lines.extend(watch_sets)
     lines.append("\tchain forward {")
     lines.append("\t\ttype filter hook forward priority %s; policy accept;" % PRIORITY)
     for rule, comment in BRIDGE_RULES:
         lines.append('\t\t%s comment "spin: %s"' % (rule, comment))
+    lines.extend(watch_rules)
     lines.append("\t}")
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -662,6 +734,8 @@ class Nft:
         self.nft = cfg.get("nft_cmd") or "nft"
         self.run_dir = cfg.get("run_dir") or "/tmp/spin"
         self.bridge = None    # None: not tried, True: loaded, text: why not
+        self.lan_watch = lan_watch_of(cfg)  # (size, timeout) or None: off
+        self.watch = None     # the same for the LAN watch in the bridge table
         self.verified = None  # (ruleset generation, state) last found intact
 
     def _load(self, text, name):
@@ -674,13 +748,52 @@ class Nft:
     def apply(self, state):
         err = self._load(render(state), "firewall.rejected.nft")
         if err is None and self.bridge in (None, True):
-            berr = self._load(render_bridge(state), "firewall.rejected.bridge.nft")
-            if berr is not None:
-                # not fatal: quarantine still holds for routed traffic
-                plat.warn("firewall: no table bridge spin (LAN peers of a quarantined"
-                          " device are not cut off): " + berr)
-            self.bridge = berr or True
+            self._apply_bridge(state)
         return err
+
+    def _apply_bridge(self, state):
+        """The bridge table with the LAN watch, or without it when this
+        kernel refuses the watch (no dynamic sets, no concatenations): the
+        watch only counts, quarantine across the bridge must not wait on it."""
+        watch = self.lan_watch if self.watch in (None, True) else None
+        berr = self._load(render_bridge(state, watch), "firewall.rejected.bridge.nft")
+        if berr is not None and watch:
+            plat.warn("firewall: no LAN watch in table bridge spin: " + berr)
+            self.watch = berr
+            watch = None
+            berr = self._load(render_bridge(state), "firewall.rejected.bridge.nft")
+        if berr is not None:
+            # not fatal: quarantine still holds for routed traffic
+            plat.warn("firewall: no table bridge spin (LAN peers of a quarantined"
+                      " device are not cut off): " + berr)
+        elif watch:
+            self.watch = True
+        self.bridge = berr or True
+
+    def lan_seen(self):
+        """The bridge table as nft lists it (the LAN watch's sets among it),
+        or the reason it cannot be read: one nft process a scan."""
+        if self.bridge is not True or self.watch is not True:
+            return None, self.lan_unseen()
+        rc, out, err = plat.run([self.nft, "-j", "list", "table", "bridge", TABLE])
+        if rc != 0:
+            return None, "nft list table bridge %s: %s" % (TABLE, _text(err).strip())
+        try:
+            return plat.json.loads(_text(out))["nftables"], None
+        except (ValueError, KeyError) as e:
+            return None, "nft list table bridge %s: unreadable (%s)" % (TABLE, e)
+
+    def lan_unseen(self):
+        """Why LAN-to-LAN attempts are not counted, or None while they are."""
+        if self.lan_watch is None:
+            return "lan_watch is off"
+        if self.bridge not in (None, True):
+            return "no table bridge spin: " + self.bridge
+        if self.watch not in (None, True):
+            return "the kernel refused the watch: " + self.watch
+        if self.bridge is None or self.watch is None:
+            return "the bridge table is not loaded yet"
+        return None
 
     def check(self, state):
         rc, out, err = plat.run([self.nft, "-c", "-f", "-"], stdin=render(state).encode())
@@ -700,7 +813,7 @@ class Nft:
         bridge table, when this kernel took it). The listing is skipped
         while the ruleset generation has not moved since it was last whole."""
         gen = nft_generation()
-        key = (gen, nft_rule_count(state), self.bridge)
+        key = (gen, nft_rule_count(state), self.bridge, self.watch)
         if gen is not None and key == self.verified:
             return True
         self.verified = None
@@ -725,7 +838,8 @@ class Nft:
             return False
         if self.bridge is True:
             items = self._listing("bridge")
-            if items is None or sum(1 for i in items if "rule" in i) != len(BRIDGE_RULES):
+            rules = sum(1 for i in items if "rule" in i) if items is not None else None
+            if rules != bridge_rule_count(self.watch is True):
                 return False
         return True
 
@@ -836,6 +950,15 @@ class Iptables:
                 return False
         return True
 
+    def lan_seen(self):
+        return None, self.lan_unseen()
+
+    def lan_unseen(self):
+        # firewall3 routers have neither br_netfilter nor our nft bridge
+        # table: frames between two LAN ports pass no hook we own
+        return ("LAN-to-LAN traffic (firewall3/iptables backend: frames between devices"
+                " on the bridge pass no iptables hook)")
+
     def counters(self):
         got = {}
         for fam in self.families:
@@ -900,6 +1023,12 @@ class Off:
 
     def counters(self):
         return {}
+
+    def lan_seen(self):
+        return None, self.lan_unseen()
+
+    def lan_unseen(self):
+        return "firewall is none (monitor only): no bridge table to count LAN-to-LAN attempts"
 
     def forget(self, ips, remote=None):
         return None
