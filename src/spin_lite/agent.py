@@ -10,10 +10,11 @@ after_scan(agent, now_ms), reload(agent) and stop(agent) methods.
 import select
 import sys
 
-from . import config, conntrack, devices, digest, leases, neigh, plat
+from . import config, conntrack, detect, devices, digest, leases, neigh, plat
 from . import __version__
 
 ACCT_SYSCTL = "/proc/sys/net/netfilter/nf_conntrack_acct"
+CONNTRACK_MAX = "/proc/sys/net/netfilter/nf_conntrack_max"
 
 
 class Loop:
@@ -106,6 +107,9 @@ class Agent:
         self.reload_wanted = False
         self.names = None  # names.Names sets itself here when it starts
         self.blocks = None  # and blocks.Blocks here
+        self.detector = detect.Detector(cfg) if cfg["detect"] else None
+        self.verdicts = []  # the last scan's, for the parts' after_scan (anomalies)
+        self.table_max = None  # nf_conntrack_max, for the detector's table_hog rule
 
     # -- parts --------------------------------------------------------------
 
@@ -184,6 +188,10 @@ class Agent:
         for mac in list(self.digests.devices):
             if mac not in self.devices.table:
                 self.digests.forget(mac)
+        if self.detector is not None:
+            for mac in list(self.detector.devices):
+                if mac not in self.devices.table:
+                    self.detector.forget(mac)
         return fresh
 
     def account(self, ip, remote, port, proto, bo, bi, po, pi, new, unreplied, refused=False):
@@ -197,6 +205,12 @@ class Agent:
             self.unattributed += 1
             return
         self.digests.add(mac, remote, port, bo, bi, po, pi, new, unreplied)
+        # the first scan reports every flow already in the table as new:
+        # minutes or days of them are no rate, so the detector starts after it
+        if self.detector is not None and self.last_scan_ms is not None:
+            kind = detect.classify(remote, self.router_ips, self.devices.by_ip)
+            self.detector.flow(mac, remote, port, proto, bo, bi, po, pi, new, unreplied,
+                               refused, kind)
 
     def scan(self):
         t0 = plat.monotonic_ms()
@@ -233,6 +247,9 @@ class Agent:
             if n or moved[0] or moved[1]:
                 d.last_seen = now_wall
             self.rates[d.mac] = (int(moved[0] / dt), int(moved[1] / dt)) if dt > 0 else (0, 0)
+        if self.detector is not None:
+            # before the parts' after_scan: the response reads them there
+            self.verdicts = self.detector.end_scan(now_wall, dt, per_mac, self.table_max)
         for mac in fresh:
             self.emit("spin.device", self.device_info(mac))
         closed = digests.tick(now, now_wall)
@@ -289,7 +306,15 @@ class Agent:
             "warnings": self.warnings[-20:],
             "names": self.names.status() if self.names else None,
             "firewall": self.blocks.status() if self.blocks else None,
+            "detect": self.detect_status(),
         }
+
+    def detect_status(self):
+        if self.detector is None:
+            return {"on": False, "mode": self.cfg["detect_mode"]}
+        s = self.detector.status()
+        s["table_max"] = self.table_max
+        return s
 
     def device_info(self, mac):
         d = self.devices.get(mac)
@@ -428,7 +453,15 @@ class Agent:
 
     # -- running ------------------------------------------------------------
 
+    def read_table_max(self):
+        raw = plat.read_file(CONNTRACK_MAX)
+        try:
+            self.table_max = int(raw.strip()) if raw else None
+        except ValueError:
+            self.table_max = None
+
     def start(self):
+        self.read_table_max()
         self.enable_acct()
         self.read_network()
         self.static = config.static_hosts(self.cfg["dhcp_config"])
@@ -465,7 +498,15 @@ class Agent:
         self.cfg = cfg
         self.warnings = warnings
         self.read_network()
+        self.read_table_max()
         self.static = config.static_hosts(cfg["dhcp_config"])
+        if not cfg["detect"]:
+            self.detector = None
+            self.verdicts = []
+        elif self.detector is None:
+            self.detector = detect.Detector(cfg)
+        else:
+            self.detector.configure(cfg)  # new thresholds, every baseline kept
         self._each_part("reload")
         plat.warn("configuration reloaded")
 
