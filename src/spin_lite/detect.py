@@ -80,6 +80,7 @@ ALPHA_HOUR = 0.1  # per hour of day: updated 60 times a day
 HOUR_MINUTES = 30  # minutes of history an hour of day needs before it is used
 BLOOM_BYTES = 256  # 2,048 bits, 3 hashes
 BLOOM_CAP = 300  # inserts before a generation ages out (~4.5 % false "known")
+UPLOAD_CHUNK = 65536  # bytes out in one report that make a flow worth the known-remotes check
 
 SHORT, LONG, NOW, MINUTE = "short", "long", "now", "minute"
 
@@ -234,7 +235,9 @@ def hash_text(text):
 
 class Distinct:
     """How many distinct hashes: exact up to EXACT, then HyperLogLog; two
-    of them can be counted together (the short window spans two scans)."""
+    of them can be counted together (the short window spans two scans).
+    The exact part is an array, not a set: 32 hashes take 128 bytes there
+    and 3 KB in a CPython set, for a linear search of at most 32."""
     __slots__ = ("small", "regs")
 
     def __init__(self):
@@ -246,8 +249,12 @@ class Distinct:
             _reg(self.regs, h)
             return
         if self.small is None:
-            self.small = set()
-        self.small.add(h)
+            self.small = array("I")
+        else:
+            for x in self.small:  # MicroPython's array has no `in`
+                if x == h:
+                    return
+        self.small.append(h)
         if len(self.small) > EXACT:
             self.regs = bytearray(HLL_M)
             for x in self.small:
@@ -259,8 +266,8 @@ class Distinct:
 
     def nbytes(self):
         if self.regs is not None:
-            return HLL_M + 16
-        return 16 + (len(self.small) * 24 if self.small else 0)
+            return HLL_M + 100
+        return 50 + (80 + 4 * len(self.small) if self.small is not None else 0)
 
 
 def _reg(regs, h):
@@ -281,8 +288,9 @@ def union_count(a, b):
     if all(p.regs is None for p in parts):
         s = set()
         for p in parts:
-            if p.small:
-                s.update(p.small)
+            if p.small is not None:
+                for x in p.small:
+                    s.add(x)
         return len(s)
     regs = bytearray(HLL_M)
     for p in parts:
@@ -290,7 +298,7 @@ def union_count(a, b):
             for j in range(HLL_M):
                 if p.regs[j] > regs[j]:
                     regs[j] = p.regs[j]
-        elif p.small:
+        elif p.small is not None:
             for x in p.small:
                 _reg(regs, x)
     s = 0.0
@@ -414,18 +422,35 @@ class Scan:
     def active(self):
         return any(self.c) or bool(self.udp)
 
+    def reset(self):
+        """Empty it in place: a scan allocates nothing for an idle device."""
+        c = self.c
+        for i in range(NCOUNT):
+            c[i] = 0
+        for d in (self.remotes, self.lan_hosts, self.lan_ports):
+            d.small = d.regs = None
+        for t in (self.ports, self.peers, self.udp):
+            if t:
+                t.clear()
+        for lst in (self.ex_failed, self.ex_lan, self.ex_upload, self.lan_port_list):
+            if lst:
+                del lst[:]
+        self.seconds = 0
+
     def nbytes(self):
-        n = 64 + NCOUNT * 8
+        """Estimated bytes, by what CPython 3.11 takes (tracemalloc, in
+        bench/detect_cost.py); MicroPython takes less."""
+        n = 190
         for d in (self.remotes, self.lan_hosts, self.lan_ports):
             n += d.nbytes()
-        n += (len(self.ports) + len(self.peers) + len(self.udp)) * 96
-        n += 40 * (len(self.ex_failed) + len(self.ex_lan) + len(self.ex_upload))
+        n += (len(self.ports) + len(self.peers) + len(self.udp)) * 110
+        n += 70 * (len(self.ex_failed) + len(self.ex_lan) + len(self.ex_upload))
         n += 8 * len(self.lan_port_list)
         return n
 
 
 class Device:
-    __slots__ = ("cur", "prev", "ring", "ring_pos", "ring_secs", "slot_remotes",
+    __slots__ = ("cur", "prev", "ring", "sums", "ring_pos", "ring_secs", "slot_remotes",
                  "ex_slow", "ex_slow_ports", "ex_dns", "minute", "minute_secs",
                  "minute_remotes", "base", "hour_base", "hour_n", "minutes",
                  "known", "old", "fresh", "known_n", "a_sign")
@@ -434,6 +459,7 @@ class Device:
         self.cur = Scan()
         self.prev = Scan()
         self.ring = array("I", [0] * (RING_SLOTS * RING_FIELDS))
+        self.sums = [0] * RING_FIELDS  # the ring's totals, kept as slots fill and clear
         self.ring_pos = 0
         self.ring_secs = 0
         self.slot_remotes = set()  # failed scanner-port remotes in this slot, capped
@@ -456,12 +482,12 @@ class Device:
         self.a_sign = False  # a Layer-A sign in this minute: keep it out of the baseline
 
     def nbytes(self):
-        n = 200 + self.cur.nbytes() + self.prev.nbytes()
-        n += len(self.ring) * 4 + len(self.slot_remotes) * 24 + 3 * BLOOM_BYTES
-        n += self.minute_remotes.nbytes() + 40 * (len(self.ex_slow) + len(self.ex_dns))
+        n = 900 + self.cur.nbytes() + self.prev.nbytes()
+        n += len(self.ring) * 4 + len(self.slot_remotes) * 100 + 3 * BLOOM_BYTES
+        n += self.minute_remotes.nbytes() + 70 * (len(self.ex_slow) + len(self.ex_dns))
         n += 8 * len(self.ex_slow_ports)
         if self.base is not None:
-            n += len(self.base) * 4 + len(self.hour_base) * 4 + len(self.hour_n)
+            n += 250 + len(self.base) * 4 + len(self.hour_base) * 4 + len(self.hour_n)
         return n
 
     def known_remote(self, pos):
@@ -694,7 +720,7 @@ class Detector:
                 self._new_lan(s, remote, port, h)
         if proto == b"udp" and (po or pi):
             top_add(s.udp, remote, po, pi)
-        if kind == PUBLIC and (bo or bi):
+        if kind == PUBLIC and (bo >= UPLOAD_CHUNK or (new and not failed)):
             self._endpoint(d, s, remote, bo, bi, failed, h)
 
     def _new_public(self, d, s, remote, port, proto, failed, refused, h):
@@ -719,9 +745,11 @@ class Detector:
     def _slow_attempt(self, d, remote, port, h):
         base = d.ring_pos * RING_FIELDS
         d.ring[base + R_SCANNER_FAILED] += 1
-        if h not in d.slot_remotes and len(d.slot_remotes) < 4 * EXACT:
+        d.sums[R_SCANNER_FAILED] += 1
+        if h not in d.slot_remotes and len(d.slot_remotes) < EXACT:
             d.slot_remotes.add(h)
             d.ring[base + R_SCANNER_REMOTES] += 1
+            d.sums[R_SCANNER_REMOTES] += 1
         _keep_latest(d.ex_slow, remote)
         _keep_latest(d.ex_slow_ports, port)
 
@@ -734,11 +762,14 @@ class Detector:
 
     def _endpoint(self, d, s, remote, bo, bi, failed, h):
         """Bytes out to a remote the device never used (Layer B); a remote
-        that answered becomes known at the end of the minute."""
+        that answered becomes known at the end of the minute. Only new
+        answered flows and reports of UPLOAD_CHUNK bytes or more come here:
+        smaller uploads cannot reach the rule's floor, and checking every
+        moved flow doubled the detector's cost per flow."""
         pos = bloom_bits(h if h is not None else hash_text(remote))
         if d.known_remote(pos):
             return
-        if bo:
+        if bo >= UPLOAD_CHUNK:
             s.c[UPLOAD_NEW] += bo
             _keep_example(s.ex_upload, remote)
         if bi or not failed:
@@ -767,7 +798,9 @@ class Detector:
             if d.cur.active() or d.prev.active():
                 self._evaluate(mac, d, SHORT, self._short(d), verdicts)
             self._ring_add(d, seconds)
-            self._evaluate(mac, d, LONG, self._long(d), verdicts)
+            long = self._long(d)
+            if long is not None:
+                self._evaluate(mac, d, LONG, long, verdicts)
             n = live.get(mac, 0)
             if table_max and n:
                 self._evaluate(mac, d, NOW, {"window": seconds, "live": n, "table_max": table_max,
@@ -778,7 +811,7 @@ class Detector:
                     self._evaluate(mac, d, MINUTE, fig, verdicts)
                 self._learn(d, hour)
             d.prev, d.cur = d.cur, d.prev
-            d.cur.__init__()
+            d.cur.reset()
         self.last = verdicts
         return verdicts
 
@@ -846,23 +879,26 @@ class Detector:
     def _ring_add(self, d, seconds):
         base = d.ring_pos * RING_FIELDS
         c = d.cur.c
-        d.ring[base + R_NEW] += c[NEW]
-        d.ring[base + R_FAILED] += c[FAILED]
-        d.ring[base + R_DNS_PUBLIC] += c[DNS_PUBLIC]
+        for i, n in ((R_NEW, c[NEW]), (R_FAILED, c[FAILED]), (R_DNS_PUBLIC, c[DNS_PUBLIC])):
+            d.ring[base + i] += n
+            d.sums[i] += n
         d.ring_secs += seconds
-        while d.ring_secs >= RING_SECONDS:
+        slots = 0
+        while d.ring_secs >= RING_SECONDS and slots < RING_SLOTS:
             d.ring_secs -= RING_SECONDS
+            slots += 1
             d.ring_pos = (d.ring_pos + 1) % RING_SLOTS
             base = d.ring_pos * RING_FIELDS
             for i in range(RING_FIELDS):
+                d.sums[i] -= d.ring[base + i]
                 d.ring[base + i] = 0
             d.slot_remotes = set()
+        d.ring_secs %= RING_SECONDS  # a long pause (a clock jump) clears the ring once
 
     def _long(self, d):
-        sums = [0] * RING_FIELDS
-        r = d.ring
-        for i in range(len(r)):
-            sums[i % RING_FIELDS] += r[i]
+        sums = d.sums
+        if not any(sums):
+            return None
         fig = {"window": RING_SLOTS * RING_SECONDS, "scanner_failed": sums[R_SCANNER_FAILED],
                "scanner_remotes": sums[R_SCANNER_REMOTES], "dns_public": sums[R_DNS_PUBLIC],
                "long_new": sums[R_NEW], "long_failed": sums[R_FAILED]}
