@@ -171,7 +171,8 @@ RULES = {
     "baseline_unanswered": {
         "layer": "B", "severity": "alert", "window": MINUTE, "test": "baseline",
         "figure": "m_failed_share",
-        "thresholds": {"floor": 0.5, "sigmas": 6, "quarantine_multiple": 1000, "min_new": 30},
+        # a share cannot be a large multiple of anything: never quarantines alone
+        "thresholds": {"floor": 0.5, "sigmas": 6, "min_new": 30},
         "per_10s": (), "examples": "none", "sign": False,
         "text": "%(value)s of the device's new internet connections got no answer in the last"
                 " minute; usually about %(mean)s do (threshold: %(limit)s).",
@@ -834,7 +835,7 @@ class Detector:
             if rule["layer"] == "A":
                 if rule["sign"]:
                     d.a_sign = True
-            elif d.a_sign or fig["value"] >= fig["quarantine_at"]:
+            elif d.a_sign or fig["value"] >= fig.get("quarantine_at", fig["value"] + 1):
                 severity = "quarantine"
             out.append(self._verdict(mac, d, name, rule, fig, thr, severity))
 
@@ -945,8 +946,9 @@ class Detector:
             limit = max(thr["floor"], mean + thr["sigmas"] * sd)
             fig = {"rule": name, "window": int(d.minute_secs), "value": values[rule["figure"]],
                    "mean": mean, "sd": sd, "limit": limit,
-                   "quarantine_at": thr["quarantine_multiple"] * max(mean, thr["floor"]),
                    "learned_minutes": d.minutes}
+            if "quarantine_multiple" in thr:
+                fig["quarantine_at"] = thr["quarantine_multiple"] * max(mean, thr["floor"])
             if "min_new" in thr:
                 fig["min_new"] = new_public
             figs.append(fig)

@@ -3,6 +3,8 @@ scans the rules promise, benign look-alikes never quarantined, state that
 does not grow with an attack. Runs under CPython and MicroPython (no
 random module: a small LCG keeps every run the same)."""
 
+import json
+
 from spin_lite import detect
 
 BULB = "02:00:00:00:00:0b"
@@ -110,6 +112,7 @@ def test_the_verdict_says_why_in_words_and_as_data():
     assert "the device" in v["text"].lower() and "%(" not in v["text"]
     assert len(v["examples"]["remotes"]) == 5 and v["examples"]["ports"][0] == 23
     assert set(v["examples"]["ports"]) <= set([23, 2323])
+    assert json.loads(json.dumps(v))["figures"] == v["figures"]  # plain data, all of it
 
 
 def test_a_syn_flood_to_one_remote_is_caught_even_when_answered():
@@ -317,6 +320,25 @@ def test_layer_b_quarantines_only_at_a_large_multiple_or_with_a_layer_a_sign():
         got.extend(home.scan())
     assert rules_of(got) == ["baseline_new_flows"]
     assert rules_of(got, severity="quarantine") == []
+    got = []
+    for n in range(12):  # more of it (the baseline moved), with a slow telnet scan beside it
+        for i in range(150):
+            home.flow(BULB, "192.0.2.%d" % (1 + rng.next(100)), 443, bi=500, pi=2,
+                      unreplied=False)
+        if n % 3 == 0:
+            for i in range(4):
+                home.flow(BULB, rng.public_ip(), 23)
+        got.extend(home.scan())
+    assert rules_of(got, severity="quarantine") == ["baseline_new_flows"]
+    assert "slow_scan" in rules_of(got, severity="alert")
+    got = []
+    for n in range(12):  # 50 times its usual: quarantined without a sign
+        for i in range(4000):
+            home.flow(BULB, "192.0.2.%d" % (1 + rng.next(200)), 443, bi=500, pi=2,
+                      unreplied=False)
+        got.extend(home.scan())
+    q = [v for v in got if v["severity"] == "quarantine"]
+    assert "baseline_new_flows" in rules_of(q)
 
 
 # -- memory, configuration, classification ----------------------------------
