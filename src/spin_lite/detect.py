@@ -182,6 +182,8 @@ RULES = {
         "figure": "m_upload_new",
         "thresholds": {"floor": 50000000, "sigmas": 6, "quarantine_multiple": 50},
         "per_10s": (), "examples": "upload", "sign": False,
+        # "never used" means something only once the device has a history
+        "needs_history": True,
         "text": "The device sent %(value)s bytes in the last minute to addresses it never"
                 " used before; it usually sends about %(mean)s to new addresses (threshold:"
                 " %(limit)s).",
@@ -192,7 +194,10 @@ RULES = {
 BY_WINDOW = {}
 for _name in RULES:
     BY_WINDOW.setdefault(RULES[_name]["window"], []).append(_name)
-LEARN_MINUTES = 60  # minutes of a device's own history before Layer B uses it
+# minutes of a device's own history before Layer B judges it by it (the
+# default baseline before): its first clean minute seeds the mean, so a
+# quarter of an hour is enough for the EWMA to settle
+LEARN_MINUTES = 15
 
 
 # -- classification ----------------------------------------------------------
@@ -938,6 +943,8 @@ class Detector:
         figs = []
         for name in BY_WINDOW.get(MINUTE, ()):
             rule = RULES[name]
+            if rule.get("needs_history") and d.minutes < LEARN_MINUTES:
+                continue
             thr = self.thresholds[name]
             i = BASE_FIGURES.index(rule["figure"])
             mean, sd = self._baseline_of(d, hour, i)
@@ -963,9 +970,11 @@ class Detector:
             d.base = array("f", [0.0] * (NB * 2))
             d.hour_base = array("f", [0.0] * (24 * NB * 2))
             d.hour_n = bytearray(24)
-            for i in range(NB):
-                d.base[i * 2], d.base[i * 2 + 1] = PRIORS[BASE_FIGURES[i]][0], PRIORS[BASE_FIGURES[i]][1] ** 2
         if not d.a_sign:
+            if d.minutes == 0:  # seed: this device's own level, the default's spread
+                for i in range(NB):
+                    d.base[i * 2] = values[BASE_FIGURES[i]]
+                    d.base[i * 2 + 1] = PRIORS[BASE_FIGURES[i]][1] ** 2
             first_of_hour = d.hour_n[hour] == 0
             for i in range(NB):
                 x = values[BASE_FIGURES[i]]
