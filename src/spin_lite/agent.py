@@ -249,7 +249,13 @@ class Agent:
             self.rates[d.mac] = (int(moved[0] / dt), int(moved[1] / dt)) if dt > 0 else (0, 0)
         if self.detector is not None:
             # before the parts' after_scan: the response reads them there
-            self.verdicts = self.detector.end_scan(now_wall, dt, per_mac, self.table_max)
+            try:
+                self.verdicts = self.detector.end_scan(now_wall, dt, per_mac, self.table_max)
+                self.errors.pop("detect", None)
+            except Exception as e:  # a detector bug must not cost the digests their scan
+                self.verdicts = []
+                self.errors["detect"] = "%s: %s" % (type(e).__name__, e)
+                plat.warn("detector failed: %s" % self.errors["detect"])
         for mac in fresh:
             self.emit("spin.device", self.device_info(mac))
         closed = digests.tick(now, now_wall)
