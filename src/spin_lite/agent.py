@@ -10,10 +10,11 @@ after_scan(agent, now_ms), reload(agent) and stop(agent) methods.
 import select
 import sys
 
-from . import config, conntrack, devices, digest, leases, neigh, plat
+from . import config, conntrack, detect, devices, digest, leases, neigh, plat
 from . import __version__
 
 ACCT_SYSCTL = "/proc/sys/net/netfilter/nf_conntrack_acct"
+CONNTRACK_MAX = "/proc/sys/net/netfilter/nf_conntrack_max"
 
 
 class Loop:
@@ -107,9 +108,10 @@ class Agent:
         self.names = None  # names.Names sets itself here when it starts
         self.blocks = None  # and blocks.Blocks here
         self.anomalies = None  # and anomalies.Anomalies here
-        self.detector = None  # detect.Detector when detection is on
-        self.verdicts = []  # the detector's verdicts of the last scan
         self.lanwatch = None  # and lanwatch.LanWatch here
+        self.detector = detect.Detector(cfg) if cfg["detect"] else None
+        self.verdicts = []  # the last scan's, for the parts' after_scan (anomalies)
+        self.table_max = None  # nf_conntrack_max, for the detector's table_hog rule
 
     # -- parts --------------------------------------------------------------
 
@@ -191,6 +193,10 @@ class Agent:
         for mac in list(self.digests.devices):
             if mac not in self.devices.table:
                 self.digests.forget(mac)
+        if self.detector is not None:
+            for mac in list(self.detector.devices):
+                if mac not in self.devices.table:
+                    self.detector.forget(mac)
         return fresh
 
     def account(self, ip, remote, port, proto, bo, bi, po, pi, new, unreplied, refused=False):
@@ -204,6 +210,12 @@ class Agent:
             self.unattributed += 1
             return
         self.digests.add(mac, remote, port, bo, bi, po, pi, new, unreplied)
+        # the first scan reports every flow already in the table as new:
+        # minutes or days of them are no rate, so the detector starts after it
+        if self.detector is not None and self.last_scan_ms is not None:
+            kind = detect.classify(remote, self.router_ips, self.devices.by_ip)
+            self.detector.flow(mac, remote, port, proto, bo, bi, po, pi, new, unreplied,
+                               refused, kind)
 
     def scan(self):
         t0 = plat.monotonic_ms()
@@ -243,6 +255,15 @@ class Agent:
             if n or moved[0] or moved[1]:
                 d.last_seen = now_wall
             self.rates[d.mac] = (int(moved[0] / dt), int(moved[1] / dt)) if dt > 0 else (0, 0)
+        if self.detector is not None:
+            # before the parts' after_scan: the response reads them there
+            try:
+                self.verdicts = self.detector.end_scan(now_wall, dt, per_mac, self.table_max)
+                self.errors.pop("detect", None)
+            except Exception as e:  # a detector bug must not cost the digests their scan
+                self.verdicts = []
+                self.errors["detect"] = "%s: %s" % (type(e).__name__, e)
+                plat.warn("detector failed: %s" % self.errors["detect"])
         for mac in fresh:
             self.emit("spin.device", self.device_info(mac))
         closed = digests.tick(now, now_wall)
@@ -303,7 +324,15 @@ class Agent:
             "visibility": (self.lanwatch.status() if self.lanwatch
                            else {"lan": "not seen: no LAN watch", "lan_attempts": 0,
                                  "lan_watch_full": 0}),
+            "detect": self.detect_status(),
         }
+
+    def detect_status(self):
+        if self.detector is None:
+            return {"on": False, "mode": self.cfg["detect_mode"]}
+        s = self.detector.status()
+        s["table_max"] = self.table_max
+        return s
 
     def device_info(self, mac):
         d = self.devices.get(mac)
@@ -444,7 +473,15 @@ class Agent:
 
     # -- running ------------------------------------------------------------
 
+    def read_table_max(self):
+        raw = plat.read_file(CONNTRACK_MAX)
+        try:
+            self.table_max = int(raw.strip()) if raw else None
+        except ValueError:
+            self.table_max = None
+
     def start(self):
+        self.read_table_max()
         self.enable_acct()
         self.read_network()
         self.static = config.static_hosts(self.cfg["dhcp_config"])
@@ -481,7 +518,15 @@ class Agent:
         self.cfg = cfg
         self.warnings = warnings
         self.read_network()
+        self.read_table_max()
         self.static = config.static_hosts(cfg["dhcp_config"])
+        if not cfg["detect"]:
+            self.detector = None
+            self.verdicts = []
+        elif self.detector is None:
+            self.detector = detect.Detector(cfg)
+        else:
+            self.detector.configure(cfg)  # new thresholds, every baseline kept
         self._each_part("reload")
         plat.info("configuration reloaded")
 

@@ -26,17 +26,15 @@ that an id never means two anomalies. It is written when one of those
 changes, never per scan.
 """
 
-from . import errors, plat
+from . import detect, errors, plat
 
 ApiError = errors.ApiError
 INVALID = errors.INVALID_ARGUMENT
 NOT_FOUND = errors.NOT_FOUND
 
-# The detector's rule names (until detect.RULES lands, which should replace
-# this tuple: a mute of a name the detector never uses would be silent).
-RULES = ("outbound_scan", "one_remote_flood", "udp_flood", "lan_scan", "dns_bypass",
-         "table_hog", "slow_scan", "baseline_new_flows", "baseline_remotes",
-         "baseline_new_endpoint", "baseline_unanswered")
+# what `mute` accepts: the detector's own rule names (a mute of a name the
+# detector never uses would be silent)
+RULES = detect.RULES
 
 EXAMPLES_MAX = 5      # remotes and ports kept per record: a page of 100 stays small
 FIGURES_MAX = 12      # numbers kept per record in figures and in thresholds

@@ -6,7 +6,7 @@ has its default, type and meaning in OPTIONS; an unknown or invalid option
 gives a warning that names the section and option, and the default is used.
 """
 
-from . import plat
+from . import detect, plat
 
 # name: (type, default, meaning)
 OPTIONS = {
@@ -47,7 +47,12 @@ OPTIONS = {
     "names_per_endpoint": ("int", 4, "DNS names kept per remote address"),
     "dns_ttl_min": ("int", 300, "seconds a DNS name is kept at least, whatever its TTL"),
     "dns_ttl_max": ("int", 86400, "seconds a DNS name is kept at most, whatever its TTL"),
+    "detect": ("bool", True, "watch each device for scans, floods and other signs of infection"),
+    "detect_mode": ("str", "quarantine", "quarantine | alert: what the detector's near-certain findings do (alert: never quarantine)"),
+    "detect_threshold": ("list", [], "per-rule thresholds, 'rule.name=value' (README: Detection)"),
 }
+
+DETECT_MODES = ("quarantine", "alert")
 
 
 class ConfigError(Exception):
@@ -175,6 +180,12 @@ def load(path):
         if cfg[key] < 1:
             warnings.append("spin.%s: must be at least 1; using %r" % (key, OPTIONS[key][1]))
             cfg[key] = OPTIONS[key][1]
+    if cfg["detect_mode"] not in DETECT_MODES:
+        warnings.append("spin.detect_mode: %r is not one of %s; using %r"
+                        % (cfg["detect_mode"], " | ".join(DETECT_MODES), OPTIONS["detect_mode"][1]))
+        cfg["detect_mode"] = OPTIONS["detect_mode"][1]
+    _, bad = detect.parse_thresholds(cfg["detect_threshold"])
+    warnings.extend("spin.%s" % w for w in bad)
     return cfg, warnings
 
 

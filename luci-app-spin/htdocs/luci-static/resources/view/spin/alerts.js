@@ -39,7 +39,6 @@ var RULE_TITLES = {
 	table_hog: _('Filling the connection table'),
 	baseline_new_flows: _('Far more connections than usual'),
 	baseline_remotes: _('Far more destinations than usual'),
-	baseline_new_endpoint: _('Upload to a new destination'),
 	baseline_new_endpoint_upload: _('Upload to a new destination'),
 	baseline_unanswered: _('Far more unanswered attempts than usual')
 };
