@@ -10,7 +10,7 @@ after_scan(agent, now_ms), reload(agent) and stop(agent) methods.
 import select
 import sys
 
-from . import config, conntrack, devices, digest, leases, neigh, plat
+from . import config, conntrack, ctevents, devices, digest, leases, neigh, plat
 from . import __version__
 
 ACCT_SYSCTL = "/proc/sys/net/netfilter/nf_conntrack_acct"
@@ -106,11 +106,13 @@ class Agent:
         self.reload_wanted = False
         self.names = None  # names.Names sets itself here when it starts
         self.blocks = None  # and blocks.Blocks here
+        self.events = None  # and ctevents.Events here
 
     # -- parts --------------------------------------------------------------
 
     def build_parts(self):
         from . import blocks, jsonrpc, names
+        self.parts.append(ctevents.Events(self.cfg))  # flows that end between scans
         self.parts.append(blocks.Blocks(self.cfg))
         self.parts.append(names.Names(self.cfg))  # DNS names, owner names, ignore list
         if self.cfg["rpc_socket"] or self.cfg["rpc_listen"]:
@@ -207,6 +209,10 @@ class Agent:
         before = {}
         for mac, d in digests.devices.items():
             before[mac] = (d.open[0], d.open[1])
+        if self.events is not None:
+            # flows that ended since the last scan leave the table first:
+            # the snapshot's sweep would otherwise lose their last bytes
+            self.events.drain()
         try:
             live = self.scanner.scan(conntrack.read_chunks(self.cfg["conntrack_file"]), self.account)
             self.errors.pop("conntrack", None)
@@ -289,6 +295,7 @@ class Agent:
             "warnings": self.warnings[-20:],
             "names": self.names.status() if self.names else None,
             "firewall": self.blocks.status() if self.blocks else None,
+            "events": self.events.status() if self.events else {"state": "off: not started"},
         }
 
     def device_info(self, mac):
