@@ -10,6 +10,7 @@ without CAP_NET_ADMIN, says so in status and goes on with snapshots.
 
 import json
 import os
+import shutil
 import sys
 
 import pytest
@@ -184,3 +185,18 @@ def test_an_agent_without_cap_net_admin_runs_on_snapshots_and_says_why(home):
     finally:
         home.stop_agent()
         home.start_agent()
+
+
+def test_the_agent_on_micropython_counts_the_refused_attempts_too():
+    # the PyPI Unix port has no socket.AF_NETLINK name, but the numbers work
+    if not shutil.which("micropython"):
+        pytest.skip("no micropython command (tools/deps.sh installs it)")
+    with Home(traffic=False, interpreter="micropython", config={"scan_interval": 1}) as h:
+        h.start_agent()
+        mac = h.devices["bulb"].mac
+        assert h.call("status")["events"]["state"] == "on", h.call("status")["events"]
+        before = settle(h, mac, 0, scans=2)
+        made = scan_closed_ports(h, FIRST_PORT)
+        counted = settle(h, mac, before + made) - before
+        print("micropython, with events: %d attempts made, %d counted" % (made, counted))
+        assert made <= counted <= made * 1.02 + 5, (made, counted)

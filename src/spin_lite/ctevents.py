@@ -328,6 +328,10 @@ class Events:
         if not self.cfg.get("ctevents", True):
             self.state = "off: ctevents is off in the configuration"
             return
+        if not self.cfg.get("conntrack_file", "/proc/").startswith("/proc/"):
+            # events tell of the kernel's table, not of a recorded one
+            self.state = "off: conntrack_file is not the kernel's table"
+            return
         try:
             self.sock = plat.netlink_listener(NETLINK_NETFILTER, GROUPS, RCVBUF)
         except (OSError, AttributeError) as e:
