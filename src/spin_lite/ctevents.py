@@ -449,7 +449,8 @@ class Events:
               "destroyed": r.destroyed, "unseen": self.unseen, "lost": self.lost,
               "resyncs": self.resyncs, "malformed": r.malformed}
         if self.lost:
-            st["note"] = ("the kernel dropped events %d times (ENOBUFS); each time the next "
+            # lost counts overflows (each ENOBUFS), not events: the kernel does not say how many
+            st["note"] = ("the kernel dropped events (ENOBUFS, %d overflows so far); the next "
                           "snapshot resynced the live flows, and only flows that began and "
-                          "ended in the gap were missed" % self.lost)
+                          "ended in a gap were missed" % self.lost)
         return st
