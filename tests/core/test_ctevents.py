@@ -280,3 +280,71 @@ def test_ended_returns_what_moved_since_the_snapshot():
     assert d == (3, 300, 2, 200), d
     assert s.used == 0
     assert s.ended(b"2 tcp  src=192.168.8.9 dst=203.0.113.1 sport=1 dport=2", 1, 1, 1, 1) is None
+
+
+def test_events_see_each_flow_from_the_same_side_as_the_snapshot_does():
+    # who, to whom, which port, which protocol: the snapshot's first scan
+    # (every flow new) and the DESTROY of the same flow say the same
+    procs, _ = recording()
+    snap = Account()
+    conntrack.Scanner(lan()).scan([b"\n".join(procs)], snap)
+    ev = events_for(conntrack.Scanner(lan()))  # a table holding nothing: all unseen
+    feed_all(ev)
+    seen = set(c[:4] for c in snap.calls)
+    from_events = set(c[:4] for c in ev.agent.account.calls)
+    assert len(seen) > 20  # devices x remotes x ports x protocols of the capture
+    missing = [c for c in seen if c not in from_events]
+    assert len(missing) <= 2, missing
+
+
+def attr(t, value):
+    n = 4 + len(value)
+    return struct.pack("HH", n, t) + value + b"\0" * (-n % 4)
+
+
+def nest(t, *parts):
+    return attr(t | 0x8000, b"".join(parts))
+
+
+def tuple4(src, dst, sport, dport):
+    ip = nest(1, attr(1, bytes(int(x) for x in src.split("."))),
+              attr(2, bytes(int(x) for x in dst.split("."))))
+    return ip + nest(2, attr(1, bytes([6])), attr(2, struct.pack(">H", sport)),
+                     attr(3, struct.pack(">H", dport)))
+
+
+def counters(t, packets, nbytes):
+    return nest(t, attr(1, struct.pack(">Q", packets)), attr(2, struct.pack(">Q", nbytes)))
+
+
+def destroy4(orig, reply, status, co, cr):
+    body = (struct.pack("BBH", 2, 0, 0) + nest(1, tuple4(*orig)) + nest(2, tuple4(*reply))
+            + attr(3, struct.pack(">I", status)) + counters(9, *co) + counters(10, *cr))
+    return struct.pack("IHHII", 16 + len(body), ctevents.MSG_DELETE, 0, 0, 0) + body
+
+
+def test_a_port_forward_is_seen_from_the_device_behind_it():
+    # the internet opened 192.0.2.2:8443, the router forwarded it to the
+    # camera's 443: the device is the reply's source, the remote its
+    # opener, and the device's out bytes are the reply direction's
+    camera = "192.168.8.184"
+    m = destroy4(("198.51.100.7", "192.0.2.2", 40000, 8443), (camera, "198.51.100.7", 443, 40000),
+                 ctevents.IPS_SEEN_REPLY | ctevents.IPS_ASSURED, (12, 1500), (30, 90000))
+    ev = events_for(conntrack.Scanner(lan()))
+    ev.reader.feed(m, ev._destroyed)
+    assert ev.agent.account.calls == [(camera, "198.51.100.7", 40000, b"tcp", 90000, 1500, 30, 12,
+                                       True, False, False)]
+    # and the snapshot line of the same flow is oriented alike
+    line = (b"ipv4     2 tcp      6 7440 ESTABLISHED src=198.51.100.7 dst=192.0.2.2 sport=40000"
+            b" dport=8443 packets=10 bytes=1000 src=192.168.8.184 dst=198.51.100.7 sport=443"
+            b" dport=40000 packets=20 bytes=60000 [ASSURED] mark=0 use=1")
+    s = conntrack.Scanner(lan())
+    snap = Account()
+    s.scan([line], snap)
+    assert snap.calls[0][:4] == (camera, "198.51.100.7", 40000, b"tcp")
+    # the flow ends: its last delta, in the device's directions, and no new connection
+    ev = events_for(s)
+    ev.reader.feed(m, ev._destroyed)
+    assert ev.agent.account.calls == [(camera, "198.51.100.7", 40000, b"tcp", 30000, 500, 10, 2,
+                                       False, False, False)]
+    assert s.used == 0
