@@ -95,9 +95,14 @@ def proc_key(family, proto, src, dst, p1, p2, p3):
     line: family number and the protocol column, then the original tuple
     up to its counters), built from an event's original tuple. p1, p2 are
     the ports (GRE: the keys); for ICMP p1 = type, p2 = code, p3 = id."""
+    return text_key(family, proto, address_text(src), address_text(dst), p1, p2, p3)
+
+
+def text_key(family, proto, src, dst, p1, p2, p3):
+    """proc_key with the addresses already in their /proc text."""
     name = PROTO_NAMES.get(proto, b"unknown")
     head = (b"%d %s        " % (family, name))[:7]
-    tup = b"src=" + address_text(src) + b" dst=" + address_text(dst)
+    tup = b"src=" + src + b" dst=" + dst
     if proto in PORTED:
         return head + tup + b" sport=%d dport=%d" % (p1, p2)
     if proto in ICMP_ATTRS:
@@ -297,6 +302,7 @@ ENOBUFS = 105
 BATCH = 256  # datagrams read per wake-up: a flood of events must not starve the loop
 DRAIN = 4096  # ... and before a snapshot, so that it finds the ended flows gone
 RCVBUF = 4 << 20  # bytes: ~15,000 DESTROY events of ~280 B wait in it
+SIDES_KEPT = 512  # addresses whose kind and text are kept
 RECV = 16384  # one event is a few hundred bytes; the kernel sends one per datagram
 
 
@@ -321,6 +327,8 @@ class Events:
         self.lost = 0
         self.resyncs = 0
         self.lost_since_scan = False
+        self.lan = None
+        self.sides = {}
 
     def start(self, agent):
         agent.events = self
@@ -373,7 +381,11 @@ class Events:
                     continue
                 if e.args and e.args[0] == EAGAIN:
                     return
-                raise
+                # anything else would wake the loop for ever: stop listening
+                self.stop(self.agent)
+                self.state = "off: reading conntrack events failed (%s): snapshots alone" % e
+                plat.warn(self.state[5:])
+                return
             if not data:
                 return
             feed(data, sink)
@@ -384,19 +396,22 @@ class Events:
         scanner = agent.scanner
         if scanner is None:
             return
-        lan_kind = scanner.lan.kind
-        k_src, src_ip = lan_kind(b"src=" + address_text(src))
+        if scanner.lan is not self.lan:
+            self.lan = scanner.lan  # the LAN changed (reload): what an address is, too
+            self.sides = {}
+        k_src, src_ip, src_text = self._side(src)
         if k_src == conntrack.BAD or k_src == conntrack.ROUTER:
             self.skipped += 1  # the router's own flow
             return
         ported = proto in PORTED
+        dst_text = None
         if k_src == conntrack.LAN:
             dev = src_ip
-            remote = lan_kind(b"src=" + address_text(dst))[1]
+            _, remote, dst_text = self._side(dst)
             rport = p2 if ported else 0
             inbound = False
         else:
-            k_dev, dev = lan_kind(b"src=" + address_text(reply_src))
+            k_dev, dev, _ = self._side(reply_src)
             if k_dev != conntrack.LAN:
                 self.skipped += 1  # WAN to WAN: not a device's flow
                 return
@@ -409,7 +424,9 @@ class Events:
             ob = 0
         if rb < 0:
             rb = 0
-        key = proc_key(family, proto, src, dst, p1, p2, p3)
+        if dst_text is None:
+            dst_text = address_text(dst)
+        key = text_key(family, proto, src_text, dst_text, p1, p2, p3)
         name = PROTO_NAMES.get(proto, b"unknown")
         d = scanner.ended(key, op, ob, rp, rb)
         if d is not None:
@@ -429,6 +446,20 @@ class Events:
             op, ob, rp, rb = rp, rb, op, ob
         agent.account(dev, remote, rport, name, ob, rb, op, rp, True,
                       not replied, refused)
+
+    def _side(self, raw):
+        """(kind, ip text, /proc text) of an address's bytes: devices and
+        popular remotes come back event after event, so they are kept
+        (a few hundred: MicroPython's short bytes hash, DESIGN §4)."""
+        hit = self.sides.get(raw)
+        if hit is None:
+            text = address_text(raw)
+            kind, ip = self.lan.kind(b"src=" + text)
+            hit = (kind, ip, text)
+            if len(self.sides) >= SIDES_KEPT:
+                self.sides = {}
+            self.sides[raw] = hit
+        return hit
 
     def reload(self, agent):
         self.cfg = agent.cfg
