@@ -392,8 +392,9 @@ class Events:
 
     def _destroyed(self, family, proto, src, dst, p1, p2, p3, reply_src, status,
                    op, ob, rp, rb, state):
-        agent = self.agent
-        scanner = agent.scanner
+        """Reader's sink: one DESTROY, seen from the device's side as the
+        scanner sees it (conntrack.orient), then ended in its table."""
+        scanner = self.agent.scanner
         if scanner is None:
             return
         if scanner.lan is not self.lan:
@@ -404,48 +405,43 @@ class Events:
             self.skipped += 1  # the router's own flow
             return
         ported = proto in PORTED
-        dst_text = None
+        _, dst_ip, dst_text = self._side(dst)
         if k_src == conntrack.LAN:
-            dev = src_ip
-            _, remote, dst_text = self._side(dst)
-            rport = p2 if ported else 0
-            inbound = False
+            dev, remote, rport, inbound = src_ip, dst_ip, (p2 if ported else 0), False
         else:
             k_dev, dev, _ = self._side(reply_src)
             if k_dev != conntrack.LAN:
                 self.skipped += 1  # WAN to WAN: not a device's flow
                 return
-            remote = src_ip
-            rport = p1 if ported else 0
-            inbound = True
+            remote, rport, inbound = src_ip, (p1 if ported else 0), True
         if op < 0 or rp < 0:
-            op = ob = rp = rb = 0
-        if ob < 0:
-            ob = 0
-        if rb < 0:
-            rb = 0
-        if dst_text is None:
-            dst_text = address_text(dst)
+            op = ob = rp = rb = 0  # no nf_conntrack_acct: a connection, no bytes
         key = text_key(family, proto, src_text, dst_text, p1, p2, p3)
         name = PROTO_NAMES.get(proto, b"unknown")
-        d = scanner.ended(key, op, ob, rp, rb)
-        if d is not None:
-            self.ended_held += 1
-            po, bo, pi, bi = d
-            if inbound:
-                po, bo, pi, bi = pi, bi, po, bo
-            if po or bo or pi or bi:
-                agent.account(dev, remote, rport, name, bo, bi, po, pi, False, False)
+        d = scanner.ended(key, op, max(ob, 0), rp, max(rb, 0))
+        if d is None:
+            self._unseen(dev, remote, rport, name, inbound, proto, status, op, ob, rp, rb)
             return
-        # a flow no snapshot held: it lived and died between two of them
+        self.ended_held += 1
+        po, bo, pi, bi = d
+        if inbound:
+            po, bo, pi, bi = pi, bi, po, bo
+        if po or bo or pi or bi:
+            self.agent.account(dev, remote, rport, name, bo, bi, po, pi, False, False)
+
+    def _unseen(self, dev, remote, rport, name, inbound, proto, status, op, ob, rp, rb):
+        """A flow no snapshot held: it lived and died between two of them.
+        A RST that refuses a SYN kills the flow before IPS_SEEN_REPLY is
+        set, so only the reply counter tells it from silence (without
+        counters a refused attempt counts as unanswered)."""
         self.unseen += 1
         replied = status & IPS_SEEN_REPLY or rp > 0
-        refused = (proto == TCP and not status & IPS_ASSURED and rp > 0
-                   and not status & IPS_SEEN_REPLY)
+        refused = (proto == TCP and rp > 0
+                   and not status & (IPS_SEEN_REPLY | IPS_ASSURED))
         if inbound:
             op, ob, rp, rb = rp, rb, op, ob
-        agent.account(dev, remote, rport, name, ob, rb, op, rp, True,
-                      not replied, refused)
+        self.agent.account(dev, remote, rport, name, max(ob, 0), max(rb, 0), op, rp, True,
+                           not replied, refused)
 
     def _side(self, raw):
         """(kind, ip text, /proc text) of an address's bytes: devices and
