@@ -15,8 +15,10 @@ sl-bench-<pid>, removed at the end; nothing touches the host namespace:
 3. the agent's RSS after a simulated hour, in fresh `python3 -S`
    processes (rss_probe.py);
 4. the parse under MicroPython, when there is one (mpy_scan.py);
-5. the other benchmarks in this directory, when they exist (detect_cost.py:
-   the detector per flow and per scan beside the digests, and its state).
+5. the other benchmarks in this directory, when they exist (the RSS of
+   ubus, block latency, the LAN watch's cost per packet, the detector per
+   flow and per scan beside the digests, the conntrack event source under
+   a flood).
 
 The host side (`main`) only makes and removes the namespace; the
 measuring runs as `run.py --inside DIR` within it.
@@ -45,7 +47,7 @@ RSS_TARGET_MB = 16
 # DESIGN §9 reference figures, in units of one bare read of the table
 SPIND_PER_MIN = 2 * 60 * 1.65      # two netlink dumps a second, 1.65 x read each
 NLBWMON_PER_MIN = 34 * 2           # one dump per 30 s, 34 x read each
-OTHER_BENCHES = ("ubus_rss.py", "block_latency.py", "lan_watch.py", "detect_cost.py")
+OTHER_BENCHES = ("ubus_rss.py", "block_latency.py", "lan_watch.py", "detect_cost.py", "ctevents_flood.py")
 
 
 def out(line=""):

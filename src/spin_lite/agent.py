@@ -10,7 +10,7 @@ after_scan(agent, now_ms), reload(agent) and stop(agent) methods.
 import select
 import sys
 
-from . import config, conntrack, detect, devices, digest, leases, neigh, plat
+from . import config, conntrack, ctevents, detect, devices, digest, leases, neigh, plat
 from . import __version__
 
 ACCT_SYSCTL = "/proc/sys/net/netfilter/nf_conntrack_acct"
@@ -112,11 +112,13 @@ class Agent:
         self.detector = detect.Detector(cfg) if cfg["detect"] else None
         self.verdicts = []  # the last scan's, for the parts' after_scan (anomalies)
         self.table_max = None  # nf_conntrack_max, for the detector's table_hog rule
+        self.events = None  # and ctevents.Events here
 
     # -- parts --------------------------------------------------------------
 
     def build_parts(self):
         from . import anomalies, blocks, jsonrpc, lanwatch, names
+        self.parts.append(ctevents.Events(self.cfg))  # flows that end between scans
         self.parts.append(blocks.Blocks(self.cfg))
         # after blocks: it quarantines through them, and sees their expiry first
         self.parts.append(anomalies.Anomalies(self.cfg))
@@ -226,6 +228,10 @@ class Agent:
         before = {}
         for mac, d in digests.devices.items():
             before[mac] = (d.open[0], d.open[1])
+        if self.events is not None:
+            # flows that ended since the last scan leave the table first:
+            # the snapshot's sweep would otherwise lose their last bytes
+            self.events.drain()
         try:
             live = self.scanner.scan(conntrack.read_chunks(self.cfg["conntrack_file"]), self.account)
             self.errors.pop("conntrack", None)
@@ -325,6 +331,7 @@ class Agent:
                            else {"lan": "not seen: no LAN watch", "lan_attempts": 0,
                                  "lan_watch_full": 0}),
             "detect": self.detect_status(),
+            "events": self.events.status() if self.events else {"state": "off: not started"},
         }
 
     def detect_status(self):

@@ -24,6 +24,7 @@ OPTIONS = {
     "lan_ifname": ("str", "br-lan", "LAN interface: its prefixes decide who is a device"),
     "lan_net": ("list", [], "LAN prefixes (CIDR); empty: read from lan_ifname"),
     "conntrack_file": ("str", "/proc/net/nf_conntrack", "conntrack table"),
+    "ctevents": ("bool", True, "also listen to conntrack events (netlink), so flows that end between two scans are counted: attempts refused with a reset, short UDP exchanges; off or without CAP_NET_ADMIN: snapshots alone"),
     "arp_file": ("str", "/proc/net/arp", "IPv4 neighbour table"),
     "leases_file": ("str", "/tmp/dhcp.leases", "dnsmasq lease file"),
     "dhcp_config": ("str", "/etc/config/dhcp", "static DHCP hosts (UCI)"),

@@ -276,6 +276,19 @@ def key_check(key):
     return hash(key) & 0xFFFFFFFF
 
 
+# slots the last sweep freed that ended() still recognises: flows that died
+# while the snapshot was read, whose DESTROY event is read after it
+SWEPT_KEPT = 256
+
+
+def _moved(o, op, ob, rp, rb):
+    """(orig packets, orig bytes, reply packets, reply bytes) moved from a
+    slot's counters o (the same four, then its flags) to the final ones."""
+    if not o[4] & COUNTED or ob < o[1] or rb < o[3]:
+        return (0, 0, 0, 0)
+    return ((op - o[0]) & 0xFFFFFFFF, ob - o[1], (rp - o[2]) & 0xFFFFFFFF, rb - o[3])
+
+
 class Scanner:
     """Turns successive snapshots into per-scan deltas.
 
@@ -341,6 +354,7 @@ class Scanner:
         self.acct = None
         self.dropped = 0
         self.dropped_total = 0
+        self.swept = {}
 
     def nbytes(self):
         """The flow table's size in bytes (its arrays' items)."""
@@ -545,6 +559,35 @@ class Scanner:
             sink(dev, remote, rport, e.proto, bo, bi, po, pi, new, new and e.unreplied)
         return 1 if counted else 2
 
+    def ended(self, key, op, ob, rp, rb):
+        """A flow conntrack deleted (its DESTROY event), by the key a
+        snapshot line of it would have (`line[9:16] + line[a:b]`) and its
+        final counters. When the table holds it, its slot is freed and
+        the counters moved since the last report are returned as
+        (orig packets, orig bytes, reply packets, reply bytes); all zero
+        when either count was not kept. None when the table does not hold
+        it: the flow lived and died between two snapshots -- or it ended
+        while the last snapshot was being read, and that scan's sweep
+        freed it (`swept` remembers those, so it is not new twice)."""
+        h = self.key_hash(key) & 0xFFFFFFFF
+        h2 = self.key_check(key)
+        idx, mask, H1, H2 = self.idx, self.mask, self.h1, self.h2
+        i = h & mask
+        while True:
+            j = idx[i]
+            if not j:
+                break
+            if H1[j - 1] == h and H2[j - 1] == h2:
+                s = j - 1
+                o = (self.op[s], self.ob[s], self.rp[s], self.rb[s], self.flags[s])
+                self._free(s)
+                return _moved(o, op, ob, rp, rb)
+            i = (i + 1) & mask
+        o = self.swept.pop(h, None)
+        if o is not None and o[0] == h2:
+            return _moved(o[1:], op, ob, rp, rb)
+        return None
+
     def _cell(self, s):
         """The index cell that points at slot s."""
         idx, mask = self.idx, self.mask
@@ -554,13 +597,19 @@ class Scanner:
         return i
 
     def _sweep(self, mk):
-        """Free the slots this scan did not mark."""
+        """Free the slots this scan did not mark; remember a few in
+        `swept` for ended() (a flow whose DESTROY event comes after the
+        snapshot that no longer held it)."""
         MARK = self.mark
+        swept = self.swept = {}
         s = 0
         while s < self.used:
             if MARK[s] == mk:
                 s += 1
             else:
+                if len(swept) < SWEPT_KEPT:
+                    swept[self.h1[s]] = (self.h2[s], self.op[s], self.ob[s], self.rp[s],
+                                         self.rb[s], self.flags[s])
                 self._free(s)
 
     def _free(self, s):

@@ -291,11 +291,42 @@ def unix_address(path):
     return path
 
 
-def netlink_address():
+def netlink_address(groups=0):
+    """Address to bind a netlink socket to: the kernel picks the port id;
+    groups is the bitmask of multicast groups (1 << (group - 1))."""
     if MICROPYTHON:
         import struct
-        return struct.pack("HHII", AF_NETLINK, 0, 0, 0)
-    return (0, 0)
+        return struct.pack("HHII", AF_NETLINK, 0, 0, groups)
+    return (0, groups)
+
+
+SOCK_RAW = 3
+SOL_SOCKET = 1
+SO_RCVBUF = 8
+SO_RCVBUFFORCE = 33
+
+
+def netlink_listener(protocol, groups, rcvbuf):
+    """A non-blocking raw netlink socket subscribed to multicast groups,
+    with a receive buffer of rcvbuf bytes where allowed: SO_RCVBUFFORCE
+    (CAP_NET_ADMIN) passes net.core.rmem_max, SO_RCVBUF is capped by it.
+    Both interpreters take the numbers as they are (MicroPython's unix
+    port has no socket.AF_NETLINK name, but the call works). Raises
+    OSError: EPERM without the capability, EPROTONOSUPPORT where the
+    kernel has no such family."""
+    import socket
+    sock = socket.socket(AF_NETLINK, SOCK_RAW, protocol)
+    try:
+        try:
+            sock.setsockopt(SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+        except OSError:
+            sock.setsockopt(SOL_SOCKET, SO_RCVBUF, rcvbuf)
+        sock.bind(netlink_address(groups))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def packet_address(ifname, proto):

@@ -2,7 +2,9 @@
 
     python3 -m tests.world.capture [OUTDIR]      (default tests/data)
 
-Writes conntrack-noacct.txt (net.netfilter.nf_conntrack_acct=0, the kernel's
+Writes ctevents.txt (the router's ctnetlink NEW and DESTROY event
+messages, in hex, around a /proc snapshot of the same flows; see
+record_events()), conntrack-noacct.txt (net.netfilter.nf_conntrack_acct=0, the kernel's
 default), conntrack-acct.txt (=1: packets= bytes= on each direction) and
 conntrack-timestamp.txt (acct and nf_conntrack_timestamp=1: delta-time=). For
 each, the router's table is flushed, the sysctl set, and the same traffic made:
@@ -107,12 +109,68 @@ def snapshot(home, acct, timestamp=0):
     return home.conntrack()
 
 
+RECORDER = """
+import binascii, os, sys
+from spin_lite import ctevents, plat
+stop = sys.argv[1]
+s = plat.netlink_listener(ctevents.NETLINK_NETFILTER, ctevents.GROUPS, 1 << 22)
+s.setblocking(True)
+s.settimeout(0.2)
+out = sys.stdout
+out.write("ready\\n")
+out.flush()
+while True:
+    try:
+        out.write("msg " + binascii.hexlify(s.recv(65536)).decode() + "\\n")
+    except OSError:
+        if os.path.exists(stop):
+            break
+out.flush()
+"""
+
+
+def record_events(home):
+    """The router's ctnetlink events while the odd traffic runs, a snapshot
+    of /proc in the middle, and the DESTROY of every flow at the end
+    (conntrack -F): text of `proc LINE` and `msg HEX` lines."""
+    home.sh("router", "sysctl", "-qw", "net.netfilter.nf_conntrack_acct=1",
+            "net.netfilter.nf_conntrack_timestamp=0")
+    home.sh("router", "conntrack", "-F", check=False)
+    stop = home.path("recorder.stop")
+    log = home.path("recorder.log")
+    rec = home.popen("router", [sys.executable, "-u", "-c", RECORDER, stop], label="recorder",
+                     env={"PYTHONPATH": os.path.join(REPO, "src")}, log=log)
+    home.wait_for(lambda: os.path.exists(log) and b"ready" in open(log, "rb").read(),
+                  timeout=10, what="the event recorder")
+    odd_traffic(home)
+    # a few attempts refused with a reset (closed ports on a server)
+    for port in (1001, 1002):
+        home.sh("bulb", sys.executable, "-c", TCP_SYN, "203.0.113.10", str(port), check=False)
+        home.sh("laptop", sys.executable, "-c", TCP_SYN, "2001:db8:1::10", str(port), check=False)
+    time.sleep(1)
+    proc = home.conntrack()
+    home.sh("router", "conntrack", "-F", check=False)
+    time.sleep(0.5)
+    open(stop, "w").close()
+    rec.wait(5)
+    with open(log) as f:
+        msgs = "".join(ln for ln in f if ln.startswith("msg "))
+    lines = ["# python3 -m tests.world.capture: the router's ctnetlink events (hex),",
+             "# with a /proc/net/nf_conntrack snapshot taken while the flows lived"]
+    lines += ["proc " + ln for ln in proc.splitlines() if ln.strip()]
+    return "\n".join(lines) + "\n" + msgs
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(REPO, "tests", "data")
     os.makedirs(out, exist_ok=True)
     with Home(rates={"camera": 300000}) as home:
         home.sh("router", "nft", "-f", "-", input=EXTRAS_RULESET)
         time.sleep(1)
+        with open(os.path.join(out, "ctevents.txt"), "w") as f:
+            f.write(record_events(home))
+        if os.environ.get("CAPTURE_ONLY") == "ctevents":
+            return
         for acct, ts, name in ((0, 0, "conntrack-noacct.txt"), (1, 0, "conntrack-acct.txt"),
                                (1, 1, "conntrack-timestamp.txt")):
             text = snapshot(home, acct, ts)
