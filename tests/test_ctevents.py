@@ -65,7 +65,7 @@ print(sent)
 
 @pytest.fixture(scope="module")
 def home():
-    with Home(traffic=False, config={"scan_interval": 1}) as h:
+    with Home(traffic=False, config={"scan_interval": 1, "detect_mode": "alert"}) as h:
         h.start_agent()
         yield h
 
@@ -192,7 +192,7 @@ def test_the_agent_on_micropython_counts_the_refused_attempts_too():
     # the PyPI Unix port has no socket.AF_NETLINK name, but the numbers work
     if not shutil.which("micropython"):
         pytest.skip("no micropython command (tools/deps.sh installs it)")
-    with Home(traffic=False, interpreter="micropython", config={"scan_interval": 1}) as h:
+    with Home(traffic=False, interpreter="micropython", config={"scan_interval": 1, "detect_mode": "alert"}) as h:
         h.start_agent()
         mac = h.devices["bulb"].mac
         assert h.call("status")["events"]["state"] == "on", h.call("status")["events"]
