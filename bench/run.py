@@ -18,7 +18,8 @@ sl-bench-<pid>, removed at the end; nothing touches the host namespace:
 5. the other benchmarks in this directory, when they exist.
 
 The host side (`main`) only makes and removes the namespace; the
-measuring runs as `run.py --inside DIR` within it.
+measuring runs as `run.py --inside DIR` within it. `run.py --scan` measures
+only 2 and 4 (the scan's speed, a minute instead of several).
 """
 
 import json
@@ -54,7 +55,7 @@ def out(line=""):
 
 # -- host side: the namespace and nothing else ----------------------------------
 
-def main():
+def main(scan_only=False):
     if os.geteuid() != 0:
         out("bench: needs root (network namespaces, conntrack); run as root")
         return 1
@@ -70,13 +71,13 @@ def main():
         os.makedirs(work)
         env = dict(os.environ, PYTHONPATH=SRC, PYTHONDONTWRITEBYTECODE="1")
         rc = subprocess.call(["ip", "netns", "exec", ns, sys.executable, os.path.abspath(__file__),
-                              "--inside", work, ns], env=env)
+                              "--inside", work, ns] + (["--scan"] if scan_only else []), env=env)
     except KeyboardInterrupt:
         out("bench: interrupted")
     finally:
         subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
         shutil.rmtree(work, ignore_errors=True)
-    for name in OTHER_BENCHES:
+    for name in () if scan_only else OTHER_BENCHES:
         path = os.path.join(HERE, name)
         out()
         if not os.path.exists(path):
@@ -225,7 +226,7 @@ def verdict(ratio, target):
     return "target met" if ratio <= target else "target MISSED"
 
 
-def inside(work, ns):
+def inside(work, ns, scan_only=False):
     import ctfill
     from spin_lite import agent as agent_mod
 
@@ -354,7 +355,16 @@ def inside(work, ns):
     out("  agent at 5 s, moved: %.1f reads/min (%s) = %.2f x spind, %.2f x nlbwmon"
         % (m5 / r, verdict(m5 / r, 18), m5 / spind, m5 / nlbw))
 
-    # -- RSS after a simulated hour, in fresh processes ------------------------
+    if not scan_only:
+        rss(cfg, text, snaps, work)
+    mpy_scan(agent, snaps, idle, moved, work)
+    out()
+    out("bench body took %.0f s" % (time.time() - t0))
+    return 0
+
+
+def rss(cfg, text, snaps, work):
+    """-- RSS after a simulated hour, in fresh processes"""
     out()
     out("== agent RSS: %d flows, %d devices, 62 one-minute buckets, fresh `python -S` (target <= %d MB)"
         % (FLOWS, DEVICES, RSS_TARGET_MB))
@@ -405,7 +415,10 @@ def inside(work, ns):
             out("  %-38s held (getsizeof): %s" % ("", ", ".join(
                 "%s %.1f MB" % (k, v / 1024.0) for k, v in sorted(res["parts_kb"].items()))))
 
-    # -- MicroPython: parse time only (its RSS includes CPython's here) -------
+
+
+def mpy_scan(agent, snaps, idle, moved, work):
+    """-- MicroPython: parse time only (its RSS includes CPython's here)"""
     out()
     mpy = shutil.which("micropython")
     if not mpy:
@@ -435,9 +448,6 @@ def inside(work, ns):
                    res["moved"], res["shm_read"]))
         out("  CPython in this run (wall): idle %.1f, moved %.1f"
             % (median(idle.wall) * 1e3, median(moved.wall) * 1e3))
-    out()
-    out("bench body took %.0f s" % (time.time() - t0))
-    return 0
 
 
 BARE = ("d=open('/proc/self/status').read();"
@@ -461,5 +471,5 @@ def probe(argv, work, timeout=180, src=SRC):
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--inside"]:
-        sys.exit(inside(sys.argv[2], sys.argv[3]))
-    sys.exit(main())
+        sys.exit(inside(sys.argv[2], sys.argv[3], sys.argv[4:5] == ["--scan"]))
+    sys.exit(main(sys.argv[1:2] == ["--scan"]))
