@@ -61,7 +61,7 @@ def main(path):
             digests.add(mac, remote, port, bo, bi, po, pi, new, unreplied)
 
     def scan(p):
-        scanner.scan(conntrack.read_chunks(p), sink)
+        scanner.scan_file(p, sink)
 
     proc = spec.get("proc", "/proc/net/nf_conntrack")
     runs = spec["runs"]

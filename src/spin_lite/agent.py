@@ -208,7 +208,7 @@ class Agent:
         for mac, d in digests.devices.items():
             before[mac] = (d.open[0], d.open[1])
         try:
-            live = self.scanner.scan(conntrack.read_chunks(self.cfg["conntrack_file"]), self.account)
+            live = self.scanner.scan_file(self.cfg["conntrack_file"], self.account)
             self.errors.pop("conntrack", None)
         except OSError as e:
             live = {}

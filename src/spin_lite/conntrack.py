@@ -36,6 +36,8 @@ from array import array
 
 from . import addr
 
+READ_SIZE = 32768  # one read() of /proc: bigger reads cost more (§2), smaller ones more calls
+
 # tokens in one tuple, by protocol name; anything else is measured
 TUPLE_LEN = {b"tcp": 4, b"udp": 4, b"udplite": 4, b"sctp": 4, b"dccp": 4,
              b"icmp": 5, b"icmpv6": 5, b"gre": 4, b"unknown": 2}
@@ -330,6 +332,10 @@ class Scanner:
         self.rb = array("Q", z)   # original and the reply tuple count them
         self.op = array("I", z)   # (packets wrap at 2**32: deltas are
         self.rp = array("I", z)   # taken modulo it)
+        # per slot, and in cell n for the first line: the slot of the line
+        # that came next in the last scan (a guess: checked, never trusted)
+        self.nxt = array("I", [0] * (n + 1))
+        self.buf = None  # scan_file's read buffer, made at its first read
         self.used = 0
         self.scan_mark = 0
         self.devs = []
@@ -347,18 +353,29 @@ class Scanner:
         t = 0
         for a, code in ((self.idx, "I"), (self.h1, "I"), (self.h2, "I"), (self.sums, "I"),
                         (self.dev, "H"), (self.mark, "B"), (self.flags, "B"), (self.ob, "Q"),
-                        (self.rb, "Q"), (self.op, "I"), (self.rp, "I")):
+                        (self.rb, "Q"), (self.op, "I"), (self.rp, "I"), (self.nxt, "I")):
             t += len(a) * struct.calcsize(code)
         return t
 
     def scan(self, chunks, sink):
-        """Feed one snapshot. For each flow that is new or moved, calls
-        sink(device_ip, remote, remote_port, proto, d_bytes_out, d_bytes_in,
-        d_packets_out, d_packets_in, new, unreplied); returns the number of
-        live flows per device IP."""
+        """Feed one snapshot, given as byte chunks. For each flow that is
+        new or moved, calls sink(device_ip, remote, remote_port, proto,
+        d_bytes_out, d_bytes_in, d_packets_out, d_packets_in, new,
+        unreplied); returns the number of live flows per device IP."""
+        return self._feed(_blocks(chunks), sink)
+
+    def scan_file(self, path, sink):
+        """scan() of the snapshot in a file (/proc/net/nf_conntrack), read
+        with readinto into one buffer the scanner keeps: only lines that
+        changed are copied out of it."""
+        if self.buf is None:
+            self.buf = bytearray(READ_SIZE)
+        return self._feed(_reads(path, self.buf), sink)
+
+    def _feed(self, blocks, sink):
         mk = self.scan_mark % 255 + 1
         self.scan_mark = mk
-        live, hits = self._scan(mk, chunks, sink)
+        live, hits = self._scan(mk, blocks, sink)
         if hits < self.used:
             self._sweep(mk)
         if len(self.devs) > 4096:
@@ -366,32 +383,61 @@ class Scanner:
         self.prev_lan = self.lan
         return live
 
-    def _scan(self, mk, chunks, sink):
+    def _scan(self, mk, blocks, sink):
         live = {}
         kh = self.key_hash
         kc = self.key_check
         crc = binascii.crc32
         idx, mask = self.idx, self.mask
         H1, H2, SUMS, DEV, MARK, FLAGS = self.h1, self.h2, self.sums, self.dev, self.mark, self.flags
-        devs = self.devs
+        NXT = self.nxt
+        used = self.used
         fast = self.lan is self.prev_lan  # a new LAN may re-classify flows
-        seen = uncounted = malformed = skipped = hits = dropped = 0
-        for part in _batches(chunks):
+        cnt = [0] * len(self.devs)  # idle flows per device index
+        prev = self.max_flows  # nxt's cell for the first line
+        seen = uncounted = malformed = skipped = hits = dropped = idle = 0
+        for buf, end in blocks:
+            mv = memoryview(buf)
+            find = buf.find
             # with nf_conntrack_timestamp on, every line ends in a clock
             # (delta-time=) that moves each second: leave it out
-            ts = part and (b" delta-time=" in part[0] or b" delta-time=" in part[-1])
-            for line in part:
-                a = line.find(b"src=")
+            e = find(b"\n", 0, end)
+            ts = find(b" delta-time=", 0, e) >= 0
+            p = 0
+            while p < end:
+                e = find(b"\n", p, end)
+                a = find(b"src=", p, e)
                 if a < 0:
-                    if line.strip():
+                    if bytes(mv[p:e]).strip():
                         malformed += 1
+                    p = e + 1
                     continue
-                b = line.find(b" packets=", a)
+                c = e
+                if ts:
+                    c = buf.rfind(b" delta-time=", a, e)
+                    if c < 0:
+                        c = e
+                chk = crc(mv[a:c])
+                # the table is read in the same order every scan: the line
+                # is most likely the flow that followed the last one, and
+                # idle. Then the checksum of its tuple and the rest says so
+                # without hashing the key or probing.
+                s = NXT[prev]
+                if s < used and SUMS[s] == chk and MARK[s] != mk and fast:
+                    MARK[s] = mk
+                    idle += 1
+                    cnt[DEV[s]] += 1
+                    if not FLAGS[s] & COUNTED:
+                        uncounted += 1
+                    prev = s
+                    p = e + 1
+                    continue
+                b = find(b" packets=", a, e)
                 if b < 0:
-                    b = _plain_end(line, line.find(b" ", a))
+                    b = _plain_end(buf, find(b" ", a, e), e)
                     if b < 0:
-                        b = len(line)
-                key = line[9:16] + line[a:b]
+                        b = e
+                key = bytes(mv[p + 9:p + 16]) + bytes(mv[a:b])
                 h = kh(key) & 0xFFFFFFFF
                 i = h & mask
                 h2 = None
@@ -407,32 +453,33 @@ class Scanner:
                             s = j - 1
                             break
                     i = (i + 1) & mask
-                if ts:
-                    c = line.rfind(b" delta-time=")
-                    chk = crc(line[b:c] if c > b else line[b:])
-                else:
-                    chk = crc(line[b:])
                 if s >= 0:
                     if MARK[s] == mk:
+                        p = e + 1
                         continue  # the same flow twice in one read (the table moved under the reader)
                     if fast and SUMS[s] == chk:
                         MARK[s] = mk
-                        hits += 1
-                        dev = devs[DEV[s]]
-                        live[dev] = live.get(dev, 0) + 1
-                        seen += 1
+                        idle += 1
+                        cnt[DEV[s]] += 1
                         if not FLAGS[s] & COUNTED:
                             uncounted += 1
+                        NXT[prev] = s
+                        prev = s
+                        p = e + 1
                         continue
-                r = self._changed(line, a, s, i, h, h2 if h2 is not None else kc(key),
+                r = self._changed(bytes(mv[p:e]), a - p, s, i, h, h2 if h2 is not None else kc(key),
                                   chk, mk, live, sink)
-                if r == 1:
+                p = e + 1
+                if r == 1 or r == 2:
                     seen += 1
                     hits += 1
-                elif r == 2:
-                    seen += 1
-                    uncounted += 1
-                    hits += 1
+                    if r == 2:
+                        uncounted += 1
+                    if s < 0:
+                        s = self.used - 1
+                        used = self.used
+                    NXT[prev] = s
+                    prev = s
                 elif r == 3:
                     seen += 1
                     skipped += 1
@@ -445,13 +492,18 @@ class Scanner:
                     dropped += 1
                 else:
                     malformed += 1
+        devs = self.devs
+        for di in range(len(cnt)):
+            if cnt[di]:
+                ip = devs[di]
+                live[ip] = live.get(ip, 0) + cnt[di]
         self.malformed += malformed
         self.skipped = skipped
-        self.seen = seen
+        self.seen = seen + idle
         self.uncounted = uncounted
         self.dropped = dropped
         self.dropped_total += dropped
-        return live, hits
+        return live, hits + idle
 
     def _changed(self, line, a, s, i, h, h2, chk, mk, live, sink):
         """A line not met unchanged: new, moved, or changed elsewhere than
@@ -583,7 +635,7 @@ class Scanner:
         if s != last:
             cell = self._cell(last)
             for arr in (self.h1, self.h2, self.sums, self.dev, self.mark, self.flags,
-                        self.ob, self.rb, self.op, self.rp):
+                        self.ob, self.rb, self.op, self.rp, self.nxt):
                 arr[s] = arr[last]
             idx[cell] = s + 1
         self.used = last
@@ -604,25 +656,58 @@ class Scanner:
             DEV[s] = di
 
 
-def _batches(chunks):
-    """Lists of whole lines from an iterable of byte chunks (a line may
-    span two); a list per chunk keeps the per-line loop free of calls."""
+def _blocks(chunks):
+    """(text, end) with whole lines in text[:end], from an iterable of byte
+    chunks (a line may span several)."""
     rest = b""
     for chunk in chunks:
-        parts = chunk.split(b"\n")
-        if rest:
-            parts[0] = rest + parts[0]  # not rest + chunk: a copy of 32 KB
-        rest = parts.pop()
-        yield parts
+        end = chunk.rfind(b"\n") + 1
+        if not end:
+            rest += chunk
+            continue
+        text = rest + chunk[:end] if rest else chunk
+        yield text, end + len(rest)
+        rest = chunk[end:]
     if rest:
-        yield [rest]
+        yield rest + b"\n", len(rest) + 1
 
 
-def _plain_end(text, sp):
+def _reads(path, buf):
+    """(buf, end) for each read of the file: buf[:end] holds whole lines,
+    and the piece of a line after them moves to the front for the next
+    read. Nothing else is allocated a read. A line longer than the buffer
+    is cut where the buffer ends (its pieces are malformed lines)."""
+    mv = memoryview(buf)
+    size = len(buf)
+    fill = 0
+    with open(path, "rb", 0) as f:  # unbuffered: each readinto is one read()
+        while True:
+            k = f.readinto(mv[fill:])
+            if not k:
+                break
+            fill += k
+            end = buf.rfind(b"\n", 0, fill) + 1
+            if not end:
+                if fill < size:
+                    continue
+                end = fill
+            yield buf, end
+            rest = fill - end
+            if rest:
+                buf[0:rest] = buf[end:fill]  # a copy first: the two may overlap
+            fill = rest
+    if fill:
+        buf[fill] = 10  # the last line had no newline
+        yield buf, fill + 1
+
+
+def _plain_end(text, sp, end):
     """Without counters, where the original tuple ends: at [UNREPLIED]
     (which goes away when the answer comes: the same flow) or at the reply."""
-    u = text.find(b" [UNREPLIED]", sp)
-    return u if u > 0 else text.find(b" src=", sp)
+    if sp < 0:
+        return -1
+    u = text.find(b" [UNREPLIED]", sp, end)
+    return u if u > 0 else text.find(b" src=", sp, end)
 
 
 def _counts(e):
