@@ -268,6 +268,7 @@ def parse(text, lan):
 
 COUNTED = 1  # a slot's flags: the line had counters (nf_conntrack_acct)
 UNREPLIED = 2  # ... and [UNREPLIED]
+INBOUND = 4  # ... the device is the reply's source (a port forward)
 
 def key_check(key):
     """The second, independent checksum of a flow's key: the interpreter's
@@ -467,6 +468,15 @@ class Scanner:
                         prev = s
                         p = e + 1
                         continue
+                    if fast and b < e and FLAGS[s] & COUNTED and buf[b + 1] == 112 and \
+                            self._moved(buf, mv, p, a, b, e, s, chk, mk, sink):
+                        hits += 1
+                        seen += 1
+                        cnt[DEV[s]] += 1
+                        NXT[prev] = s
+                        prev = s
+                        p = e + 1
+                        continue
                 r = self._changed(bytes(mv[p:e]), a - p, s, i, h, h2 if h2 is not None else kc(key),
                                   chk, mk, live, sink)
                 p = e + 1
@@ -504,6 +514,61 @@ class Scanner:
         self.dropped = dropped
         self.dropped_total += dropped
         return live, hits + idle
+
+    def _moved(self, buf, mv, p, a, b, e, s, chk, mk, sink):
+        """A known flow whose counters moved, read in place: the numbers
+        after b (" packets=") and the remote from the original tuple, which
+        was checked when the slot was made (a flow's tuple never changes).
+        -> False, changing nothing, when the line is not that plain shape:
+        _changed then reads all of it."""
+        find = buf.find
+        try:
+            q = find(b" bytes=", b, e)
+            r = find(b" ", q + 7, e)
+            um = buf.startswith(b" [UNREPLIED]", r)
+            w = find(b" packets=", r, e)
+            x = find(b" bytes=", w, e)
+            y = find(b" ", x + 7, e)
+            if q < 0 or r < 0 or w < 0 or x < 0:
+                return False
+            c = (int(mv[b + 9:q]), int(mv[q + 7:r]), int(mv[w + 9:x]), int(mv[x + 7:y if y > 0 else e]))
+            f1 = find(b" ", p + 9, a) + 1
+            proto = bytes(mv[f1:find(b" ", f1, a)])
+            d0 = find(b" ", a, b)
+            d1 = find(b" ", d0 + 1, b)
+            if d1 < 0:
+                d1 = b
+            ported = proto in PORTED
+            fl = self.flags[s]
+            if fl & INBOUND:
+                remote = self.lan.kind(bytes(mv[a:d0]))[1]
+                rport = int(mv[d1 + 7:find(b" ", d1 + 1, b)]) if ported else 0
+            else:
+                remote = self.lan.kind(bytes(mv[d0 + 1:d1]))[1]
+                rport = int(mv[find(b" ", d1 + 1, b) + 7:b]) if ported else 0
+        except ValueError:
+            return False
+        o = (self.op[s], self.ob[s], self.rp[s], self.rb[s])
+        new = c[1] < o[1] or c[3] < o[3]  # the tuple was deleted and made again
+        if new:
+            d = c
+        else:
+            d = ((c[0] - o[0]) & 0xFFFFFFFF, c[1] - o[1], (c[2] - o[2]) & 0xFFFFFFFF, c[3] - o[3])
+        nfl = COUNTED | (UNREPLIED if um else 0) | (fl & INBOUND)
+        self.sums[s] = chk
+        self.mark[s] = mk
+        self.flags[s] = nfl
+        self.op[s] = c[0] & 0xFFFFFFFF
+        self.ob[s] = c[1]
+        self.rp[s] = c[2] & 0xFFFFFFFF
+        self.rb[s] = c[3]
+        if new or nfl != fl or d[0] or d[1] or d[2] or d[3]:
+            if fl & INBOUND:
+                pi, bi, po, bo = d
+            else:
+                po, bo, pi, bi = d
+            sink(self.devs[self.dev[s]], remote, rport, proto, bo, bi, po, pi, new, new and um)
+        return True
 
     def _changed(self, line, a, s, i, h, h2, chk, mk, live, sink):
         """A line not met unchanged: new, moved, or changed elsewhere than
@@ -552,7 +617,7 @@ class Scanner:
             self.acct = True
         elif self.acct is None:
             self.acct = False
-        fl = (COUNTED if counted else 0) | (UNREPLIED if e.unreplied else 0)
+        fl = (COUNTED if counted else 0) | (UNREPLIED if e.unreplied else 0) | (INBOUND if inbound else 0)
         live[dev] = live.get(dev, 0) + 1
         d = c
         new = True
