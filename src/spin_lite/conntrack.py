@@ -393,6 +393,7 @@ class Scanner:
         H1, H2, SUMS, DEV, MARK, FLAGS = self.h1, self.h2, self.sums, self.dev, self.mark, self.flags
         NXT = self.nxt
         used = self.used
+        lan_kind = self.lan.kind
         fast = self.lan is self.prev_lan  # a new LAN may re-classify flows
         cnt = [0] * len(self.devs)  # idle flows per device index
         prev = self.max_flows  # nxt's cell for the first line
@@ -431,6 +432,13 @@ class Scanner:
                     if not FLAGS[s] & COUNTED:
                         uncounted += 1
                     prev = s
+                    p = e + 1
+                    continue
+                if lan_kind(bytes(mv[a:find(b" ", a, e)]))[0] == ROUTER:
+                    # the router's own flows have no slot: without this
+                    # they would be split and parsed again every scan
+                    seen += 1
+                    skipped += 1
                     p = e + 1
                     continue
                 b = find(b" packets=", a, e)
