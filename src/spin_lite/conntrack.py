@@ -749,7 +749,8 @@ def _reads(path, buf):
     """(buf, end) for each read of the file: buf[:end] holds whole lines,
     and the piece of a line after them moves to the front for the next
     read. Nothing else is allocated a read. A line longer than the buffer
-    is cut where the buffer ends (its pieces are malformed lines)."""
+    (the kernel writes under 1 KB) is cut where the buffer ends, losing
+    its last byte there; its pieces are read as lines of their own."""
     mv = memoryview(buf)
     size = len(buf)
     fill = 0
@@ -763,6 +764,7 @@ def _reads(path, buf):
             if not end:
                 if fill < size:
                     continue
+                buf[fill - 1] = 10  # the scan loop needs a newline to end on
                 end = fill
             yield buf, end
             rest = fill - end
