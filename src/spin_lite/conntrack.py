@@ -22,12 +22,13 @@ touch a device, are left out and counted.
 
 `parse` turns a snapshot into Flow records (the `flows` API and the tests);
 `Scanner` is the hot path of every scan: between scans it keeps a fixed
-flow table in preallocated arrays (about 48 B a slot on both interpreters,
+flow table in preallocated arrays (about 52 B a slot on both interpreters,
 sized by max_flows), found by an integer hash of each line's protocol and
 original tuple, checked by a second independent one; a slot holds a crc32
-of the rest of the line, so an idle flow costs two slices, two checksums
-and a probe, no text is kept, and only a line that changed is split and
-converted to numbers (DESIGN.md §4 "Memory shapes").
+of the line from its tuple on, and the slot that came after it in the last
+read, so an idle flow costs two find()s and one crc32 in the read buffer,
+no text is kept, and only a line that changed is looked at further
+(DESIGN.md §4 "Memory shapes").
 """
 
 import binascii
@@ -289,17 +290,25 @@ class Scanner:
     crc32 (`key_hash`, injectable for tests) and a second, independent
     checksum of it (`key_check`): a slot is the flow's only when both
     match, so two flows whose hashes collide probe on to separate slots and
-    never share counters. A slot also holds the crc32 of the rest of the
-    line (counters, reply tuple, flags: without the delta-time clock), the
-    owner (an index into `devs`, the device IPs met), the original and
-    reply counters, flags and the mark of the scan that last met it.
+    never share counters. A slot also holds the crc32 (`sums`) of the line
+    from the original tuple on (its counters, the reply tuple, flags; not
+    the delta-time clock), the owner (an index into `devs`, the device IPs
+    met), the original and reply counters, flags and the mark of the scan
+    that last met it.
 
-    A flow whose line did not change since the last scan -- most of a big
-    table, most of the time -- costs two slices, two crc32s, a probe and
-    the key check: no split, no address lookup, no numbers, no object kept.
-    A line that changed (or is new, or the LAN changed) is split and
-    converted, its delta against the slot reported to sink, and the slot
-    updated in place. When the scan is over, slots it did not mark are
+    The kernel writes the table in the same order every read, so a slot
+    also remembers the slot whose line came next (`nxt`). A flow whose line
+    did not change since the last scan -- most of a big table, most of the
+    time -- is that guess with the same `sums`: two find()s and one crc32
+    over the read buffer, no key, no probe, no copy, no object kept. Any
+    other line is keyed and probed; a known flow whose counters moved is
+    read in place (`_moved`), and a new one, or one of another shape, or
+    any line after the LAN changed, is split and converted (`_changed`).
+    Its delta against the slot goes to sink, and the slot is updated in
+    place. A guess is only a guess: a stale `nxt` (the table changed, a
+    slot moved) costs the probe, never a wrong flow, and a line must match
+    both the guessed slot's 32-bit crc of its whole tuple and counters to
+    be taken as that flow idle. When the scan is over, slots it did not mark are
     freed (the last slot moves into the hole, the index shifts back), so
     the table never holds a second copy of anything.
 
