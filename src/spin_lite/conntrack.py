@@ -401,9 +401,9 @@ class Scanner:
         idx, mask = self.idx, self.mask
         H1, H2, SUMS, DEV, MARK, FLAGS = self.h1, self.h2, self.sums, self.dev, self.mark, self.flags
         NXT = self.nxt
-        used = self.used
-        lan_kind = self.lan.kind
         fast = self.lan is self.prev_lan  # a new LAN may re-classify flows
+        used = self.used if fast else 0  # slots a guess may be: none after the LAN changed
+        lan_kind = self.lan.kind
         cnt = [0] * len(self.devs)  # idle flows per device index
         prev = self.max_flows  # nxt's cell for the first line
         seen = uncounted = malformed = skipped = hits = dropped = idle = 0
@@ -434,7 +434,7 @@ class Scanner:
                 # idle. Then the checksum of its tuple and the rest says so
                 # without hashing the key or probing.
                 s = NXT[prev]
-                if s < used and SUMS[s] == chk and MARK[s] != mk and fast:
+                if SUMS[s] == chk and s < used and MARK[s] != mk:
                     MARK[s] = mk
                     idle += 1
                     cnt[DEV[s]] += 1
@@ -504,7 +504,7 @@ class Scanner:
                         uncounted += 1
                     if s < 0:
                         s = self.used - 1
-                        used = self.used
+                        used = self.used if fast else 0
                     NXT[prev] = s
                     prev = s
                 elif r == 3:
