@@ -443,13 +443,6 @@ class Scanner:
                     prev = s
                     p = e + 1
                     continue
-                if lan_kind(bytes(mv[a:find(b" ", a, e)]))[0] == ROUTER:
-                    # the router's own flows have no slot: without this
-                    # they would be split and parsed again every scan
-                    seen += 1
-                    skipped += 1
-                    p = e + 1
-                    continue
                 b = find(b" packets=", a, e)
                 if b < 0:
                     b = _plain_end(buf, find(b" ", a, e), e)
@@ -471,6 +464,13 @@ class Scanner:
                             s = j - 1
                             break
                     i = (i + 1) & mask
+                if s < 0 and lan_kind(bytes(mv[a:find(b" ", a, e)]))[0] == ROUTER:
+                    # the router's own flows have no slot: without this
+                    # they would be split and parsed again every scan
+                    seen += 1
+                    skipped += 1
+                    p = e + 1
+                    continue
                 if s >= 0:
                     if MARK[s] == mk:
                         p = e + 1
