@@ -404,6 +404,7 @@ class Scanner:
         fast = self.lan is self.prev_lan  # a new LAN may re-classify flows
         used = self.used if fast else 0  # slots a guess may be: none after the LAN changed
         lan_kind = self.lan.kind
+        counted = COUNTED  # a local: MicroPython looks a global up by name each time
         cnt = [0] * len(self.devs)  # idle flows per device index
         prev = self.max_flows  # nxt's cell for the first line
         seen = uncounted = malformed = skipped = hits = dropped = idle = 0
@@ -438,7 +439,7 @@ class Scanner:
                     MARK[s] = mk
                     idle += 1
                     cnt[DEV[s]] += 1
-                    if not FLAGS[s] & COUNTED:
+                    if not FLAGS[s] & counted:
                         uncounted += 1
                     prev = s
                     p = e + 1
@@ -479,13 +480,13 @@ class Scanner:
                         MARK[s] = mk
                         idle += 1
                         cnt[DEV[s]] += 1
-                        if not FLAGS[s] & COUNTED:
+                        if not FLAGS[s] & counted:
                             uncounted += 1
                         NXT[prev] = s
                         prev = s
                         p = e + 1
                         continue
-                    if fast and b < e and FLAGS[s] & COUNTED and buf[b + 1] == 112 and \
+                    if fast and b < e and FLAGS[s] & counted and buf[b + 1] == 112 and \
                             self._moved(buf, mv, p, a, b, e, s, chk, mk, sink):
                         hits += 1
                         seen += 1
