@@ -290,9 +290,9 @@ class Scanner:
     crc32 (`key_hash`, injectable for tests) and a second, independent
     checksum of it (`key_check`): a slot is the flow's only when both
     match, so two flows whose hashes collide probe on to separate slots and
-    never share counters. A slot also holds the crc32 (`sums`) of the line
-    from the original tuple on (its counters, the reply tuple, flags; not
-    the delta-time clock), the owner (an index into `devs`, the device IPs
+    never share counters. A slot also holds the crc32 (`sums`) of the
+    protocol column and the line from the original tuple on (its
+    counters, the reply tuple, flags; not the delta-time clock), the owner (an index into `devs`, the device IPs
     met), the original and reply counters, flags and the mark of the scan
     that last met it.
 
@@ -429,11 +429,13 @@ class Scanner:
                     c = buf.rfind(b" delta-time=", a, e)
                     if c < 0:
                         c = e
-                chk = crc(mv[a:c])
+                # the protocol column goes in too: a udp flow may have the
+                # very tuple text and counters of a tcp one
+                chk = crc(mv[a:c], crc(mv[p + 9:p + 16]))
                 # the table is read in the same order every scan: the line
                 # is most likely the flow that followed the last one, and
-                # idle. Then the checksum of its tuple and the rest says so
-                # without hashing the key or probing.
+                # idle. Then the checksum of its key and the rest says so
+                # without hashing the key apart or probing.
                 s = NXT[prev]
                 if SUMS[s] == chk and s < used and MARK[s] != mk:
                     MARK[s] = mk

@@ -407,6 +407,20 @@ def test_flows_whose_hashes_collide_keep_their_own_counters():
     assert [(x[4], x[8]) for x in calls] == [(60, True)]
 
 
+def test_a_udp_flow_with_the_text_of_a_tcp_one_is_not_taken_for_it():
+    # the same tuple, counters and reply as a tcp flow, read where the tcp
+    # one came last time: the guess of the next slot must not take it
+    tcp = _syn(3001)
+    udp = tcp.replace(b"tcp      6 119 SYN_SENT ", b"udp      17 29 ")
+    assert tcp[tcp.find(b"src="):] == udp[udp.find(b"src="):]
+    first = _syn(3000)
+    sc = conntrack.Scanner(lan())
+    scan(sc, b"\n".join((first, tcp)))
+    calls, live = scan(sc, b"\n".join((first, udp, tcp)))
+    assert [(x[3], x[4], x[8]) for x in calls] == [(b"udp", 60, True)]
+    assert live == {BULB: 3} and sc.used == 3
+
+
 def test_a_full_table_drops_flows_but_still_counts_new_connections():
     n, k = 16, 5
     sc = conntrack.Scanner(lan(), n)
