@@ -233,7 +233,7 @@ class Agent:
             # the snapshot's sweep would otherwise lose their last bytes
             self.events.drain()
         try:
-            live = self.scanner.scan(conntrack.read_chunks(self.cfg["conntrack_file"]), self.account)
+            live = self.scanner.scan_file(self.cfg["conntrack_file"], self.account)
             self.errors.pop("conntrack", None)
         except OSError as e:
             live = {}

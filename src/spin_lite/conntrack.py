@@ -22,12 +22,13 @@ touch a device, are left out and counted.
 
 `parse` turns a snapshot into Flow records (the `flows` API and the tests);
 `Scanner` is the hot path of every scan: between scans it keeps a fixed
-flow table in preallocated arrays (about 48 B a slot on both interpreters,
+flow table in preallocated arrays (about 52 B a slot on both interpreters,
 sized by max_flows), found by an integer hash of each line's protocol and
 original tuple, checked by a second independent one; a slot holds a crc32
-of the rest of the line, so an idle flow costs two slices, two checksums
-and a probe, no text is kept, and only a line that changed is split and
-converted to numbers (DESIGN.md §4 "Memory shapes").
+of the line from its tuple on, and the slot that came after it in the last
+read, so an idle flow costs two find()s and one crc32 in the read buffer,
+no text is kept, and only a line that changed is looked at further
+(DESIGN.md §4 "Memory shapes").
 """
 
 import binascii
@@ -35,6 +36,8 @@ import struct
 from array import array
 
 from . import addr
+
+READ_SIZE = 32768  # one read() of /proc: bigger reads cost more (§2), smaller ones more calls
 
 # tokens in one tuple, by protocol name; anything else is measured
 TUPLE_LEN = {b"tcp": 4, b"udp": 4, b"udplite": 4, b"sctp": 4, b"dccp": 4,
@@ -266,6 +269,7 @@ def parse(text, lan):
 
 COUNTED = 1  # a slot's flags: the line had counters (nf_conntrack_acct)
 UNREPLIED = 2  # ... and [UNREPLIED]
+INBOUND = 4  # ... the device is the reply's source (a port forward)
 
 def key_check(key):
     """The second, independent checksum of a flow's key: the interpreter's
@@ -299,17 +303,25 @@ class Scanner:
     crc32 (`key_hash`, injectable for tests) and a second, independent
     checksum of it (`key_check`): a slot is the flow's only when both
     match, so two flows whose hashes collide probe on to separate slots and
-    never share counters. A slot also holds the crc32 of the rest of the
-    line (counters, reply tuple, flags: without the delta-time clock), the
-    owner (an index into `devs`, the device IPs met), the original and
-    reply counters, flags and the mark of the scan that last met it.
+    never share counters. A slot also holds the crc32 (`sums`) of the
+    protocol column and the line from the original tuple on (its
+    counters, the reply tuple, flags; not the delta-time clock), the owner (an index into `devs`, the device IPs
+    met), the original and reply counters, flags and the mark of the scan
+    that last met it.
 
-    A flow whose line did not change since the last scan -- most of a big
-    table, most of the time -- costs two slices, two crc32s, a probe and
-    the key check: no split, no address lookup, no numbers, no object kept.
-    A line that changed (or is new, or the LAN changed) is split and
-    converted, its delta against the slot reported to sink, and the slot
-    updated in place. When the scan is over, slots it did not mark are
+    The kernel writes the table in the same order every read, so a slot
+    also remembers the slot whose line came next (`nxt`). A flow whose line
+    did not change since the last scan -- most of a big table, most of the
+    time -- is that guess with the same `sums`: two find()s and one crc32
+    over the read buffer, no key, no probe, no copy, no object kept. Any
+    other line is keyed and probed; a known flow whose counters moved is
+    read in place (`_moved`), and a new one, or one of another shape, or
+    any line after the LAN changed, is split and converted (`_changed`).
+    Its delta against the slot goes to sink, and the slot is updated in
+    place. A guess is only a guess: a stale `nxt` (the table changed, a
+    slot moved) costs the probe, never a wrong flow, and a line must match
+    both the guessed slot's 32-bit crc of its whole tuple and counters to
+    be taken as that flow idle. When the scan is over, slots it did not mark are
     freed (the last slot moves into the hole, the index shifts back), so
     the table never holds a second copy of anything.
 
@@ -343,6 +355,10 @@ class Scanner:
         self.rb = array("Q", z)   # original and the reply tuple count them
         self.op = array("I", z)   # (packets wrap at 2**32: deltas are
         self.rp = array("I", z)   # taken modulo it)
+        # per slot, and in cell n for the first line: the slot of the line
+        # that came next in the last scan (a guess: checked, never trusted)
+        self.nxt = array("I", [0] * (n + 1))
+        self.buf = None  # scan_file's read buffer, made at its first read
         self.used = 0
         self.scan_mark = 0
         self.devs = []
@@ -361,18 +377,29 @@ class Scanner:
         t = 0
         for a, code in ((self.idx, "I"), (self.h1, "I"), (self.h2, "I"), (self.sums, "I"),
                         (self.dev, "H"), (self.mark, "B"), (self.flags, "B"), (self.ob, "Q"),
-                        (self.rb, "Q"), (self.op, "I"), (self.rp, "I")):
+                        (self.rb, "Q"), (self.op, "I"), (self.rp, "I"), (self.nxt, "I")):
             t += len(a) * struct.calcsize(code)
         return t
 
     def scan(self, chunks, sink):
-        """Feed one snapshot. For each flow that is new or moved, calls
-        sink(device_ip, remote, remote_port, proto, d_bytes_out, d_bytes_in,
-        d_packets_out, d_packets_in, new, unreplied); returns the number of
-        live flows per device IP."""
+        """Feed one snapshot, given as byte chunks. For each flow that is
+        new or moved, calls sink(device_ip, remote, remote_port, proto,
+        d_bytes_out, d_bytes_in, d_packets_out, d_packets_in, new,
+        unreplied); returns the number of live flows per device IP."""
+        return self._feed(_blocks(chunks), sink)
+
+    def scan_file(self, path, sink):
+        """scan() of the snapshot in a file (/proc/net/nf_conntrack), read
+        with readinto into one buffer the scanner keeps: only lines that
+        changed are copied out of it."""
+        if self.buf is None:
+            self.buf = bytearray(READ_SIZE)
+        return self._feed(_reads(path, self.buf), sink)
+
+    def _feed(self, blocks, sink):
         mk = self.scan_mark % 255 + 1
         self.scan_mark = mk
-        live, hits = self._scan(mk, chunks, sink)
+        live, hits = self._scan(mk, blocks, sink)
         if hits < self.used:
             self._sweep(mk)
         if len(self.devs) > 4096:
@@ -380,32 +407,65 @@ class Scanner:
         self.prev_lan = self.lan
         return live
 
-    def _scan(self, mk, chunks, sink):
+    def _scan(self, mk, blocks, sink):
         live = {}
         kh = self.key_hash
         kc = self.key_check
         crc = binascii.crc32
         idx, mask = self.idx, self.mask
         H1, H2, SUMS, DEV, MARK, FLAGS = self.h1, self.h2, self.sums, self.dev, self.mark, self.flags
-        devs = self.devs
+        NXT = self.nxt
         fast = self.lan is self.prev_lan  # a new LAN may re-classify flows
-        seen = uncounted = malformed = skipped = hits = dropped = 0
-        for part in _batches(chunks):
+        used = self.used if fast else 0  # slots a guess may be: none after the LAN changed
+        lan_kind = self.lan.kind
+        counted = COUNTED  # a local: MicroPython looks a global up by name each time
+        cnt = [0] * len(self.devs)  # idle flows per device index
+        prev = self.max_flows  # nxt's cell for the first line
+        seen = uncounted = malformed = skipped = hits = dropped = idle = 0
+        for buf, end in blocks:
+            mv = memoryview(buf)
+            find = buf.find
             # with nf_conntrack_timestamp on, every line ends in a clock
             # (delta-time=) that moves each second: leave it out
-            ts = part and (b" delta-time=" in part[0] or b" delta-time=" in part[-1])
-            for line in part:
-                a = line.find(b"src=")
+            e = find(b"\n", 0, end)
+            ts = find(b" delta-time=", 0, e) >= 0
+            p = 0
+            while p < end:
+                e = find(b"\n", p, end)
+                a = find(b"src=", p, e)
                 if a < 0:
-                    if line.strip():
+                    if bytes(mv[p:e]).strip():
                         malformed += 1
+                    p = e + 1
                     continue
-                b = line.find(b" packets=", a)
+                c = e
+                if ts:
+                    c = buf.rfind(b" delta-time=", a, e)
+                    if c < 0:
+                        c = e
+                # the protocol column goes in too: a udp flow may have the
+                # very tuple text and counters of a tcp one
+                chk = crc(mv[a:c], crc(mv[p + 9:p + 16]))
+                # the table is read in the same order every scan: the line
+                # is most likely the flow that followed the last one, and
+                # idle. Then the checksum of its key and the rest says so
+                # without hashing the key apart or probing.
+                s = NXT[prev]
+                if SUMS[s] == chk and s < used and MARK[s] != mk:
+                    MARK[s] = mk
+                    idle += 1
+                    cnt[DEV[s]] += 1
+                    if not FLAGS[s] & counted:
+                        uncounted += 1
+                    prev = s
+                    p = e + 1
+                    continue
+                b = find(b" packets=", a, e)
                 if b < 0:
-                    b = _plain_end(line, line.find(b" ", a))
+                    b = _plain_end(buf, find(b" ", a, e), e)
                     if b < 0:
-                        b = len(line)
-                key = line[9:16] + line[a:b]
+                        b = e
+                key = bytes(mv[p + 9:p + 16]) + bytes(mv[a:b])
                 h = kh(key) & 0xFFFFFFFF
                 i = h & mask
                 h2 = None
@@ -421,32 +481,49 @@ class Scanner:
                             s = j - 1
                             break
                     i = (i + 1) & mask
-                if ts:
-                    c = line.rfind(b" delta-time=")
-                    chk = crc(line[b:c] if c > b else line[b:])
-                else:
-                    chk = crc(line[b:])
+                if s < 0 and lan_kind(bytes(mv[a:find(b" ", a, e)]))[0] == ROUTER:
+                    # the router's own flows have no slot: without this
+                    # they would be split and parsed again every scan
+                    seen += 1
+                    skipped += 1
+                    p = e + 1
+                    continue
                 if s >= 0:
                     if MARK[s] == mk:
+                        p = e + 1
                         continue  # the same flow twice in one read (the table moved under the reader)
                     if fast and SUMS[s] == chk:
                         MARK[s] = mk
-                        hits += 1
-                        dev = devs[DEV[s]]
-                        live[dev] = live.get(dev, 0) + 1
-                        seen += 1
-                        if not FLAGS[s] & COUNTED:
+                        idle += 1
+                        cnt[DEV[s]] += 1
+                        if not FLAGS[s] & counted:
                             uncounted += 1
+                        NXT[prev] = s
+                        prev = s
+                        p = e + 1
                         continue
-                r = self._changed(line, a, s, i, h, h2 if h2 is not None else kc(key),
+                    if fast and b < e and FLAGS[s] & counted and buf[b + 1] == 112 and \
+                            self._moved(buf, mv, p, a, b, e, s, chk, mk, sink):
+                        hits += 1
+                        seen += 1
+                        cnt[DEV[s]] += 1
+                        NXT[prev] = s
+                        prev = s
+                        p = e + 1
+                        continue
+                r = self._changed(bytes(mv[p:e]), a - p, s, i, h, h2 if h2 is not None else kc(key),
                                   chk, mk, live, sink)
-                if r == 1:
+                p = e + 1
+                if r == 1 or r == 2:
                     seen += 1
                     hits += 1
-                elif r == 2:
-                    seen += 1
-                    uncounted += 1
-                    hits += 1
+                    if r == 2:
+                        uncounted += 1
+                    if s < 0:
+                        s = self.used - 1
+                        used = self.used if fast else 0
+                    NXT[prev] = s
+                    prev = s
                 elif r == 3:
                     seen += 1
                     skipped += 1
@@ -459,13 +536,73 @@ class Scanner:
                     dropped += 1
                 else:
                     malformed += 1
+        devs = self.devs
+        for di in range(len(cnt)):
+            if cnt[di]:
+                ip = devs[di]
+                live[ip] = live.get(ip, 0) + cnt[di]
         self.malformed += malformed
         self.skipped = skipped
-        self.seen = seen
+        self.seen = seen + idle
         self.uncounted = uncounted
         self.dropped = dropped
         self.dropped_total += dropped
-        return live, hits
+        return live, hits + idle
+
+    def _moved(self, buf, mv, p, a, b, e, s, chk, mk, sink):
+        """A known flow whose counters moved, read in place: the numbers
+        after b (" packets=") and the remote from the original tuple, which
+        was checked when the slot was made (a flow's tuple never changes).
+        -> False, changing nothing, when the line is not that plain shape:
+        _changed then reads all of it."""
+        find = buf.find
+        try:
+            q = find(b" bytes=", b, e)
+            r = find(b" ", q + 7, e)
+            um = buf.startswith(b" [UNREPLIED]", r)
+            w = find(b" packets=", r, e)
+            x = find(b" bytes=", w, e)
+            y = find(b" ", x + 7, e)
+            if q < 0 or r < 0 or w < 0 or x < 0:
+                return False
+            c = (int(mv[b + 9:q]), int(mv[q + 7:r]), int(mv[w + 9:x]), int(mv[x + 7:y if y > 0 else e]))
+            f1 = find(b" ", p + 9, a) + 1
+            proto = bytes(mv[f1:find(b" ", f1, a)])
+            d0 = find(b" ", a, b)
+            d1 = find(b" ", d0 + 1, b)
+            if d1 < 0:
+                d1 = b
+            ported = proto in PORTED
+            fl = self.flags[s]
+            if fl & INBOUND:
+                remote = self.lan.kind(bytes(mv[a:d0]))[1]
+                rport = int(mv[d1 + 7:find(b" ", d1 + 1, b)]) if ported else 0
+            else:
+                remote = self.lan.kind(bytes(mv[d0 + 1:d1]))[1]
+                rport = int(mv[find(b" ", d1 + 1, b) + 7:b]) if ported else 0
+        except ValueError:
+            return False
+        o = (self.op[s], self.ob[s], self.rp[s], self.rb[s])
+        new = c[1] < o[1] or c[3] < o[3]  # the tuple was deleted and made again
+        if new:
+            d = c
+        else:
+            d = ((c[0] - o[0]) & 0xFFFFFFFF, c[1] - o[1], (c[2] - o[2]) & 0xFFFFFFFF, c[3] - o[3])
+        nfl = COUNTED | (UNREPLIED if um else 0) | (fl & INBOUND)
+        self.sums[s] = chk
+        self.mark[s] = mk
+        self.flags[s] = nfl
+        self.op[s] = c[0] & 0xFFFFFFFF
+        self.ob[s] = c[1]
+        self.rp[s] = c[2] & 0xFFFFFFFF
+        self.rb[s] = c[3]
+        if new or nfl != fl or d[0] or d[1] or d[2] or d[3]:
+            if fl & INBOUND:
+                pi, bi, po, bo = d
+            else:
+                po, bo, pi, bi = d
+            sink(self.devs[self.dev[s]], remote, rport, proto, bo, bi, po, pi, new, new and um)
+        return True
 
     def _changed(self, line, a, s, i, h, h2, chk, mk, live, sink):
         """A line not met unchanged: new, moved, or changed elsewhere than
@@ -514,7 +651,7 @@ class Scanner:
             self.acct = True
         elif self.acct is None:
             self.acct = False
-        fl = (COUNTED if counted else 0) | (UNREPLIED if e.unreplied else 0)
+        fl = (COUNTED if counted else 0) | (UNREPLIED if e.unreplied else 0) | (INBOUND if inbound else 0)
         live[dev] = live.get(dev, 0) + 1
         d = c
         new = True
@@ -632,7 +769,7 @@ class Scanner:
         if s != last:
             cell = self._cell(last)
             for arr in (self.h1, self.h2, self.sums, self.dev, self.mark, self.flags,
-                        self.ob, self.rb, self.op, self.rp):
+                        self.ob, self.rb, self.op, self.rp, self.nxt):
                 arr[s] = arr[last]
             idx[cell] = s + 1
         self.used = last
@@ -653,25 +790,60 @@ class Scanner:
             DEV[s] = di
 
 
-def _batches(chunks):
-    """Lists of whole lines from an iterable of byte chunks (a line may
-    span two); a list per chunk keeps the per-line loop free of calls."""
+def _blocks(chunks):
+    """(text, end) with whole lines in text[:end], from an iterable of byte
+    chunks (a line may span several)."""
     rest = b""
     for chunk in chunks:
-        parts = chunk.split(b"\n")
-        if rest:
-            parts[0] = rest + parts[0]  # not rest + chunk: a copy of 32 KB
-        rest = parts.pop()
-        yield parts
+        end = chunk.rfind(b"\n") + 1
+        if not end:
+            rest += chunk
+            continue
+        text = rest + chunk[:end] if rest else chunk
+        yield text, end + len(rest)
+        rest = chunk[end:]
     if rest:
-        yield [rest]
+        yield rest + b"\n", len(rest) + 1
 
 
-def _plain_end(text, sp):
+def _reads(path, buf):
+    """(buf, end) for each read of the file: buf[:end] holds whole lines,
+    and the piece of a line after them moves to the front for the next
+    read. Nothing else is allocated a read. A line longer than the buffer
+    (the kernel writes under 1 KB) is cut where the buffer ends, losing
+    its last byte there; its pieces are read as lines of their own."""
+    mv = memoryview(buf)
+    size = len(buf)
+    fill = 0
+    with open(path, "rb", 0) as f:  # unbuffered: each readinto is one read()
+        while True:
+            k = f.readinto(mv[fill:])
+            if not k:
+                break
+            fill += k
+            end = buf.rfind(b"\n", 0, fill) + 1
+            if not end:
+                if fill < size:
+                    continue
+                buf[fill - 1] = 10  # the scan loop needs a newline to end on
+                end = fill
+            yield buf, end
+            rest = fill - end
+            if rest:
+                buf[0:rest] = buf[end:fill]  # a copy first: the two may overlap
+            fill = rest
+    if fill:
+        buf[fill] = 10  # the last line had no newline
+        yield buf, fill + 1
+
+
+def _plain_end(text, sp, end):
     """Without counters, where the original tuple ends: at [UNREPLIED]
     (which goes away when the answer comes: the same flow) or at the reply."""
-    u = text.find(b" [UNREPLIED]", sp)
-    return u if u > 0 else text.find(b" src=", sp)
+    if sp < 0:
+        return -1
+    u = text.find(b" [UNREPLIED]", sp, end)
+    return u if u > 0 else text.find(b" src=", sp, end)
 
 
 def _counts(e):

@@ -192,6 +192,38 @@ def test_lines_split_across_chunks():
     assert calls == a
 
 
+def data_path(name):
+    for base in ("tests/data/", __file__.rsplit("/", 2)[0] + "/data/"):
+        try:
+            open(base + name, "rb").close()
+            return base + name
+        except OSError:
+            pass
+    raise OSError(2, "no test data " + name)
+
+
+def test_a_file_read_into_one_small_buffer_scans_as_its_text_does():
+    # 700 bytes: every read ends inside a line (they are 150 to 450 long)
+    for name in ("conntrack-acct.txt", "conntrack-noacct.txt", "conntrack-timestamp.txt"):
+        ref = conntrack.Scanner(lan())
+        want, want_live = scan(ref, data(name))
+        sc = conntrack.Scanner(lan())
+        sc.buf = bytearray(700)
+        for turn in range(2):
+            calls = []
+            live = sc.scan_file(data_path(name), lambda *a: calls.append(a))
+            assert calls == (want if turn == 0 else []), (name, turn)
+            assert live == want_live and sc.seen == ref.seen and sc.malformed == 0, name
+        assert len(sc.buf) == 700
+
+
+def test_a_line_longer_than_the_read_buffer_is_cut_into_malformed_pieces():
+    sc = conntrack.Scanner(lan())
+    sc.buf = bytearray(64)  # shorter than any line: no line fits whole
+    assert sc.scan_file(data_path("conntrack-acct.txt"), lambda *a: None) == {}
+    assert sc.malformed > 200 and sc.used == 0
+
+
 def test_a_line_that_ends_with_its_counters_still_moves():
     base = b"ipv4     2 udp      17 29 src=192.168.8.184 dst=203.0.113.10 sport=5000 dport=7 " \
            b"packets=1 bytes=60 src=203.0.113.10 dst=192.0.2.2 sport=7 dport=5000 packets=1 bytes=60"
@@ -373,6 +405,20 @@ def test_flows_whose_hashes_collide_keep_their_own_counters():
     # a again is a new flow, not b's or c's counters
     calls, _ = scan(sc, b"\n".join((b2, c, a)))
     assert [(x[4], x[8]) for x in calls] == [(60, True)]
+
+
+def test_a_udp_flow_with_the_text_of_a_tcp_one_is_not_taken_for_it():
+    # the same tuple, counters and reply as a tcp flow, read where the tcp
+    # one came last time: the guess of the next slot must not take it
+    tcp = _syn(3001)
+    udp = tcp.replace(b"tcp      6 119 SYN_SENT ", b"udp      17 29 ")
+    assert tcp[tcp.find(b"src="):] == udp[udp.find(b"src="):]
+    first = _syn(3000)
+    sc = conntrack.Scanner(lan())
+    scan(sc, b"\n".join((first, tcp)))
+    calls, live = scan(sc, b"\n".join((first, udp, tcp)))
+    assert [(x[3], x[4], x[8]) for x in calls] == [(b"udp", 60, True)]
+    assert live == {BULB: 3} and sc.used == 3
 
 
 def test_a_full_table_drops_flows_but_still_counts_new_connections():
