@@ -285,7 +285,7 @@ def key_check(key):
 SWEPT_KEPT = 256
 
 
-def _moved(o, op, ob, rp, rb):
+def _final_delta(o, op, ob, rp, rb):
     """(orig packets, orig bytes, reply packets, reply bytes) moved from a
     slot's counters o (the same four, then its flags) to the final ones."""
     if not o[4] & COUNTED or ob < o[1] or rb < o[3]:
@@ -718,11 +718,11 @@ class Scanner:
                 s = j - 1
                 o = (self.op[s], self.ob[s], self.rp[s], self.rb[s], self.flags[s])
                 self._free(s)
-                return _moved(o, op, ob, rp, rb)
+                return _final_delta(o, op, ob, rp, rb)
             i = (i + 1) & mask
         o = self.swept.pop(h, None)
         if o is not None and o[0] == h2:
-            return _moved(o[1:], op, ob, rp, rb)
+            return _final_delta(o[1:], op, ob, rp, rb)
         return None
 
     def _cell(self, s):
