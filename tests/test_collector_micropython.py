@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.netns,
 @pytest.fixture(scope="module")
 def home():
     with Home(traffic=False, interpreter="micropython",
-              config={"bucket_seconds": story.BUCKET, "scan_interval": 1}) as h:
+              config={"bucket_seconds": story.BUCKET, "scan_interval": 1, "detect_mode": "alert"}) as h:
         h.start_agent()
         for name in h.devices:
             h.start_traffic(name)
