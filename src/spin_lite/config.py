@@ -42,6 +42,7 @@ OPTIONS = {
     "names_per_endpoint": ("int", 4, "DNS names kept per remote address"),
     "dns_ttl_min": ("int", 300, "seconds a DNS name is kept at least, whatever its TTL"),
     "dns_ttl_max": ("int", 86400, "seconds a DNS name is kept at most, whatever its TTL"),
+    "heap_size": ("int", 8192, "KB of heap the agent takes on MicroPython (package spin-micropython), at its next start"),
 }
 
 
