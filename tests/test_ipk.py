@@ -565,3 +565,25 @@ def test_the_same_sources_build_the_same_bytes(ipks, tmp_path):
         again = tmp_path / os.path.basename(first)
         assert hashlib.sha256(open(first, "rb").read()).hexdigest() == \
             hashlib.sha256(open(again, "rb").read()).hexdigest(), name
+
+
+def test_a_variant_that_calls_a_block_nobody_defined_is_refused_by_name(tmp_path):
+    """The builder reads a variant's `$(call ...)` and `X = $(Y)` lines as
+    make would, and a typo in either stops the build with the name."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("ipk_tool", os.path.join(TOP, "tools", "ipk.py"))
+    ipk = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ipk)
+    good = ("define Package/a/install\n\t$(INSTALL_DIR) $(1)/usr\nendef\n"
+            "define Package/b/install\n$(call Package/a/install,$(1))\n\t$(INSTALL_DIR) $(1)/etc\nendef\n"
+            "Package/b/conffiles = $(Package/a/install)\n")
+    mk = tmp_path / "Makefile"
+    mk.write_text(good)
+    _, defines = ipk.read_makefile(str(mk))
+    assert defines["Package/b/install"].split("\n") == ["\t$(INSTALL_DIR) $(1)/usr", "\t$(INSTALL_DIR) $(1)/etc"]
+    assert defines["Package/b/conffiles"] == defines["Package/a/install"]
+    for bad, name in ((good.replace("call Package/a/install", "call Package/c/install"), "Package/c/install"),
+                      (good.replace("= $(Package/a/install)", "= $(Package/a/conffiles)"), "Package/a/conffiles")):
+        mk.write_text(bad)
+        with pytest.raises(ipk.BuildError, match=re.escape(name)):
+            ipk.read_makefile(str(mk))

@@ -148,7 +148,7 @@ def _expand_calls(path, defines, name, outer):
     return "\n".join(lines)
 
 
-def build_packages(variables, text):
+def build_packages(text):
     """The names of `$(eval $(call BuildPackage,NAME))` lines, in order."""
     return re.findall(r"^\$\(eval \$\(call BuildPackage,([^)]+)\)\)\s*$", text, re.M)
 
@@ -244,7 +244,7 @@ def spin_packages():
     path = os.path.join(TOP, "package", "spin", "Makefile")
     variables, defines = read_makefile(path)
     with open(path) as f:
-        names = build_packages(variables, f.read())
+        names = build_packages(f.read())
     if variables["PKG_NAME"] not in names:
         raise BuildError("%s: no BuildPackage for %s" % (path, variables["PKG_NAME"]))
     return [spin_package(path, variables, defines, name) for name in names]
