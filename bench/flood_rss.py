@@ -323,12 +323,14 @@ def report(probes, counts, scanner, seconds, plat):
     out("== RSS MB after each scan: 16k (end of the hour) | 65k | flood min median max | after"
         " | flood max - 16k (budget <= 2 MB) | flat: last third - first third of the flood")
     for p in probes:
-        if p.error and not p.samples:
-            out("  %-40s failed: %s" % (p.label, p.error))
-            continue
         s = p.samples
+        if p.error and "flood" not in s:
+            out("  %-40s stopped before the flood: %s (16k phase: %s)"
+                % (p.label, p.error, ", ".join("%s %s" % (k, v) for k, v in sorted(
+                    (s.get("16k") or [{}])[-1].items()) if k in ("rss_kb", "heap_used", "heap_size"))))
+            continue
         last = {ph: s[ph][-1] for ph in s}
-        flood = [x["rss_kb"] for x in s.get("flood", [])] or [0]
+        flood = [x["rss_kb"] for x in s["flood"]]
         third = max(1, len(flood) // 3)
         ref = last.get("16k", {}).get("rss_kb", 0)
         grow = max(flood) - ref
@@ -337,7 +339,7 @@ def report(probes, counts, scanner, seconds, plat):
             % (p.label, ref / 1024.0, last.get("65k", {}).get("rss_kb", 0) / 1024.0,
                min(flood) / 1024.0, sorted(flood)[len(flood) // 2] / 1024.0, max(flood) / 1024.0,
                last.get("after", {}).get("rss_kb", 0) / 1024.0, grow / 1024.0, grow / float(BUDGET_KB),
-               "target met" if grow <= BUDGET_KB else "target MISSED", drift / 1024.0))
+               "target met" if grow <= BUDGET_KB and not p.error else "target MISSED", drift / 1024.0))
         peak = max(x["hwm_kb"] for ph in s for x in s[ph])
         fl = s.get("flood", [])
         scan_ms = sorted(x["scan_ms"] for x in fl)
