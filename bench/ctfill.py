@@ -118,12 +118,13 @@ def tuple_attrs(family, proto, src, dst, a, b, c=0):
 
 
 def message(seq, e):
-    """One IPCTNL_MSG_CT_NEW for entry e (a dict from home_table)."""
+    """One IPCTNL_MSG_CT_NEW for entry e (a dict from home_table; its
+    "timeout", when it has one, instead of TIMEOUT)."""
     fam = e["family"]
     body = (nest(CTA_TUPLE_ORIG, tuple_attrs(fam, e["proto"], *e["orig"]))
             + nest(CTA_TUPLE_REPLY, tuple_attrs(fam, e["proto"], *e["reply"]))
             + attr(CTA_STATUS, struct.pack(">I", e["status"] | IPS_CONFIRMED))
-            + attr(CTA_TIMEOUT, struct.pack(">I", TIMEOUT)))
+            + attr(CTA_TIMEOUT, struct.pack(">I", e.get("timeout", TIMEOUT))))
     if e["proto"] == 6:
         body += nest(CTA_PROTOINFO, nest(CTA_PROTOINFO_TCP,
                                          attr(CTA_PROTOINFO_TCP_STATE, bytes([e["tcp_state"]]))))

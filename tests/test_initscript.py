@@ -9,6 +9,7 @@ iptables and ipset inside a network namespace.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 
@@ -28,6 +29,8 @@ AGENT = {
     "stdout": True,
     "stderr": True,
     "term_timeout": 10,
+    # the shipped heap_size, for spin-micropython's launcher
+    "env": {"SPIN_HEAP_KB": "8192"},
 }
 RELOAD_ON_SPIN_CONFIG = ["config.change", ["if", ["eq", "package", "spin"],
                                            ["run_script", "/etc/init.d/spin", "reload"]], 1000]
@@ -169,6 +172,22 @@ def test_save_and_apply_sends_hup_so_the_agent_keeps_its_history(router, ipks):
     # a reload with nothing changed leaves the agent alone
     rt.init("reload")
     assert rt.procd.actions[2:] == []
+
+
+def test_a_changed_heap_size_applies_at_the_next_start_of_the_micropython_agent(router, ipks):
+    """MicroPython takes its heap once, at start. procd answers a changed
+    definition with the reload signal (instance_restart), so the running
+    agent keeps its heap and its history; procd keeps the new env, and
+    the next start (restart, respawn, boot) has the new heap."""
+    rt = installed(router, ipks["spin-micropython"])
+    assert rt.procd.actions == [("start", "spin", "agent")]
+    rt.config("option heap_size '8192'", "option heap_size '12288'")
+    rt.init("reload")
+    assert rt.procd.actions[1:] == [("signal", "spin", "agent", HUP)]
+    assert rt.procd.running[("spin", "agent")]["env"] == {"SPIN_HEAP_KB": "12288"}
+    rt.init("restart")
+    assert rt.procd.actions[2:] == [("stop", "spin", "agent"), ("start", "spin", "agent")]
+    assert rt.procd.running[("spin", "agent")]["env"] == {"SPIN_HEAP_KB": "12288"}
 
 
 def test_disabling_in_the_config_stops_the_agent_and_takes_its_rules_away(router, ipks):
@@ -415,3 +434,105 @@ def test_the_packaged_agent_runs_on_python_3_9_and_a_hup_keeps_its_history(route
             agent.kill()
             agent.wait()
         log.close()
+
+
+# -- the packaged agent on MicroPython (spin-micropython) ---------------------
+
+def with_micropython(root):
+    """A standalone MicroPython Unix port with ffi (like OpenWrt's package)
+    as /usr/bin/micropython in the router, with the libraries it links.
+    The PyPI port runs inside CPython and cannot be copied into a root."""
+    mpy = os.environ.get("SPIN_MPY_FFI") or shutil.which("micropython")
+    if mpy is None or open(mpy, "rb").read(4) != b"\x7fELF":
+        pytest.skip("no standalone micropython binary (the PyPI port is a CPython extension): "
+                    "set SPIN_MPY_FFI to one built from MicroPython's sources (README)")
+    if subprocess.run([mpy, "-c", "import ffi"], stdout=subprocess.DEVNULL,
+                      stderr=subprocess.DEVNULL).returncode:
+        pytest.skip("%s has no ffi, which OpenWrt's micropython has" % mpy)
+    shutil.copy2(mpy, os.path.join(root, "usr", "bin", "micropython"))
+    for line in chroot.sh("ldd", mpy).splitlines():
+        words = line.split()
+        lib = words[2] if "=>" in words and len(words) > 2 else words[0]
+        if lib.startswith("/"):
+            dest = os.path.join(root, lib.lstrip("/"))
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            shutil.copy2(os.path.realpath(lib), dest)
+
+
+def mpy_call(root, *args):
+    import json
+    r = chroot.run(root, ["/usr/bin/spin", "call", "-c", "/etc/config/spin.test"] + list(args))
+    assert r.returncode == 0, r.stdout
+    return json.loads(r.stdout)
+
+
+def test_spin_micropython_runs_the_agent_on_micropython_with_the_uci_heap(router, ipks):
+    """The variant's files exactly as its ipk installs them, on a router
+    without python3: the init script's instance starts the launcher,
+    which execs micropython on /usr/lib/spin with the heap from UCI; the
+    agent sees the laptop's connection, keeps it through HUP and stops
+    on TERM."""
+    import time
+    rt = installed(router, ipks["spin-micropython"])
+    assert not os.path.exists(os.path.join(router, "usr", "bin", "python3"))
+    with_micropython(router)
+    subprocess.run(["cp", os.path.join(TOP, "package", "spin", "test.sh"), os.path.join(router, "tmp")], check=True)
+    version = [f for f in os.listdir(os.path.dirname(ipks["spin"])) if f.startswith("spin_")][0].split("_")[1]
+    for asked, rc in ((version, 0), ("9.9.9-1", 1)):
+        r = chroot.run(router, ["/bin/sh", "/tmp/test.sh", "spin-micropython", asked])
+        assert r.returncode == rc, r.stdout
+    instance = rt.procd.running[("spin", "agent")]
+    assert instance["command"] == AGENT["command"]
+    assert instance["env"] == {"SPIN_HEAP_KB": "8192"}
+
+    os.makedirs(os.path.join(router, "snapshot"))
+    with open(os.path.join(router, "snapshot", "nf_conntrack"), "w") as f:
+        f.write(LAPTOP_FLOW)
+    with open(os.path.join(router, "snapshot", "arp"), "w") as f:
+        f.write(ARP)
+    with open(os.path.join(router, "etc", "config", "spin.test"), "w") as f:
+        f.write(TEST_CONFIG)
+    log = open(os.path.join(router, "tmp", "agent.log"), "w")
+    # what procd runs: the instance's command with the instance's env
+    env = ["%s=%s" % kv for kv in sorted(instance["env"].items())]
+    agent = subprocess.Popen(["chroot", router, "/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
+                             + env + ["/usr/bin/spin", "agent", "-c", "/etc/config/spin.test"],
+                             stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(os.path.join(router, "var", "run", "spin", "rpc.sock")):
+            assert agent.poll() is None, open(log.name).read()
+            assert time.monotonic() < deadline, open(log.name).read()
+            time.sleep(0.2)
+        # the launcher exec'd MicroPython: procd's signals reach the agent itself
+        cmdline = open("/proc/%d/cmdline" % agent.pid, "rb").read().split(b"\0")
+        assert cmdline[:5] == [b"/usr/bin/micropython", b"-X", b"heapsize=8192K", b"-m", b"spin_lite"], cmdline
+        environ = open("/proc/%d/environ" % agent.pid, "rb").read().split(b"\0")
+        assert b"MICROPYPATH=/usr/lib/spin:.frozen:/usr/lib/micropython" in environ
+        while mpy_call(router, "status")["devices"] < 1:
+            assert time.monotonic() < deadline, open(log.name).read()
+            time.sleep(0.2)
+        before = seen(mpy_call(router, "history", '{"mac": "02:00:00:00:00:0a", "minutes": 5}'))
+        assert before == (1000, 9000)
+
+        agent.send_signal(signal.SIGHUP)
+        while "reloaded" not in open(log.name).read():
+            assert agent.poll() is None, open(log.name).read()
+            assert time.monotonic() < deadline, open(log.name).read()
+            time.sleep(0.2)
+        assert seen(mpy_call(router, "history", '{"mac": "02:00:00:00:00:0a", "minutes": 5}')) == before
+
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=30) == 0, open(log.name).read()
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+        log.close()
+
+
+def test_the_micropython_launcher_refuses_a_heap_that_is_not_a_number(router, ipks):
+    installed(router, ipks["spin-micropython"])
+    r = chroot.run(router, ["/usr/bin/spin", "call", "status"], {"SPIN_HEAP_KB": "8M"})
+    assert r.returncode == 2
+    assert "SPIN_HEAP_KB is a number of KB, not '8M'" in r.stdout

@@ -1,7 +1,8 @@
-"""The two ipks a router owner copies to the router, read back with tar and
+"""The ipks a router owner copies to the router, read back with tar and
 gzip (not with the builder's code), as opkg would see them.
 
-    make ipk  ->  build/spin_0.1.0-1_all.ipk, build/luci-app-spin_0.1.0-1_all.ipk
+    make ipk  ->  build/spin_0.1.0-1_all.ipk, build/spin-micropython_0.1.0-1_all.ipk,
+                  build/luci-app-spin_0.1.0-1_all.ipk
 """
 
 import ast
@@ -31,10 +32,10 @@ def ipks(tmp_path_factory):
                        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
     print(r.stdout)
     assert r.returncode == 0, r.stdout
-    spin = out / ("spin_%s_all.ipk" % VERSION)
-    luci = out / ("luci-app-spin_%s_all.ipk" % VERSION)
-    assert spin.exists() and luci.exists(), sorted(os.listdir(out))
-    return {"spin": str(spin), "luci-app-spin": str(luci)}
+    names = ("spin", "spin-micropython", "luci-app-spin")
+    paths = {n: out / ("%s_%s_all.ipk" % (n, VERSION)) for n in names}
+    assert sorted(os.listdir(out)) == sorted(p.name for p in paths.values())
+    return {n: str(p) for n, p in paths.items()}
 
 
 def tar_list(data):
@@ -130,12 +131,12 @@ def test_everything_belongs_to_root(ipks):
             assert {row[1] for row in tar_list(data)} == {"0/0"}
 
 
-def test_both_ipks_together_stay_small(ipks):
+def test_what_a_router_installs_stays_small(ipks):
+    """One variant of spin (either) and the LuCI app."""
     sizes = {name: os.path.getsize(p) for name, p in ipks.items()}
-    print("ipk sizes: %s; together %.1f KB" % (
-        ", ".join("%s %.1f KB" % (n, s / 1024.0) for n, s in sorted(sizes.items())),
-        sum(sizes.values()) / 1024.0))
-    assert sum(sizes.values()) <= 200 * 1024
+    print("ipk sizes: %s" % ", ".join("%s %.1f KB" % (n, s / 1024.0) for n, s in sorted(sizes.items())))
+    for variant in ("spin", "spin-micropython"):
+        assert sizes[variant] + sizes["luci-app-spin"] <= 200 * 1024, variant
 
 
 # -- control ---------------------------------------------------------------
@@ -159,6 +160,27 @@ def test_spin_control_fields(ipks):
     assert all(line.startswith(" ") for line in c["Description"].split("\n")[1:])
 
 
+def test_spin_micropython_control_fields(ipks):
+    """The variant for routers without python3 depends on micropython
+    alone, stands in for spin (luci-app-spin's Depends: spin) and cannot
+    be installed beside it, since both own /usr/bin/spin and the rest."""
+    c = control(ipks["spin-micropython"])
+    assert list(c) == ["Package", "Version", "Depends", "Conflicts", "Provides", "Source", "SourceName",
+                       "License", "Section", "Maintainer", "Architecture", "Installed-Size", "Description"]
+    assert c["Package"] == "spin-micropython"
+    assert c["Version"] == VERSION
+    assert c["Depends"] == "libc, micropython"
+    assert c["Provides"] == "spin"
+    assert c["Conflicts"] == "spin"
+    assert c["Source"] == "package/spin"
+    assert c["SourceName"] == "spin-micropython"
+    assert c["Architecture"] == "all"
+    assert int(c["Installed-Size"]) == len(gunzip(member(ipks["spin-micropython"], "data.tar.gz")))
+    assert "MicroPython" in c["Description"]
+    # spin itself provides and conflicts with nothing
+    assert "Provides" not in control(ipks["spin"]) and "Conflicts" not in control(ipks["spin"])
+
+
 def test_luci_control_fields(ipks):
     c = control(ipks["luci-app-spin"])
     assert c["Package"] == "luci-app-spin"
@@ -180,6 +202,13 @@ def test_control_members_and_conffiles(ipks):
     modes = {name: mode for mode, owner, size, name in tar_list(inner)}
     assert modes["./postinst"] == modes["./prerm"] == "-rwxr-xr-x"
     assert sorted(chroot.control_names(ipks["luci-app-spin"])) == ["control", "postinst", "prerm"]
+    # the variant shares spin's conffiles and maintainer scripts
+    mpy = ipks["spin-micropython"]
+    assert sorted(chroot.control_names(mpy)) == ["conffiles", "control", "postinst", "prerm"]
+    for name in ("conffiles", "postinst", "prerm"):
+        assert chroot.control_member(mpy, name) == chroot.control_member(ipks["spin"], name).replace(
+            b"spin prerm", b"spin-micropython prerm").replace(b"spin postinst", b"spin-micropython postinst")
+    assert b"uci -q delete firewall.spin" in chroot.control_member(mpy, "prerm")
 
 
 def test_version_is_the_python_packages_plus_the_release(ipks):
@@ -209,11 +238,29 @@ def test_spin_ships_the_agent_as_plain_py_files_and_the_router_files(ipks):
     for f in sources:
         expected["/usr/lib/spin/spin_lite/" + f] = "-rw-r--r--"
     assert {p: m for p, (m, o) in files.items()} == expected
-    # every router file in the repository is packaged
+    # every router file in the repository is packaged (the MicroPython
+    # launcher by the other variant, as /usr/bin/spin)
     for dirpath, _, names in os.walk(os.path.join(TOP, "files")):
         for n in names:
-            assert "/" + os.path.relpath(os.path.join(dirpath, n), os.path.join(TOP, "files")) in files
+            path = "/" + os.path.relpath(os.path.join(dirpath, n), os.path.join(TOP, "files"))
+            assert path in files or path == MPY_LAUNCHER, path
     assert member_text(ipks["spin"], "/lib/upgrade/keep.d/spin") == "/etc/spin/\n"
+
+
+MPY_LAUNCHER = "/usr/bin/spin.micropython"
+
+
+def test_spin_micropython_ships_the_same_files_with_its_own_launcher(ipks):
+    spin, mpy = data_files(ipks["spin"]), data_files(ipks["spin-micropython"])
+    assert mpy.pop("/lib/upgrade/keep.d/spin-micropython") == spin.pop("/lib/upgrade/keep.d/spin")
+    assert mpy == spin
+    for path in spin:
+        if path != "/usr/bin/spin":
+            assert member_text(ipks["spin-micropython"], path) == member_text(ipks["spin"], path), path
+    launcher = member_text(ipks["spin-micropython"], "/usr/bin/spin")
+    assert launcher == open(os.path.join(TOP, "files" + MPY_LAUNCHER)).read()
+    assert "exec /usr/bin/micropython " in launcher and "MICROPYPATH=" in launcher
+    assert member_text(ipks["spin-micropython"], "/lib/upgrade/keep.d/spin-micropython") == "/etc/spin/\n"
 
 
 def member_text(ipk, path):
@@ -386,9 +433,11 @@ OPENWRT_PY3_SPLIT = {
 OPENWRT_PY3_ABSENT = {"tkinter", "idlelib", "turtledemo", "turtle", "webbrowser", "_osx_support", "test"}
 
 
-def sdk_depends():
+def sdk_depends(package="spin"):
+    """DEPENDS of `define Package/<package>` in package/spin/Makefile."""
     text = open(os.path.join(TOP, "package", "spin", "Makefile")).read()
-    m = re.search(r"^\s*DEPENDS:=(.*)$", text, re.M)
+    block = re.search(r"^define Package/%s\n(.*?)^endef" % re.escape(package), text, re.M | re.S)
+    m = re.search(r"^\s*DEPENDS:=(.*)$", block.group(1), re.M)
     return [w.lstrip("+") for w in m.group(1).split()]
 
 
@@ -516,3 +565,25 @@ def test_the_same_sources_build_the_same_bytes(ipks, tmp_path):
         again = tmp_path / os.path.basename(first)
         assert hashlib.sha256(open(first, "rb").read()).hexdigest() == \
             hashlib.sha256(open(again, "rb").read()).hexdigest(), name
+
+
+def test_a_variant_that_calls_a_block_nobody_defined_is_refused_by_name(tmp_path):
+    """The builder reads a variant's `$(call ...)` and `X = $(Y)` lines as
+    make would, and a typo in either stops the build with the name."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("ipk_tool", os.path.join(TOP, "tools", "ipk.py"))
+    ipk = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ipk)
+    good = ("define Package/a/install\n\t$(INSTALL_DIR) $(1)/usr\nendef\n"
+            "define Package/b/install\n$(call Package/a/install,$(1))\n\t$(INSTALL_DIR) $(1)/etc\nendef\n"
+            "Package/b/conffiles = $(Package/a/install)\n")
+    mk = tmp_path / "Makefile"
+    mk.write_text(good)
+    _, defines = ipk.read_makefile(str(mk))
+    assert defines["Package/b/install"].split("\n") == ["\t$(INSTALL_DIR) $(1)/usr", "\t$(INSTALL_DIR) $(1)/etc"]
+    assert defines["Package/b/conffiles"] == defines["Package/a/install"]
+    for bad, name in ((good.replace("call Package/a/install", "call Package/c/install"), "Package/c/install"),
+                      (good.replace("= $(Package/a/install)", "= $(Package/a/conffiles)"), "Package/a/conffiles")):
+        mk.write_text(bad)
+        with pytest.raises(ipk.BuildError, match=re.escape(name)):
+            ipk.read_makefile(str(mk))

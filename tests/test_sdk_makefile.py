@@ -65,8 +65,31 @@ def test_an_sdk_build_of_spin_installs_what_make_ipk_packs(ipks, tmp_path):
     assert (info / "conffiles").read_text().split() == ["/etc/config/spin", "/etc/spin/"]
 
 
+def test_an_sdk_build_of_spin_micropython_is_spins_files_with_the_micropython_launcher(ipks, tmp_path):
+    """make itself expands the variant's `$(call Package/spin/Default)`,
+    `$(call Package/spin/install,$(1))` and shared conffiles as tools/ipk.py
+    reads them."""
+    tree, fields, info = sdk_install("package/spin", "spin-micropython", tmp_path / "mpy")
+    packed = ipk_tree(ipks["spin-micropython"])
+    assert packed.pop("/lib/upgrade/keep.d/spin-micropython") == oct(0o644)
+    assert tree == packed
+    spin_tree, _, _ = sdk_install("package/spin", "spin", tmp_path / "spin")
+    assert tree == spin_tree
+    launcher = (tmp_path / "mpy" / "root" / "usr" / "bin" / "spin").read_text()
+    assert launcher == open(os.path.join(TOP, "files", "usr", "bin", "spin.micropython")).read()
+
+    control = ipk_control(ipks["spin-micropython"], "control")
+    assert fields["DEPENDS"] == "+micropython"
+    assert "Depends: libc, micropython\n" in control
+    assert fields["PROVIDES"] == "spin" and "Provides: spin\n" in control
+    assert fields["CONFLICTS"] == "spin" and "Conflicts: spin\n" in control
+    assert fields["PKGARCH"] == "all" and fields["SECTION"] == "net"
+    assert (info / "conffiles").read_text().split() == ["/etc/config/spin", "/etc/spin/"]
+
+
 def test_the_makefiles_maintainer_scripts_are_valid_shell_and_in_the_ipk(ipks, tmp_path):
     for pkgdir, name, script in (("package/spin", "spin", "prerm"),
+                                 ("package/spin", "spin-micropython", "prerm"),
                                  ("luci-app-spin", "luci-app-spin", "postinst")):
         _, _, info = sdk_install(pkgdir, name, tmp_path / name)
         text = (info / script).read_text()

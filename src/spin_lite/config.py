@@ -51,6 +51,7 @@ OPTIONS = {
     "detect": ("bool", True, "watch each device for scans, floods and other signs of infection"),
     "detect_mode": ("str", "quarantine", "quarantine | alert: what the detector's near-certain findings do (alert: never quarantine)"),
     "detect_threshold": ("list", [], "per-rule thresholds, 'rule.name=value' (README: Detection)"),
+    "heap_size": ("int", 8192, "KB of heap the agent takes on MicroPython (package spin-micropython), at its next start"),
 }
 
 DETECT_MODES = ("quarantine", "alert")
