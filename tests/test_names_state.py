@@ -115,7 +115,7 @@ def test_a_closed_bucket_counts_bytes_per_registrable_domain(tmp_path):
 def test_endpoint_names_survive_an_agent_restart_in_run_dir(tmp_path):
     agent, part = make(tmp_path)
     part.endpoints.learn("203.0.113.7", "camera-cloud.example", 3600, part.now())
-    part.endpoints.learn("203.0.113.8", "brief.example", 1, part.now())  # raised to dns_ttl_min
+    part.endpoints.learn("203.0.113.8", "brief.example", 1, part.now())  # shown dns_grace past its TTL
     part.stop(agent)
     rows = json.load(open(str(tmp_path / "run" / "endpoints.json")))
     assert sorted(r[0] for r in rows) == ["203.0.113.7", "203.0.113.8"]

@@ -202,6 +202,9 @@ class Agent:
             self.unattributed += 1
             return
         self.digests.add(mac, remote, port, bo, bi, po, pi, new, unreplied)
+        if self.names is not None:
+            # a flow of the first snapshot began at a time nobody knows
+            self.names.flow_seen(remote, new and self.last_scan_ms is not None)
 
     def scan(self):
         t0 = plat.monotonic_ms()

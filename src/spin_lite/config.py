@@ -43,8 +43,9 @@ OPTIONS = {
     "max_endpoints": ("int", 4096, "remote addresses whose DNS names are kept; least recently used dropped"),
     "endpoints_bytes": ("int", 1048576, "estimated bytes the endpoint names may take; least recently used dropped"),
     "names_per_endpoint": ("int", 4, "DNS names kept per remote address"),
-    "dns_ttl_min": ("int", 300, "seconds a DNS name is kept at least, whatever its TTL"),
-    "dns_ttl_max": ("int", 86400, "seconds a DNS name is kept at most, whatever its TTL"),
+    "dns_grace": ("int", 60, "seconds after a DNS record's TTL ran out in which a new flow to its address still takes its name"),
+    "dns_hold": ("int", 600, "seconds a name stays after the last traffic of flows begun while its record was valid"),
+    "dns_ttl_max": ("int", 86400, "seconds a DNS record counts as valid at most, whatever its TTL"),
 }
 
 
