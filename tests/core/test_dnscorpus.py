@@ -1,4 +1,4 @@
-"""DNS answers of real servers (BIND, NSD, unbound), captured on the
+"""DNS answers of real servers (BIND, NSD, unbound, dnsmasq), captured on the
 router's br-lan while a device asked them with dig (tests/data/dns/README).
 
 Every packet of each pcap goes, in order, to one dnssnoop.Reader, as the
@@ -17,7 +17,7 @@ import struct
 
 from spin_lite import dnssnoop
 
-SERVERS = ("bind", "nsd", "unbound")
+SERVERS = ("bind", "nsd", "unbound", "dnsmasq", "dnsmasq-router")
 
 
 def data(name):
@@ -112,6 +112,17 @@ def test_unbound_every_mapping_and_nothing_else():
     _, counts = check_server("unbound")
     assert counts.get("reassembled", 0) >= 2, counts
     assert counts.get("tcp_messages", 0) >= 2, counts
+
+
+def test_dnsmasq_every_mapping_and_nothing_else():
+    _, counts = check_server("dnsmasq")
+    assert counts.get("reassembled", 0) >= 2, counts
+    assert counts.get("tcp_messages", 0) >= 1, counts
+
+
+def test_the_routers_dnsmasq_every_mapping_and_nothing_else():
+    _, counts = check_server("dnsmasq-router")
+    assert counts.get("tcp_messages", 0) >= 1, counts
 
 
 def find(server, ask):

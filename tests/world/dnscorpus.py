@@ -4,6 +4,7 @@
 
 Builds the simulated home with the laptop alone, starts BIND, NSD and
 unbound in its internet (tests/world/dnsservers.py), and for each server
+(those three, the router's dnsmasq and the internet's dnsmasq)
 captures on the router's br-lan (`tcpdump -i br-lan -w SERVER.pcap`) while
 the laptop asks it with dig, its own stub: UDP with EDNS (dig's 1232-byte
 buffer), UDP without EDNS, a 4096-byte buffer (answers past the MTU leave
@@ -30,7 +31,10 @@ import subprocess
 import sys
 
 from tests.world import dnsservers as ds
-from tests.world.home import REPO, Home
+from tests.world.home import LAN4_ROUTER, LAN6_ROUTER, REPO, RESOLVER4, RESOLVER6, Home
+
+ADDRESSES = dict(ds.SERVERS, **{"dnsmasq-router": (LAN4_ROUTER, LAN6_ROUTER),
+                                "dnsmasq": (RESOLVER4, RESOLVER6)})
 
 # (server, name, type, dig options, server family); the comment says what it shows
 QUERIES = {
@@ -63,6 +67,23 @@ QUERIES = {
         ("Upper.CASE.nsd-zone.example", "A", [], 4),
         ("nsd-zone.example", "MX", [], 4),
         ("ns.nsd-zone.example", "A", ["+tcp"], 6),
+    ],
+    # the home's own dnsmasq servers (tests/world/home.py): the router's
+    # resolver (answers from the router itself, forwarded to the internet's),
+    # and the internet's, authoritative for ZONE and LARGE
+    "dnsmasq-router": [
+        ("www.example-shop.com", "A", [], 4),                 # two CNAMEs
+        ("www.example-shop.com", "AAAA", [], 6),
+        ("video.example-tube.com", "A", ["+noedns"], 4),      # two addresses
+        ("many-tcp.example-cdn.net", "A", ["+noedns"], 4),    # TC, TCP through the router
+        ("laptop.lan", "A", [], 4),                           # a DHCP name, from the lease
+        ("nothere.example.com", "A", [], 4),                  # NXDOMAIN
+    ],
+    "dnsmasq": [
+        ("many-frag.example-cdn.net", "A", ["+bufsize=4096"], 4),  # IPv4 fragments
+        ("many-frag.example-cdn.net", "A", ["+bufsize=4096"], 6),  # IPv6 fragments
+        ("cloud.example-cam.com", "AAAA", [], 6),
+        ("social.example.com", "A", ["+tcp"], 4),
     ],
     "unbound": [
         ("www.bind-zone.example", "A", [], 4),
@@ -161,7 +182,7 @@ def capture(home, server, pcap):
     laptop = home.devices["laptop"]
     asked = []
     for name, rtype, opts, family in QUERIES[server]:
-        addr = ds.SERVERS[server][0 if family == 4 else 1]
+        addr = ADDRESSES[server][0 if family == 4 else 1]
         argv = ["dig", "+time=3", "+tries=1", "@" + addr, name, rtype] + opts
         out = home.sh("laptop", *argv)
         sections, transport, truncated = dig_sections(out)
@@ -180,7 +201,8 @@ def capture(home, server, pcap):
 
 
 def server_version(home, server):
-    argv = {"bind": ["named", "-v"], "nsd": ["nsd", "-v"], "unbound": ["unbound", "-V"]}[server]
+    argv = {"bind": ["named", "-v"], "nsd": ["nsd", "-v"], "unbound": ["unbound", "-V"],
+            "dnsmasq": ["dnsmasq", "--version"], "dnsmasq-router": ["dnsmasq", "--version"]}[server]
     p = subprocess.run(argv, capture_output=True, text=True)
     return (p.stdout + p.stderr).strip().splitlines()[0]
 
@@ -324,11 +346,12 @@ def main(outdir):
         for server in QUERIES:
             pcap = os.path.join(outdir, server + ".pcap")
             asked = capture(home, server, pcap)
+            head = {"pcap": server + ".pcap", "server": server_version(home, server),
+                    "address": list(ADDRESSES[server]), "client": "laptop"}
             with open(os.path.join(outdir, server + ".json"), "w") as f:
-                json.dump({"pcap": server + ".pcap", "server": server_version(home, server),
-                           "address": list(ds.SERVERS[server]), "client": "laptop",
-                           "queries": asked}, f, indent=1)
-                f.write("\n")
+                # one line a question: small, and a re-capture's diff reads by question
+                f.write(json.dumps(head)[:-1] + ', "queries": [\n')
+                f.write(",\n".join(json.dumps(q) for q in asked) + "\n]}\n")
             pcaps.append(pcap)
             print("%s: %d questions, %d mappings, %d bytes" % (
                 server, len(asked), sum(len(q["mappings"]) for q in asked), os.path.getsize(pcap)))
