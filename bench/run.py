@@ -44,7 +44,7 @@ RSS_TARGET_MB = 16
 # DESIGN §9 reference figures, in units of one bare read of the table
 SPIND_PER_MIN = 2 * 60 * 1.65      # two netlink dumps a second, 1.65 x read each
 NLBWMON_PER_MIN = 34 * 2           # one dump per 30 s, 34 x read each
-OTHER_BENCHES = ("ubus_rss.py", "block_latency.py")
+OTHER_BENCHES = ("ubus_rss.py", "block_latency.py", "names_seen.py")
 
 
 def out(line=""):

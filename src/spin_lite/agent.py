@@ -202,9 +202,10 @@ class Agent:
             self.unattributed += 1
             return
         self.digests.add(mac, remote, port, bo, bi, po, pi, new, unreplied)
-        if self.names is not None:
+        names = self.names
+        if names is not None and remote in names.endpoints.table:
             # a flow of the first snapshot began at a time nobody knows
-            self.names.flow_seen(remote, new and self.last_scan_ms is not None)
+            names.flow_seen(remote, new and self.last_scan_ms is not None)
 
     def scan(self):
         t0 = plat.monotonic_ms()

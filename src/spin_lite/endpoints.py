@@ -57,7 +57,10 @@ clock starts again with the process, the wall clock does not.
 
 
 ENTRY_COST = 96  # a dict slot, the list, its use counter (CPython 3.11, measured ~180 B an address)
-NAME_COST = 96  # a str header, two time ints (28 B each on CPython) and their list slots
+# a str header, two time ints (28 B each on CPython) and their list slots. Like
+# ENTRY_COST an estimate below CPython's real figure (bench/names_seen.py,
+# tracemalloc: 346 B an address with one name, 306 B before `kept` existed)
+NAME_COST = 96
 STRIDE = 3  # list slots per name: name, expires, kept
 
 

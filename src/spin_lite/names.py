@@ -187,10 +187,9 @@ class Names:
         return plat.monotonic_ms() // 1000
 
     def flow_seen(self, remote, began):
-        """Agent.account's news of one flow to `remote`: it began, or moved
-        traffic (endpoints.py says what that does to the remote's names)."""
-        if remote in self.endpoints.table:
-            self.endpoints.seen(remote, began, plat.monotonic_ms() // 1000)
+        """Agent.account's news of one flow to a named `remote`: it began,
+        or moved traffic (endpoints.py says what that does to its names)."""
+        self.endpoints.seen(remote, began, plat.monotonic_ms() // 1000)
 
     def names_for(self, ip):
         """The names devices asked for that led to ip, newest first."""
