@@ -41,7 +41,9 @@ each name carries two times:
 A new answer for the name starts both times again. The scanner calls
 `seen` from the agent's one per-flow sink (Agent.account); a flow first
 met in the agent's first snapshot began at an unknown time and counts as
-traffic, not as a beginning.
+traffic, not as a beginning. `flows` reads conntrack afresh, so a late
+flow is listed with the name until the next scan sees it begin (a scan
+interval at most).
 
 Times are whole seconds of the monotonic clock, passed in by the caller,
 so the table is pure and tests need no clock.
