@@ -56,6 +56,10 @@ QUERIES = {
         ("bind-zone.example", "MX", [], 4),                   # addresses in additional
         ("bind-zone.example", "NS", [], 6),
         ("nothere.bind-zone.example", "A", [], 4),            # NXDOMAIN
+        # DNSSEC (the zone is signed): an RRSIG beside each RRset
+        ("c6.bind-zone.example", "AAAA", ["+dnssec"], 6),
+        ("many.bind-zone.example", "A", ["+dnssec"], 4),      # TC, TCP
+        ("www.bind-zone.example", "A", ["+dnssec", "+bufsize=4096"], 4),
     ],
     "nsd": [
         ("big.nsd-zone.example", "A", [], 4),                 # 200 A: truncated, TCP
@@ -100,6 +104,7 @@ QUERIES = {
         ("zero.bind-zone.example", "A", [], 4),
         ("bind-zone.example", "MX", [], 4),
         ("nothere.nsd-zone.example", "A", [], 4),
+        ("www.bind-zone.example", "AAAA", ["+dnssec"], 6),   # the signed links' RRSIGs too
     ],
 }
 
