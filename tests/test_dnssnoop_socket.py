@@ -34,7 +34,7 @@ class Agent:
     loop = Loop()
 
 agent = Agent()
-eps = endpoints.Endpoints(64, ttl_min=3600)
+eps = endpoints.Endpoints(64, grace=3600)
 part = dnssnoop.DnsSnoop(eps)
 part.start(agent)
 now_ms = 0

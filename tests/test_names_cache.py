@@ -1,8 +1,10 @@
 """The endpoint-name cache in a running agent: names age out when their
-(capped) TTL ends, and a flood of unique names never grows it past its size.
+(capped) TTL and the traffic of their flows end, and a flood of unique
+names never grows it past its size.
 
-A small home (the laptop only) whose agent keeps at most 16 addresses and
-every name at most 5 seconds.
+A small home (the laptop only) whose agent keeps at most 16 addresses,
+counts every record valid 5 seconds at most, and keeps a name 5 seconds
+after the last traffic of its flows.
 """
 
 import sys
@@ -53,7 +55,7 @@ print(got)
 @pytest.fixture(scope="module")
 def home():
     with Home(devices=["laptop"], agent=True, traffic=False,
-              config={"max_endpoints": SIZE, "dns_ttl_min": 5, "dns_ttl_max": 5}) as h:
+              config={"max_endpoints": SIZE, "dns_ttl_max": 5, "dns_grace": 5, "dns_hold": 5}) as h:
         h.popen("wan", [sys.executable, "-c", RESOLVER, FLOOD_RESOLVER], label="flood-resolver")
         yield h
 
@@ -83,6 +85,6 @@ def test_names_age_out_when_their_ttl_ends(home):
     def shop_flow_without_name():
         flows = [f for f in home.call("flows", {"mac": LAPTOP})["flows"] if f["remote"] == shop]
         return flows and all(f["names"] == [] for f in flows)
-    # the connections linger in conntrack (TIME_WAIT) long after the 5 s the names live
+    # the connections linger in conntrack (TIME_WAIT), idle, long after the names' 5 s
     home.wait_for(shop_flow_without_name, timeout=30,
                   what="the shop's flows still listed, their name aged out")

@@ -115,7 +115,7 @@ def test_a_closed_bucket_counts_bytes_per_registrable_domain(tmp_path):
 def test_endpoint_names_survive_an_agent_restart_in_run_dir(tmp_path):
     agent, part = make(tmp_path)
     part.endpoints.learn("203.0.113.7", "camera-cloud.example", 3600, part.now())
-    part.endpoints.learn("203.0.113.8", "brief.example", 1, part.now())  # raised to dns_ttl_min
+    part.endpoints.learn("203.0.113.8", "brief.example", 1, part.now())  # shown dns_grace past its TTL
     part.stop(agent)
     rows = json.load(open(str(tmp_path / "run" / "endpoints.json")))
     assert sorted(r[0] for r in rows) == ["203.0.113.7", "203.0.113.8"]
@@ -150,3 +150,25 @@ def test_new_names_reach_the_file_within_minutes_without_a_stop(tmp_path):
     assert not path.exists()
     part.after_scan(agent, (t0 + 2 * names.SAVE_SECONDS) * 1000)
     assert [r[1] for r in json.load(open(str(path)))] == [["camera-cloud.example"]]
+
+
+def test_a_flow_of_the_first_snapshot_keeps_a_name_a_later_new_flow_ends_it(tmp_path):
+    # the camera resolved its cloud (TTL 0) and has streamed since, as the
+    # last agent saw; the new agent's first snapshot meets the stream as a
+    # flow of unknown age: it keeps the name. A flow that begins after that
+    # began long after the record ran out: the name ends.
+    agent, part = make(tmp_path)
+    now = part.now()
+    part.endpoints.learn("203.0.113.10", "cloud.example-cam.com", 0, now - 3600)
+    for t in range(now - 3600, now, 300):
+        part.endpoints.seen("203.0.113.10", False, t)
+    agent.devices.by_ip["192.168.8.184"] = CAMERA
+    assert agent.last_scan_ms is None
+    agent.account("192.168.8.184", "203.0.113.10", 9000, b"tcp", 1000, 60, 10, 5, True, False)
+    assert part.names_for("203.0.113.10") == ["cloud.example-cam.com"]
+    agent.last_scan_ms = 1  # the first scan is over
+    agent.account("192.168.8.184", "203.0.113.10", 9000, b"tcp", 1000, 60, 10, 5, False, False)
+    assert part.names_for("203.0.113.10") == ["cloud.example-cam.com"]
+    agent.account("192.168.8.184", "203.0.113.10", 443, b"tcp", 60, 60, 1, 1, True, False)
+    assert part.names_for("203.0.113.10") == []
+    assert part.status()["endpoints_stale"] == 1

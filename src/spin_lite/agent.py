@@ -212,6 +212,10 @@ class Agent:
             self.unattributed += 1
             return
         self.digests.add(mac, remote, port, bo, bi, po, pi, new, unreplied)
+        names = self.names
+        if names is not None and remote in names.endpoints.table:
+            # a flow of the first snapshot began at a time nobody knows
+            names.flow_seen(remote, new and self.last_scan_ms is not None)
         # the first scan reports every flow already in the table as new:
         # minutes or days of them are no rate, so the detector starts after it
         if self.detector is not None and self.last_scan_ms is not None:

@@ -37,7 +37,9 @@ than 255 bytes, a reserved label type, a compression pointer out of the
 message or not pointing strictly before where the name being read started
 (that rule makes loops impossible: every jump goes further back), a record
 cut short, a record whose data length does not fit its type, fewer
-records than the header's counts. Transport checksums are not checked:
+records than the header's counts (the authority and additional sections
+are walked for that, though they map nothing), bytes after the last
+record. Transport checksums are not checked:
 the router's own answers are captured before the network card (or veth)
 fills them in.
 
@@ -209,7 +211,7 @@ def parse_dns(msg, counts):
     n = len(msg)
     if n < 12:
         raise Malformed("truncated")
-    _, flags, qd, an = struct.unpack_from(">HHHH", msg, 0)
+    _, flags, qd, an, ns, ar = struct.unpack_from(">HHHHHH", msg, 0)
     if not flags & 0x8000:
         _count(counts, "not_response")
         return []
@@ -255,6 +257,21 @@ def parse_dns(msg, counts):
                 if owner not in cnames:
                     cnames[owner] = (target, ttl)
         pos += rdlen
+    # the authority and additional sections map nothing (glue, an MX's
+    # host), but a message is whole only when every record the header
+    # counts is there and nothing follows the last one: a message cut or
+    # padded there is not what the server sent
+    for _ in range(ns + ar):
+        if pos >= n:
+            raise Malformed("bad_count")
+        _, pos = _name(msg, pos)
+        if pos + 10 > n:
+            raise Malformed("truncated")
+        pos += 10 + ((msg[pos + 8] << 8) | msg[pos + 9])
+        if pos > n:
+            raise Malformed("truncated")
+    if pos != n:
+        raise Malformed("trailing")
     # walk the chain from the question; the TTL is the smallest on the way
     chain = {qname: None}
     name = qname

@@ -45,8 +45,8 @@ class Names:
     def __init__(self, cfg):
         self.cfg = cfg
         self.endpoints = endpoints.Endpoints(cfg["max_endpoints"], cfg["names_per_endpoint"],
-                                             cfg["dns_ttl_min"], cfg["dns_ttl_max"],
-                                             cfg.get("endpoints_bytes", 1048576))
+                                             cfg["dns_grace"], cfg["dns_ttl_max"],
+                                             cfg.get("endpoints_bytes", 1048576), cfg["dns_hold"])
         self.snoop = DnsSnoop(self.endpoints)
         state = cfg.get("state_dir") or "/etc/spin"
         self.names_path = state + "/names.json"
@@ -109,11 +109,15 @@ class Names:
     def load_endpoints(self, now):
         def rows_ok(rows):
             if not isinstance(rows, list):
-                raise ValueError("not a list of [ip, [names], expires]")
-            for ip, names, expires in rows:
+                raise ValueError("not a list of [ip, [names], expires, kept]")
+            for row in rows:
+                # an older agent wrote [ip, [names], expires]
+                if not isinstance(row, list) or len(row) not in (3, 4):
+                    raise ValueError("a row is not [ip, [names], expires, kept]")
+                ip, names = row[0], row[1]
                 addr.parse_ip(ip)
-                if not isinstance(names, list) or not isinstance(expires, (int, float)):
-                    raise ValueError("row of %s is not [ip, [names], expires]" % ip)
+                if not isinstance(names, list) or [t for t in row[2:] if not isinstance(t, (int, float))]:
+                    raise ValueError("row of %s is not [ip, [names], expires, kept]" % ip)
                 for name in names:
                     if not isinstance(name, str):
                         raise ValueError("a name of %s is not text" % ip)
@@ -161,7 +165,8 @@ class Names:
         e = self.endpoints
         e.size, e.per_ip = max(1, agent.cfg["max_endpoints"]), max(1, agent.cfg["names_per_endpoint"])
         e.budget = max(1, agent.cfg.get("endpoints_bytes", 1048576))
-        e.ttl_min, e.ttl_max = agent.cfg["dns_ttl_min"], max(agent.cfg["dns_ttl_min"], agent.cfg["dns_ttl_max"])
+        e.grace, e.ttl_max, e.hold = (max(0, agent.cfg["dns_grace"]), max(0, agent.cfg["dns_ttl_max"]),
+                                      max(0, agent.cfg["dns_hold"]))
         self.snoop.reload(agent)
 
     def stop(self, agent):
@@ -180,6 +185,11 @@ class Names:
 
     def now(self):
         return plat.monotonic_ms() // 1000
+
+    def flow_seen(self, remote, began):
+        """Agent.account's news of one flow to a named `remote`: it began,
+        or moved traffic (endpoints.py says what that does to its names)."""
+        self.endpoints.seen(remote, began, plat.monotonic_ms() // 1000)
 
     def names_for(self, ip):
         """The names devices asked for that led to ip, newest first."""

@@ -7,7 +7,8 @@ directly (tests/world/home.py ZONE). Each packet is the frame without its
 14-byte Ethernet header: what the AF_PACKET SOCK_DGRAM socket hands the
 agent. At capture time the zone's dnsmasq answered with TTL 0 (its default
 for its own records; real resolvers send such TTLs too), which is why the
-agent's TTL floor (dns_ttl_min) matters. Plain tests: MicroPython
+agent names the flows that begin within dns_grace of a record's end
+(endpoints.py). Plain tests: MicroPython
 runs them too.
 """
 
