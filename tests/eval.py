@@ -240,7 +240,7 @@ class Eval:
         mac = self.mac[dev]
         records = self.read.anomalies(mac)
         figures = run["tally"].figures()
-        own = profiles.status(self.home, dev)
+        own = profiles.status(self.home, dev, profile)
         row = {"scenario": name, "device": dev, "layer": layer, "target": target,
                "digest": figures, "attempts": own.get("attempts", own.get("bytes_out", 0)),
                "scans_at_start": run["scans"], "quarantined": mac in self.read.quarantined()}
@@ -283,11 +283,11 @@ class Eval:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             time.sleep(min(2.0, max(0.0, end - time.monotonic())))
-            for name, p in self.benign.items():
+            for name, profile, _ in BENIGN:
+                p = self.benign[name]
                 if p.poll() is not None:
-                    raise HomeError("the %s profile on %s exited (%s); see %s"
-                                    % (dict((b[0], b[1]) for b in BENIGN)[name], name, p.returncode,
-                                       self.home.path("profile-%s.log" % name)))
+                    raise HomeError("the %s profile on %s exited (%s); see %s" % (
+                        profile, name, p.returncode, self.home.path("profile-%s-%s.log" % (name, profile))))
 
     def finish_slow(self):
         if self.slow is None:
@@ -299,7 +299,7 @@ class Eval:
         elapsed = time.monotonic() - self.started[SLOW][2]
         row["notes"] += "; ran %.1f min" % (elapsed / 60.0)
         b = self.read.bucket(mac)
-        row["digest"] = {"attempts": profiles.status(self.home, run["scenario"][1]).get("attempts", 0),
+        row["digest"] = {"attempts": profiles.status(self.home, run["scenario"][1], run["scenario"][2]).get("attempts", 0),
                          "open bucket conns": b["conns"] if b else None}
         self.results.insert(0, row)
 
@@ -308,6 +308,7 @@ class Eval:
         quarantined = self.read.quarantined()
         for name, profile, _ in BENIGN:
             mac = self.mac[name]
+            traffic = profiles.status(self.home, name, profile)
             records = self.read.anomalies(mac)
             row = {"device": name, "profile": profile, "hours": self.benign_hours}
             if records is None:
@@ -317,7 +318,7 @@ class Eval:
                 row["quarantines"] = len([r for r in records if r.get("action") == "quarantined"])
                 row["rules"] = sorted(set(r.get("rule", "?") for r in records))
             row["quarantined_now"] = mac in quarantined
-            row["traffic"] = dict((k, v) for k, v in profiles.status(self.home, name).items()
+            row["traffic"] = dict((k, v) for k, v in traffic.items()
                                   if k not in ("profile", "started"))
             rows.append(row)
         return rows

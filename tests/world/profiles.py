@@ -5,7 +5,7 @@ From the host (a story or the evaluation):
 
     p = profiles.start(home, "laptop", "p2p", rate=40)
     ...
-    profiles.status(home, "laptop")      # the profile's own counters
+    profiles.status(home, "laptop", "p2p")      # the profile's own counters
     profiles.stop(p)
 
 In the device namespace: python3 profiles.py PROFILE --home DIR --name NAME
@@ -81,7 +81,8 @@ class Run:
         self.deadline = time.monotonic() + args.seconds
         self.parent = os.getppid()
         self.stats = {"profile": args.profile, "started": time.time()}
-        self.path = os.path.join(args.home, "profile-%s.json" % args.name)
+        # one file per device and profile: a device may run two at once
+        self.path = os.path.join(args.home, "profile-%s-%s.json" % (args.name, args.profile))
         self._saved = 0.0
 
     def alive(self):
@@ -466,7 +467,7 @@ def start(home, name, profile, rate=0, speed=1.0, seconds=3600):
             "--home", home.dir, "--name", name, "--rate", str(rate),
             "--speed", str(speed), "--seconds", str(seconds)]
     return home.popen(name, argv, label="profile-%s-%s" % (name, profile),
-                      log=home.path("profile-%s.log" % name))
+                      log=home.path("profile-%s-%s.log" % (name, profile)))
 
 
 def stop(proc):
@@ -475,9 +476,10 @@ def stop(proc):
         proc.wait(5)
 
 
-def status(home, name):
+def status(home, name, profile):
+    """The counters profile keeps while it runs on device name."""
     try:
-        with open(home.path("profile-%s.json" % name)) as f:
+        with open(home.path("profile-%s-%s.json" % (name, profile))) as f:
             return json.load(f)
     except (OSError, ValueError):
         return {}
