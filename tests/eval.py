@@ -412,8 +412,8 @@ def main(argv=None):
     overrides["scan_interval"] = ATTACK_INTERVAL
     with Home(devices=DEVICES, traffic=False, agent=True, config=overrides) as home:
         wild.install(home)
+        profiles.start(home, "router", "groups")     # umdns and miniupnpd's memberships
         ev = Eval(home, args)
-        missing = []
         ev.attacks()
         ev.compressed()
         ev.finish_slow()

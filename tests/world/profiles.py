@@ -42,6 +42,11 @@ Benign look-alikes:
   backup          a small POST to files.example.com every 10 s, and every
                   120 s a 20 MB upload to the same endpoint
   video           a large download from v.example-cdn.net, again and again
+In the router's namespace:
+  groups          what umdns and miniupnpd do on OpenWrt: join the mDNS and
+                  SSDP groups on br-lan. Without a member the kernel drops a
+                  multicast packet before conntrack confirms its flow, and the
+                  router would never see discovery traffic at all
 """
 
 import argparse
@@ -333,6 +338,19 @@ def video(run):
         run.pause(5)
 
 
+def groups(run):
+    v4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    lan = socket.inet_aton(RESOLVER)           # the router's address on br-lan
+    for group in ("224.0.0.251", "239.255.255.250"):
+        v4.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(group) + lan)
+    v6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    mreq = socket.inet_pton(socket.AF_INET6, "ff02::fb") + struct.pack("@I", socket.if_nametoindex("br-lan"))
+    v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+    run.stats["joined"] = 3
+    while run.alive():
+        run.pause(1)
+
+
 # -- the pieces ---------------------------------------------------------------
 
 def http_get(ip, path, port=80, timeout=5.0):
@@ -453,7 +471,7 @@ PROFILES = {
     "telnet_scan": telnet_scan, "multiport_scan": multiport_scan, "slow_scan": slow_scan,
     "flood": flood, "lan_scan": lan_scan, "upload_burst": upload_burst, "iot": iot,
     "p2p": p2p, "discovery": discovery, "game": game, "update": update, "reboot": reboot,
-    "backup": backup, "video": video,
+    "backup": backup, "video": video, "groups": groups,
 }
 
 
