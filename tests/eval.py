@@ -345,9 +345,10 @@ def attack_table(rows, interval):
                     r["target"] + (" " + met(r)), r["notes"]))
     out()
     out("what the digest saw during each attack (sums over its scans; remotes/ports: "
-        "the largest bucket)")
+        "the largest bucket), beside what the profile sent (attempts, or bytes)")
     for r in rows:
-        out("  %-22s %s" % (r["scenario"], " ".join("%s=%s" % kv for kv in sorted(r["digest"].items()))))
+        out("  %-22s sent=%s  %s" % (r["scenario"], r["attempts"],
+                                    " ".join("%s=%s" % kv for kv in sorted(r["digest"].items()))))
 
 
 def met(r):
