@@ -10,7 +10,7 @@ tests/world/profiles.py:
 1. Attacks, with the agent's default scan interval (5 s). Seven benign
    devices run their look-alike profiles at high intensity the whole time
    (P2P, game console, discovery, video, update bursts, reboot storms,
-   backup). Every attack has a smart plug of its own (plug1..plug8: no attack
+   backup). Every attack has a smart plug of its own (plug1..plug9: no attack
    inherits another's history), warmed up with the plug's benign traffic;
    then the attacks run one after the other, each until its device is
    quarantined and one scan more, or for --attack-scans scans. The slow
@@ -69,14 +69,18 @@ ATTACKS = [
     ("telnet scan 160/s", "plug3", "telnet_scan", 160, "A", "quarantined within 2 scans"),
     ("multi-port scan 80/s", "plug4", "multiport_scan", 80, "A", "quarantined within 2 scans"),
     ("answered flood 150/s", "plug5", "flood", 150, "A", "quarantined within 2 scans"),
-    ("LAN scan 50/s", "plug6", "lan_scan", 50, "A", "quarantined within 2 scans"),
+    ("LAN sweep 50/s", "plug6", "lan_scan", 50, "A", "quarantined within 2 scans"),
+    # many ports of one LAN neighbour, the laptop (the bridge sees it, the
+    # router's conntrack does not)
+    ("LAN port scan 50/s", "plug9", "lan_portscan", 50, "A", "quarantined within 2 scans"),
     ("upload burst 30 MB", "plug7", "upload_burst", 30000000, "B", "alerted"),
 ]
 SLOW = "slow scanner"
+LAN_TARGET = "laptop"
 SLOW_TARGET_S = 600
 
 DEVICES = ["laptop", "console", "speaker", "tv", "phone", "nas", "camera"] + \
-    ["plug%d" % i for i in range(1, 9)]
+    ["plug%d" % i for i in range(1, 10)]
 ARTIFACTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "artifacts")
 
 
@@ -213,7 +217,8 @@ class Eval:
         name, dev, profile, rate = scenario[:4]
         scans = self.read.scans()
         self.started[name] = (scans, time.time(), time.monotonic())
-        proc = profiles.start(self.home, dev, profile, rate=rate)
+        target = self.home.devices[LAN_TARGET].ip4 if profile == "lan_portscan" else ""
+        proc = profiles.start(self.home, dev, profile, rate=rate, target=target)
         out("%s: %s starts %s at scan %d" % (name, dev, profile, scans))
         return {"scenario": scenario, "proc": proc, "scans": scans, "tally": Tally()}
 

@@ -23,7 +23,9 @@ Attacks:
   flood           --rate new connections a second to one host that answers
                   every one (15.0.0.80:80)
   lan_scan        --rate attempts a second over the LAN's neighbours
-                  (192.168.8.1-254) on 23, 22, 80, 8080
+                  (192.168.8.1-254 in random order) on 12 IoT ports
+  lan_portscan    --rate attempts a second over ports 1-1024 of one LAN
+                  host (--target, default the router)
   upload_burst    one large upload (--rate bytes, default 30 MB) to an
                   address in 14/8 the device never talked to
   iot             the benign warm-up of a smart plug: an HTTP poll and a UDP
@@ -74,7 +76,7 @@ RESOLVER = "192.168.8.1"
 LAN_PREFIX = "192.168.8."
 MIRAI_PORTS = [23, 23, 23, 23, 23, 23, 23, 23, 23, 2323]
 MULTI_PORTS = [23, 2323, 80, 8080, 5555, 7547, 22, 81]
-LAN_PORTS = [23, 22, 80, 8080]
+LAN_PORTS = [23, 2323, 22, 80, 8080, 443, 554, 5555, 7547, 8443, 1883, 37777]
 
 
 class Run:
@@ -185,10 +187,20 @@ def flood(run):
 
 
 def lan_scan(run):
+    # random hosts, as Mirai picks them: an absent one costs only an ARP
+    # request (no IP frame ever leaves), a present one gets the port list
+    order = list(range(1, 255))
+    random.shuffle(order)
+
     def target(i):
-        host = 1 + (i // len(LAN_PORTS)) % 254
+        host = order[(i // len(LAN_PORTS)) % len(order)]
         return LAN_PREFIX + str(host), LAN_PORTS[i % len(LAN_PORTS)]
     Attempts(run, run.args.rate or 50).loop(target)
+
+
+def lan_portscan(run):
+    host = run.args.target or LAN_PREFIX + "1"
+    Attempts(run, run.args.rate or 50).loop(lambda i: (host, 1 + i % 1024))
 
 
 def upload_burst(run):
@@ -479,7 +491,7 @@ def if_index():
 
 PROFILES = {
     "telnet_scan": telnet_scan, "multiport_scan": multiport_scan, "slow_scan": slow_scan,
-    "flood": flood, "lan_scan": lan_scan, "upload_burst": upload_burst, "iot": iot,
+    "flood": flood, "lan_scan": lan_scan, "lan_portscan": lan_portscan, "upload_burst": upload_burst, "iot": iot,
     "p2p": p2p, "discovery": discovery, "game": game, "update": update, "reboot": reboot,
     "backup": backup, "video": video, "groups": groups,
 }
@@ -487,13 +499,13 @@ PROFILES = {
 
 # -- from the host --------------------------------------------------------------
 
-def start(home, name, profile, rate=0, speed=1.0, seconds=3600):
+def start(home, name, profile, rate=0, speed=1.0, seconds=3600, target=""):
     """Run profile in the namespace of device name; returns the Popen."""
     if profile not in PROFILES:
         raise ValueError("no profile %r (profiles: %s)" % (profile, ", ".join(sorted(PROFILES))))
     argv = [sys.executable, "-u", os.path.join(HERE, "profiles.py"), profile,
             "--home", home.dir, "--name", name, "--rate", str(rate),
-            "--speed", str(speed), "--seconds", str(seconds)]
+            "--speed", str(speed), "--seconds", str(seconds), "--target", target]
     return home.popen(name, argv, label="profile-%s-%s" % (name, profile),
                       log=home.path("profile-%s-%s.log" % (name, profile)))
 
@@ -521,6 +533,7 @@ def main():
     ap.add_argument("--rate", type=float, default=0)
     ap.add_argument("--speed", type=float, default=1.0)
     ap.add_argument("--seconds", type=float, default=3600)
+    ap.add_argument("--target", default="", help="the one host of lan_portscan")
     args = ap.parse_args()
     try:
         import ctypes
