@@ -4,7 +4,7 @@ PYTHON ?= python3
 export PYTHONPATH := $(CURDIR)/src
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: deps demo test bench ipk test-cross lint clean
+.PHONY: deps demo test bench eval ipk test-cross lint clean
 
 deps:
 	@sh tools/deps.sh
@@ -18,6 +18,11 @@ test: deps
 
 bench: deps
 	$(PYTHON) bench/run.py
+
+# the reverse firewall in the simulated home: attacks and benign look-alikes
+# (tests/eval.py; about 8 minutes; needs root)
+eval: deps
+	$(PYTHON) -m tests.eval
 
 ipk:
 	$(PYTHON) tools/ipk.py --out build

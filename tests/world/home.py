@@ -123,6 +123,17 @@ DEVICES = {
     "laptop": ("02:00:00:00:00:04", "laptop", "laptop"),
     "bulb": ("02:00:00:00:00:05", "bulb", "bulb"),
 }
+# Devices a home has only when asked for (Home(devices=[...])): the
+# evaluation's benign look-alikes and its smart plugs, one per attack, so
+# that no attack inherits another's history.
+GUESTS = {
+    "console": ("02:00:00:00:01:01", "console", None),
+    "tv": ("02:00:00:00:01:02", "tv", None),
+    "phone": ("02:00:00:00:01:03", "phone", None),
+    "nas": ("02:00:00:00:01:04", "nas", None),
+}
+for _i in range(1, 10):
+    GUESTS["plug%d" % _i] = ("02:00:00:00:02:%02x" % _i, "plug-%d" % _i, None)
 STATIC_HOSTS = [("hallway-thermostat", "02:00:00:00:00:03", "192.168.8.50")]
 
 
@@ -471,7 +482,7 @@ class Home:
         self._trap_signals()
         try:
             for name in self._names:
-                mac, hostname, profile = DEVICES[name]
+                mac, hostname, profile = DEVICES[name] if name in DEVICES else GUESTS[name]
                 self.devices[name] = Device(self, name, mac, hostname, profile)
             for short in ["router", "wan"] + list(self.devices):
                 self.sh(None, "ip", "netns", "add", self.ns(short))
@@ -498,7 +509,8 @@ class Home:
                 self.start_agent()
             if self.with_traffic:
                 for dev in self.devices.values():
-                    self.start_traffic(dev.name)
+                    if dev.profile:      # a guest has none of traffic.py's
+                        self.start_traffic(dev.name)
         except HomeError as e:
             # the logs go with the home dir: keep their ends in the error
             diag = self._log_tails()
