@@ -148,9 +148,11 @@ def test_a_lan_sweep_is_seen_per_device_and_one_peer_is_one_attempt(nft_home):
     assert home.sh("laptop", sys.executable, "-c", TALK, cam.ip4).strip() == "ok"
 
     # the agent reads the set every scan and counts what is new
-    home.wait_for(lambda: visibility(home)["lan_attempts"] - before >= 23, timeout=10,
-                  what="the agent counting 22 + 1 LAN attempts")
-    assert visibility(home)["lan_attempts"] - before == 23, "an attempt counted twice, or noise counted"
+    # 22 swept hosts (their neighbour entries are permanent: no ARP), the
+    # laptop's connection to the camera and its ARP request for it
+    home.wait_for(lambda: visibility(home)["lan_attempts"] - before >= 24, timeout=10,
+                  what="the agent counting 22 + 1 + 1 LAN attempts")
+    assert visibility(home)["lan_attempts"] - before == 24, "an attempt counted twice, or noise counted"
     # conntrack saw none of it: the sweep crossed the bridge only
     table = home.conntrack()
     assert not [h for h in SWEPT if "dst=%s " % h in table]
@@ -159,7 +161,8 @@ def test_a_lan_sweep_is_seen_per_device_and_one_peer_is_one_attempt(nft_home):
     by_mac = hosts_by_mac(got["first"])
     assert len(by_mac[bulb.mac]) >= 20 and set(SWEPT) == by_mac[bulb.mac]
     assert by_mac[laptop.mac] == {cam.ip4}, "the laptop's three connections to one peer"
-    assert [c for c in got["first"] if c[0] == laptop.mac] == [[laptop.mac, cam.ip4, 8080, "tcp"]]
+    assert sorted(c for c in got["first"] if c[0] == laptop.mac) == [[laptop.mac, cam.ip4, 0, "arp"],
+                                                                     [laptop.mac, cam.ip4, 8080, "tcp"]]
     ports = set(c[2] for c in got["first"] if c[0] == bulb.mac)
     assert ports == set(PORTS)
     assert not [c for c in got["first"] if c[1].startswith("224.") or c[1].startswith("255.")], \
@@ -171,6 +174,26 @@ def test_a_lan_sweep_is_seen_per_device_and_one_peer_is_one_attempt(nft_home):
                   in home.call("status")["detect"]["last"], timeout=15, what="the sweep judged a LAN scan")
 
 
+ABSENT = ["192.168.8.%d" % i for i in range(200, 230)]
+
+
+def test_a_sweep_of_addresses_nobody_has_is_seen_by_its_arp_requests(nft_home):
+    """What a worm's LAN sweep mostly meets: nobody. Its SYNs never leave
+    the device (no neighbour answers ARP), so only the ARP requests, one
+    broadcast per address, cross the bridge."""
+    home = nft_home
+    bulb = home.devices["bulb"]
+    before = visibility(home)["lan_attempts"]
+    home.sh("bulb", sys.executable, "-c", SWEEP, "23", *ABSENT, timeout=120)
+    home.wait_for(lambda: visibility(home)["lan_attempts"] - before >= len(ABSENT), timeout=15,
+                  what="one attempt per address asked for")
+    asked = set(c[1] for c in feed(home)["first"] if c[0] == bulb.mac and c[3] == "arp")
+    assert set(ABSENT) <= asked
+    home.wait_for(lambda: {"mac": bulb.mac, "rule": "lan_scan", "severity": "quarantine"}
+                  in home.call("status")["detect"]["last"], timeout=15,
+                  what="the ARP-only sweep judged a LAN scan")
+
+
 def test_the_watch_survives_a_firewall_apply_and_is_listed_whole(nft_home):
     """A block re-renders the bridge table (the sets start empty again);
     the agent's check still finds it whole and the watch keeps reading."""
@@ -178,7 +201,7 @@ def test_the_watch_survives_a_firewall_apply_and_is_listed_whole(nft_home):
     bid = home.call("block", {"mac": home.devices["camera"].mac, "remote": "203.0.113.7"})["id"]
     try:
         listing = home.sh("router", "nft", "list", "table", "bridge", "spin")
-        assert listing.count("update @lan_seen") == 4
+        assert listing.count("update @lan_seen") == len(firewall.LAN_WATCH_RULES)
         assert home.call("blocks")["firewall"]["bridge"] == "ok"
         home.wait_for(lambda: visibility(home)["lan"] == "bridge set", timeout=10)
         assert home.call("blocks")["firewall"]["restores"] == 0

@@ -383,11 +383,19 @@ LAN_WATCH_SETS = (
 LAN_UNICAST = "ether daddr & 01:00:00:00:00:00 == 00:00:00:00:00:00"
 LAN_ANSWER_PORTS = (53, 67, 68, 123, 137, 138, 547, 1900, 3702, 5353, 5355)
 LAN_UDP = "udp sport != { %s }" % ", ".join(str(p) for p in LAN_ANSWER_PORTS)
+# Rules: (set, match, key, comment); key None: the attempt's own
+# (source MAC, destination, protocol, port). And ARP: a sweep of the LAN
+# asks, by broadcast, who has each address, also the many that nobody
+# has, which no TCP or UDP packet ever reaches; each asked address is a
+# key of protocol 0 ("ip" as nft prints it), port 0. A device asks for its
+# router and a few peers; a sweep asks for hundreds.
+ARP_KEY = "ether saddr . arp daddr ip . 0 . 0"
 LAN_WATCH_RULES = (
-    ("lan_seen4", "tcp flags & (syn | ack) == syn", "LAN attempt (TCP, IPv4)"),
-    ("lan_seen4", LAN_UDP, "LAN attempt (UDP, IPv4)"),
-    ("lan_seen6", "tcp flags & (syn | ack) == syn", "LAN attempt (TCP, IPv6)"),
-    ("lan_seen6", LAN_UDP, "LAN attempt (UDP, IPv6)"),
+    ("lan_seen4", LAN_UNICAST + " tcp flags & (syn | ack) == syn", None, "LAN attempt (TCP, IPv4)"),
+    ("lan_seen4", LAN_UNICAST + " " + LAN_UDP, None, "LAN attempt (UDP, IPv4)"),
+    ("lan_seen4", "arp operation request", ARP_KEY, "LAN address asked for (ARP)"),
+    ("lan_seen6", LAN_UNICAST + " tcp flags & (syn | ack) == syn", None, "LAN attempt (TCP, IPv6)"),
+    ("lan_seen6", LAN_UNICAST + " " + LAN_UDP, None, "LAN attempt (UDP, IPv6)"),
 )
 
 
@@ -409,10 +417,9 @@ def _lan_watch_lines(watch):
                  "\t\ttimeout %ds" % timeout,
                  "\t\tsize %d" % size,
                  "\t}"]
-    for name, match, comment in LAN_WATCH_RULES:
-        key = "ether saddr . %s . meta l4proto . th dport" % selector[name]
-        rules.append('\t\t%s %s update @%s { %s } comment "spin: %s"'
-                     % (LAN_UNICAST, match, name, key, comment))
+    for name, match, key, comment in LAN_WATCH_RULES:
+        key = key or "ether saddr . %s . meta l4proto . th dport" % selector[name]
+        rules.append('\t\t%s update @%s { %s } comment "spin: %s"' % (match, name, key, comment))
     return sets, rules
 
 

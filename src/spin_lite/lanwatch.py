@@ -30,7 +30,8 @@ Rules of this module:
 """
 
 SETS = ("lan_seen4", "lan_seen6")
-PROTOS = {"tcp": b"tcp", "udp": b"udp", 6: b"tcp", 17: b"udp"}
+# "ip" (0): an ARP request's key (firewall.ARP_KEY), the address asked for
+PROTOS = {"tcp": b"tcp", "udp": b"udp", 6: b"tcp", 17: b"udp", "ip": b"arp", 0: b"arp"}
 FOLD = 1073741789   # the largest prime below 2**30: folded keys stay small ints
 
 
