@@ -64,7 +64,7 @@ def quarantined(a):
 
 
 def events(a, name):
-    return [d for n, d in a.events if n == name]
+    return [d for n, d in a.emitted if n == name]
 
 
 def test_a_scan_verdict_quarantines_for_a_bounded_time_and_says_why(tmp_path):

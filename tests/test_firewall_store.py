@@ -41,8 +41,8 @@ def make_agent(tmp_path, backend=None):
         d = a.devices.table[mac] = devices.Device(mac, 0)
         d.ips = set(ips)
         d.hostname = {CAMERA: "camera", LAPTOP: "laptop", BULB: "bulb"}[mac]
-    a.events = []
-    a.listeners.append(lambda name, data: a.events.append((name, data)))
+    a.emitted = []
+    a.listeners.append(lambda name, data: a.emitted.append((name, data)))
     part = blocks.Blocks(cfg, backend or Recorder())
     a.parts.append(part)
     part.start(a)
@@ -98,11 +98,11 @@ def test_events_tell_what_happened(tmp_path):
     call(a, "unblock", {"id": bid})
     call(a, "quarantine", {"mac": BULB, "reason": "scan"})
     call(a, "release", {"mac": BULB})
-    seen = [(n, d.get("action")) for n, d in a.events]
+    seen = [(n, d.get("action")) for n, d in a.emitted]
     assert seen == [("spin.block", "block"), ("spin.block", "unblock"),
                     ("spin.quarantine", "quarantine"), ("spin.quarantine", "release")]
-    assert a.events[0][1]["block"]["what"] == "camera"
-    assert a.events[2][1]["reason"] == "scan" and a.events[2][1]["name"] == "bulb"
+    assert a.emitted[0][1]["block"]["what"] == "camera"
+    assert a.emitted[2][1]["reason"] == "scan" and a.emitted[2][1]["name"] == "bulb"
 
 
 def test_an_expired_block_is_gone_after_a_restart_and_a_running_one_keeps_its_time(tmp_path):
@@ -119,7 +119,7 @@ def test_an_expired_block_is_gone_after_a_restart_and_a_running_one_keeps_its_ti
 
     b, part_b = make_agent(tmp_path)
     assert [x["id"] for x in call(b, "blocks", {})["blocks"]] == [new]
-    assert ("spin.block", "expired") in [(n, d["action"]) for n, d in b.events]
+    assert ("spin.block", "expired") in [(n, d["action"]) for n, d in b.emitted]
     assert [x["id"] for x in json.load(open(path))["blocks"]] == [new]
     left_ms = part_b.deadlines[("block", new)] - plat.monotonic_ms()
     assert 7 * 60000 < left_ms <= 8 * 60000 + 1000
