@@ -7,6 +7,7 @@ Plain tests (no pytest import, no fixtures): the MicroPython runner runs
 them too."""
 
 import struct
+import sys
 from binascii import unhexlify
 
 from spin_lite import conntrack, ctevents
@@ -26,6 +27,37 @@ def data(name):
     raise OSError(2, "no test data " + name)
 
 
+def _attrs_to_host(buf, off, end):
+    """Netlink attribute headers from little endian to big (payloads are
+    network order already); nested ones (NLA_F_NESTED) all the way down."""
+    while off + 4 <= end:
+        alen, atype = struct.unpack_from("<HH", buf, off)
+        struct.pack_into(">HH", buf, off, alen, atype)
+        if alen < 4:
+            return
+        if atype & 0x8000:
+            _attrs_to_host(buf, off + 4, off + alen)
+        off += (alen + 3) & ~3
+
+
+def to_host(msg):
+    """A datagram the little-endian kernel of the capture sent, as this
+    machine's kernel would send it (tests/test_cross.py runs these tests
+    on big-endian s390x too)."""
+    if sys.byteorder == "little":
+        return msg
+    buf = bytearray(msg)
+    off = 0
+    while off + 16 <= len(buf):
+        ln, typ, flags, seq, pid = struct.unpack_from("<IHHII", buf, off)
+        struct.pack_into(">IHHII", buf, off, ln, typ, flags, seq, pid)
+        if ln < 16:
+            break
+        _attrs_to_host(buf, off + 20, off + ln)  # after nlmsghdr and nfgenmsg
+        off += (ln + 3) & ~3
+    return bytes(buf)
+
+
 def recording():
     """([/proc lines], [event datagrams]) of the capture."""
     procs, msgs = [], []
@@ -33,7 +65,7 @@ def recording():
         if ln.startswith(b"proc "):
             procs.append(ln[5:])
         elif ln.startswith(b"msg "):
-            msgs.append(unhexlify(ln[4:].strip()))
+            msgs.append(to_host(unhexlify(ln[4:].strip())))
     return procs, msgs
 
 
