@@ -123,6 +123,13 @@ def test_a_port_scan_refused_by_resets_is_counted_attempt_by_attempt(home):
     st = home.call("status")["events"]
     assert st["unseen"] >= made and st["destroyed"] >= made and st["new"] >= made, st
     assert st["lost"] == 0 and st["malformed"] == 0, st
+    # and caught: the detector, fed the attempts only events saw, judges
+    # them a quarantine (this home only alerts, so the bulb goes on)
+    caught = home.wait_for(lambda: [r for r in home.call("anomalies", {"mac": mac})["anomalies"]
+                                    if r["severity"] == "quarantine"],
+                           timeout=15, what="the refused scan caught")
+    assert all(r["action"] == "monitor" for r in caught), caught
+    print("caught as", sorted(set(v["rule"] for v in caught)))
 
 
 def test_a_long_upload_the_snapshots_saw_is_counted_once(home):
