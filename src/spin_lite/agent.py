@@ -350,9 +350,13 @@ class Agent:
         if d is None:
             return None
         cur = self.digests.current(mac)
+        # the open bucket and the last closed one: a camera streaming
+        # since hours has a top destination in the first second of a minute
+        recent = {"top": self.digests.recent_top(mac)}
         if self.names:
             dd = self.digests.devices.get(mac)
             self.names.label_bucket(cur, per_remote=dd.per_remote if dd else {})
+            self.names.label_bucket(recent)
         rate = self.rates.get(mac, (0, 0))
         return {
             "mac": d.mac, "name": d.name, "hostname": d.hostname,
@@ -361,6 +365,7 @@ class Agent:
             "last_seen": int(d.last_seen), "connections": d.live,
             "rate_out": rate[0], "rate_in": rate[1],
             "bucket": cur,
+            "recent": recent,
             # by whom and why: an automatic one names its anomaly
             "quarantine": self.blocks.quarantine_of(mac) if self.blocks else None,
         }

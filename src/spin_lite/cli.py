@@ -167,8 +167,9 @@ def top_table(devices, width=100, marks=None):
     devs = sorted(devices, key=lambda d: -(d["rate_out"] + d["rate_in"]))
     for d in devs:
         ips = [ip for ip in d["ips"] if ":" not in ip] or d["ips"] or ["-"]
-        top = d["bucket"]["top"]
-        names = d["bucket"].get("names") or {}
+        recent = d.get("recent") or d["bucket"]  # the open minute and the one before
+        top = recent["top"]
+        names = recent.get("names") or {}
         rows.append((
             marks.get(d["mac"], " "),
             (d["name"] or d["mac"])[:20], ips[0], human(d["rate_out"]), human(d["rate_in"]),

@@ -516,6 +516,20 @@ class Digests:
         out["top"] = [[r, b] for b, r in best(d.per_remote, self.top, self.hidden)] if d else []
         return out
 
+    def recent_top(self, key):
+        """The top remotes of the open bucket and the last closed one
+        together: [[remote, bytes]], largest first. What "talks to now"
+        means to a person: a minute that just began has no top yet."""
+        d = self.devices.get(key)
+        if d is None:
+            return []
+        merged = dict(d.per_remote)
+        last = self.open_n - 1
+        if d.fine.holds(last):
+            for r, b in d.fine.top_list(last):
+                merged[r] = merged.get(r, 0) + b
+        return [[r, b] for b, r in best(merged, self.top, self.hidden)]
+
     def _devs(self, key):
         if key is None:
             return list(self.devices.values())

@@ -204,3 +204,17 @@ def test_counters_widen_when_a_bucket_needs_it():
     b = d.closed(CAMERA, d.open_n - 1)
     assert b["bytes_out"] == 5 * 2 ** 32 and b["packets_out"] == 70000
     assert b["top"] == [["203.0.113.10", 5 * 2 ** 32 + 7]]
+
+
+def test_a_camera_streaming_has_a_recent_top_in_the_first_second_of_a_minute():
+    """LuCI's Devices view showed "-" for it: the open bucket of a minute
+    that just began has no top yet; the recent top adds the last closed one."""
+    d = make()
+    d.add(CAMERA, "203.0.113.10", 443, 100000, 2000, 70, 30, True, False)
+    d.tick(60000)
+    assert d.current(CAMERA)["top"] == []
+    assert d.recent_top(CAMERA) == [["203.0.113.10", 102000]]
+    d.add(CAMERA, "203.0.113.10", 443, 5000, 0, 4, 0, False, False)
+    d.add(CAMERA, "198.51.100.9", 123, 90, 90, 1, 1, True, False)
+    assert d.recent_top(CAMERA) == [["203.0.113.10", 107000], ["198.51.100.9", 180]]
+    assert d.recent_top(BULB) == []

@@ -144,8 +144,12 @@ return actions.View.extend({
 		devices.forEach(L.bind(function(d) {
 			var label = common.deviceLabel(d), state = common.deviceState(d, idx);
 			var today = this.today[d.mac];
-			var top = ((d.bucket && d.bucket.top) || []).map(function(t) {
-				return names[t[0]] || t[0];
+			/* the open minute and the one before: a minute that just began
+			 * has no top of its own yet */
+			var recent = (d.recent && d.recent.top) || (d.bucket && d.bucket.top) || [];
+			var recentNames = (d.recent && d.recent.names) || {};
+			var top = recent.map(function(t) {
+				return names[t[0]] || recentNames[t[0]] || t[0];
 			}).filter(function(v, i, a) { return a.indexOf(v) == i; }).slice(0, 3);
 			var buttons = [
 				E('button', { 'class': 'btn cbi-button', 'data-action': 'timeline',
