@@ -4,7 +4,7 @@ PYTHON ?= python3
 export PYTHONPATH := $(CURDIR)/src
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: deps demo test bench ipk test-cross lint clean
+.PHONY: deps demo test bench fuzz ipk test-cross lint clean
 
 deps:
 	@sh tools/deps.sh
@@ -18,6 +18,17 @@ test: deps
 
 bench: deps
 	$(PYTHON) bench/run.py
+
+# the long, coverage-guided fuzz run (atheris; tools/fuzz.py): FUZZ_RUNS inputs
+# per parser, FUZZ_TIME seconds at most each (0: no limit), FUZZ_PARSERS to
+# pick some; niced, since it takes a core for as long as it runs
+FUZZ_RUNS ?= 1000000
+FUZZ_TIME ?= 0
+FUZZ_PARSERS ?=
+fuzz: deps
+	@$(PYTHON) -c 'import atheris' 2>/dev/null || \
+		$(PYTHON) -m pip install -q --disable-pip-version-check -r tools/requirements-fuzz.txt
+	nice -n 19 $(PYTHON) tools/fuzz.py run --runs $(FUZZ_RUNS) --max-time $(FUZZ_TIME) $(FUZZ_PARSERS)
 
 ipk:
 	$(PYTHON) tools/ipk.py --out build
