@@ -140,11 +140,10 @@ def _counter(tok):
 
 
 def _ip(tok):
-    """b'src=fd00:0000:...' -> normalised text address."""
-    raw = _value(tok).decode()
-    if ":" in raw:
-        return addr.format_ipv6(addr.parse_ipv6(raw))
-    return raw
+    """b'src=fd00:0000:...' -> normalised text address (the kernel writes
+    IPv4 normalised already, but a token such as 192.168.08.5 must not
+    become a second name of one device)."""
+    return addr.parse_ip(_value(tok).decode())
 
 
 class Lan:
