@@ -73,7 +73,8 @@ def split_entry(t):
     if width is None:
         width = _measure(t, s)
     end = s + width
-    if end > n or t[s][:4] != b"src=" or t[s + 1][:4] != b"dst=":
+    # a tuple is src= and dst= at least (an unfamiliar protocol's may measure 1)
+    if width < 2 or end > n or t[s][:4] != b"src=" or t[s + 1][:4] != b"dst=":
         return None
     e = Entry()
     e.family = t[0]
