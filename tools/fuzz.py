@@ -2,6 +2,7 @@
 
     python3 tools/fuzz.py seed                 write the seed corpus (tests/data/fuzz/<parser>/seed-*)
     python3 tools/fuzz.py run [--runs N] [--max-time S] [--jobs J] [parser ...]
+    python3 tools/fuzz.py report [parser ...]  the table of the last run, from its logs
     python3 tools/fuzz.py one PARSER --runs N  (what `run` starts for each parser)
 
 Each parser's target (tests/fuzzing.py) runs in its own process under
@@ -13,7 +14,7 @@ tests/data/fuzz/<parser>/crash-<sha1>, which tests/test_fuzz.py replays from
 then on. At the end, one line per parser: inputs run, libFuzzer's edge
 coverage, the lines of the parser's modules the whole corpus reaches
 (replayed under a line tracer), the RSS at a tenth of the run and at its
-end, and the crashes.
+end, the slowest input's seconds, and the crashes.
 """
 
 import hashlib
@@ -220,8 +221,11 @@ def line_coverage(name):
     sys.settrace(tracer)
     try:
         for p in inputs:
-            with open(p, "rb") as f:
-                data = f.read()
+            try:
+                with open(p, "rb") as f:
+                    data = f.read()
+            except OSError:
+                continue  # a running fuzzer replaced it with a shorter one
             try:
                 fuzzing.TARGETS[name](data)
             except Exception:
@@ -247,17 +251,31 @@ def start(name, runs, max_time):
 
 
 def finish(job):
-    name, p, log, before, t0 = job
+    name, p, log, _, t0 = job
     log.close()
-    kept = os.path.join(KEPT, name)
+    return row(name, time.time() - t0)
+
+
+def row(name, seconds=None):
+    """A parser's line of the report, from its run's log."""
     with open(os.path.join(WORK, name + ".log"), "rb") as f:
         out = f.read().decode("utf-8", "replace")
     done = re.findall(r"stat::number_of_executed_units: (\d+)", out)
     cov = re.findall(r"cov: (\d+) ft: (\d+)", out)
     rss = re.findall(r"rss_kb=(\d+)", out)
-    crashes = sorted(set(os.listdir(kept)) - before) if os.path.isdir(kept) else []
+    slowest = re.findall(r"stat::slowest_unit_time_sec: (\d+)", out)
+    crashes = [os.path.basename(c) for c in re.findall(r"Test unit written to (\S+)", out)]
+    took = re.findall(r"Done \d+ runs in (\d+) second", out)
+    if seconds is None:
+        seconds = int(took[-1]) if took else 0
     return (name, int(done[-1]) if done else 0, cov[-1] if cov else ("?", "?"), line_coverage(name),
-            rss[0] if rss else "?", rss[-1] if rss else "?", crashes, time.time() - t0, p.returncode)
+            rss[0] if rss else "?", rss[-1] if rss else "?", slowest[-1] if slowest else "?", crashes, seconds)
+
+
+def report(rows):
+    print("\nparser      inputs  edges  features  lines hit (corpus)      rss kB 10% -> end  slowest s  crashes  seconds")
+    for r in rows:
+        print(fmt_row(r))
 
 
 def run(names, runs, max_time, jobs=1):
@@ -274,21 +292,19 @@ def run(names, runs, max_time, jobs=1):
                 rows.append(finish(job))
                 print(fmt_row(rows[-1]), flush=True)
         time.sleep(1)
-    print("\nparser     inputs     edges  features  lines hit (corpus)   rss kB 10%->end  crashes  seconds")
-    for r in rows:
-        print(fmt_row(r))
-    return 1 if any(r[6] for r in rows) else 0
+    report(rows)
+    return 1 if any(r[7] for r in rows) else 0
 
 
 def fmt_row(r):
-    name, done, (edges, ft), (hit, total, n), rss0, rss1, crashes, secs, rc = r
-    return "%-9s %8d %8s %9s  %4d/%-4d (%5d files)  %7s -> %-7s  %7d  %7.0f%s" % (
-        name, done, edges, ft, hit, total, n, rss0, rss1, len(crashes), secs,
+    name, done, (edges, ft), (hit, total, n), rss0, rss1, slowest, crashes, secs = r
+    return "%-9s %9d %6s %9s  %4d/%-4d (%5d files)  %8s -> %-8s  %9s  %7d  %7.0f%s" % (
+        name, done, edges, ft, hit, total, n, rss0, rss1, slowest, len(crashes), secs,
         ("  " + " ".join(crashes)) if crashes else "")
 
 
 def main(argv):
-    if not argv or argv[0] not in ("seed", "run", "one"):
+    if not argv or argv[0] not in ("seed", "run", "one", "report"):
         sys.stderr.write(__doc__)
         return 2
     if argv[0] == "seed":
@@ -315,6 +331,9 @@ def main(argv):
         if n not in MODULES:
             sys.stderr.write("fuzz: no parser %r (have: %s)\n" % (n, " ".join(MODULES)))
             return 2
+    if argv[0] == "report":  # the table again, from the logs of the last run
+        report([row(n) for n in (names or MODULES) if os.path.exists(os.path.join(WORK, n + ".log"))])
+        return 0
     if argv[0] == "one":
         one(names[0], runs, max_time)
         return 0
