@@ -3,6 +3,7 @@
     python3 tools/fuzz.py seed                 write the seed corpus (tests/data/fuzz/<parser>/seed-*)
     python3 tools/fuzz.py run [--runs N] [--max-time S] [--jobs J] [parser ...]
     python3 tools/fuzz.py report [parser ...]  the table of the last run, from its logs
+    python3 tools/fuzz.py keep [parser ...]    keep what the run's corpus adds in coverage
     python3 tools/fuzz.py one PARSER --runs N  (what `run` starts for each parser)
 
 Each parser's target (tests/fuzzing.py) runs in its own process under
@@ -152,6 +153,61 @@ def seed():
 def rss_kb():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+
+
+def arcs_of(name, data, paths):
+    """The (file, line before, line) steps one input takes through the
+    parser's modules."""
+    import tests.fuzzing as fuzzing
+    seen = set()
+
+    def tracer(frame, event, arg):
+        if frame.f_code.co_filename not in paths:
+            return None
+        last = [0]
+
+        def lines(frame, event, arg):
+            if event == "line":
+                seen.add((frame.f_code.co_filename, last[0], frame.f_lineno))
+                last[0] = frame.f_lineno
+            return lines
+        return lines
+
+    sys.settrace(tracer)
+    try:
+        fuzzing.TARGETS[name](data)
+    except Exception:
+        pass
+    finally:
+        sys.settrace(None)
+    return seen
+
+
+def keep(name):
+    """Keep the inputs of the working corpus that take steps (line to line,
+    in the parser's modules) no kept input takes, smallest first, as
+    tests/data/fuzz/<name>/cov-<sha1>: make test replays them from then on."""
+    paths = [os.path.join(ROOT, "src", "spin_lite", m) for m in MODULES[name]]
+    kept = os.path.join(KEPT, name)
+    have = set()
+    for fn in sorted(os.listdir(kept)):
+        with open(os.path.join(kept, fn), "rb") as f:
+            have |= arcs_of(name, f.read(), paths)
+    work = os.path.join(WORK, name)
+    found = []
+    for fn in os.listdir(work) if os.path.isdir(work) else []:
+        with open(os.path.join(work, fn), "rb") as f:
+            found.append(f.read())
+    added = 0
+    for data in sorted(found, key=len):
+        new = arcs_of(name, data, paths) - have
+        if new:
+            have |= new
+            with open(os.path.join(kept, "cov-" + hashlib.sha1(data).hexdigest()), "wb") as f:
+                f.write(data)
+            added += 1
+    print("fuzz: %s: %d inputs kept for their coverage (%d found)" % (name, added, len(found)))
+    return 0
 
 
 def one(name, runs, max_time):
@@ -304,7 +360,7 @@ def fmt_row(r):
 
 
 def main(argv):
-    if not argv or argv[0] not in ("seed", "run", "one", "report"):
+    if not argv or argv[0] not in ("seed", "run", "one", "report", "keep"):
         sys.stderr.write(__doc__)
         return 2
     if argv[0] == "seed":
@@ -333,6 +389,11 @@ def main(argv):
             return 2
     if argv[0] == "report":  # the table again, from the logs of the last run
         report([row(n) for n in (names or MODULES) if os.path.exists(os.path.join(WORK, n + ".log"))])
+        return 0
+    if argv[0] == "keep":
+        for n in names or MODULES:
+            if keep(n):
+                return 1
         return 0
     if argv[0] == "one":
         one(names[0], runs, max_time)
