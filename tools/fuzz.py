@@ -319,7 +319,7 @@ def row(name, seconds=None):
     done = re.findall(r"stat::number_of_executed_units: (\d+)", out)
     cov = re.findall(r"cov: (\d+) ft: (\d+)", out)
     rss = re.findall(r"rss_kb=(\d+)", out)
-    slowest = re.findall(r"stat::slowest_unit_time_sec: (\d+)", out)
+    slowest = re.findall(r"stat::slowest_unit_time_sec:\s+(\d+)", out)
     crashes = [os.path.basename(c) for c in re.findall(r"Test unit written to (\S+)", out)]
     took = re.findall(r"Done \d+ runs in (\d+) second", out)
     if seconds is None:
