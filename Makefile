@@ -4,7 +4,7 @@ PYTHON ?= python3
 export PYTHONPATH := $(CURDIR)/src
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: deps demo test bench eval ipk test-cross lint clean
+.PHONY: deps demo test bench eval fuzz ipk test-cross lint clean
 
 deps:
 	@sh tools/deps.sh
@@ -23,6 +23,18 @@ bench: deps
 # (tests/eval.py; about 8 minutes; needs root)
 eval: deps
 	$(PYTHON) -m tests.eval
+
+# the long, coverage-guided fuzz run (atheris; tools/fuzz.py): FUZZ_RUNS inputs
+# per parser, FUZZ_TIME seconds at most each (0: no limit), FUZZ_PARSERS to
+# pick some, FUZZ_JOBS parsers at once; niced: it takes a core as long as it runs
+FUZZ_RUNS ?= 1000000
+FUZZ_TIME ?= 0
+FUZZ_JOBS ?= 1
+FUZZ_PARSERS ?=
+fuzz: deps
+	@$(PYTHON) -c 'import atheris' 2>/dev/null || \
+		$(PYTHON) -m pip install -q --disable-pip-version-check -r tools/requirements-fuzz.txt
+	nice -n 19 $(PYTHON) tools/fuzz.py run --runs $(FUZZ_RUNS) --max-time $(FUZZ_TIME) --jobs $(FUZZ_JOBS) $(FUZZ_PARSERS)
 
 ipk:
 	$(PYTHON) tools/ipk.py --out build

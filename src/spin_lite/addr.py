@@ -7,6 +7,7 @@ few words saying what the text is not; callers add whose text it was.
 """
 
 HEX = "0123456789abcdef"
+DIGITS = "0123456789"
 
 
 def parse_mac(value):
@@ -26,7 +27,8 @@ def parse_ipv4(value):
         raise ValueError("not an IPv4 address")
     n = 0
     for p in parts:
-        if not p.isdigit() or len(p) > 3 or int(p) > 255:
+        # not str.isdigit: it takes '١' and '²', which int() then reads or refuses
+        if not p or len(p) > 3 or not all(c in DIGITS for c in p) or int(p) > 255:
             raise ValueError("not an IPv4 address")
         n = (n << 8) | int(p)
     return n

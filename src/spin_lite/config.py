@@ -200,7 +200,8 @@ def static_hosts(path):
     sections, _ = parse_uci(data.decode("utf-8", "replace"))
     hosts = {}
     for stype, _, opts in sections:
-        if stype != "host" or "name" not in opts or "mac" not in opts:
+        # `list name` is a list: no one name to give the device
+        if stype != "host" or not isinstance(opts.get("name"), str) or "mac" not in opts:
             continue
         macs = opts["mac"]
         if not isinstance(macs, list):

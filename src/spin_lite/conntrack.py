@@ -76,7 +76,8 @@ def split_entry(t):
     if width is None:
         width = _measure(t, s)
     end = s + width
-    if end > n or t[s][:4] != b"src=" or t[s + 1][:4] != b"dst=":
+    # a tuple is src= and dst= at least (an unfamiliar protocol's may measure 1)
+    if width < 2 or end > n or t[s][:4] != b"src=" or t[s + 1][:4] != b"dst=":
         return None
     e = Entry()
     e.family = t[0]
@@ -126,12 +127,27 @@ def _num(tok):
     return int(tok[tok.find(b"=") + 1:])
 
 
+def _port(tok):
+    """A port token's number; ValueError for one no packet can carry."""
+    n = int(tok[tok.find(b"=") + 1:])
+    if not 0 <= n <= 65535:
+        raise ValueError("bad port")
+    return n
+
+
+def _counter(tok):
+    """A counter token's number: the kernel's are unsigned 64-bit."""
+    n = int(tok[tok.find(b"=") + 1:])
+    if not 0 <= n < 1 << 64:
+        raise ValueError("bad counter")
+    return n
+
+
 def _ip(tok):
-    """b'src=fd00:0000:...' -> normalised text address."""
-    raw = _value(tok).decode()
-    if ":" in raw:
-        return addr.format_ipv6(addr.parse_ipv6(raw))
-    return raw
+    """b'src=fd00:0000:...' -> normalised text address (the kernel writes
+    IPv4 normalised already, but a token such as 192.168.08.5 must not
+    become a second name of one device)."""
+    return addr.parse_ip(_value(tok).decode())
 
 
 class Lan:
@@ -206,9 +222,11 @@ def orient(e, lan):
     if k_src == LAN:
         f.inbound = False
         f.device_ip = src
-        f.remote = lan.kind(e.orig[1])[1]
-        f.device_port = _num(e.orig[2]) if ported else 0
-        f.remote_port = _num(e.orig[3]) if ported else 0
+        k_dst, f.remote = lan.kind(e.orig[1])
+        if k_dst == BAD:
+            raise ValueError("bad address")
+        f.device_port = _port(e.orig[2]) if ported else 0
+        f.remote_port = _port(e.orig[3]) if ported else 0
         out_c, in_c = e.count_o, e.count_r
     else:
         k_dev, dev = lan.kind(e.reply[0])
@@ -219,8 +237,8 @@ def orient(e, lan):
         f.inbound = True
         f.device_ip = dev
         f.remote = src
-        f.device_port = _num(e.reply[2]) if ported else 0
-        f.remote_port = _num(e.orig[2]) if ported else 0
+        f.device_port = _port(e.reply[2]) if ported else 0
+        f.remote_port = _port(e.orig[2]) if ported else 0
         out_c, in_c = e.count_r, e.count_o
     f.proto = e.proto.decode()
     f.state = e.state.decode() if e.state else ""
@@ -228,10 +246,10 @@ def orient(e, lan):
     if out_c is None:
         f.packets_out = f.bytes_out = f.packets_in = f.bytes_in = 0
     else:
-        f.packets_out = _num(out_c[0])
-        f.bytes_out = _num(out_c[1])
-        f.packets_in = _num(in_c[0])
-        f.bytes_in = _num(in_c[1])
+        f.packets_out = _counter(out_c[0])
+        f.bytes_out = _counter(out_c[1])
+        f.packets_in = _counter(in_c[0])
+        f.bytes_in = _counter(in_c[1])
     return f
 
 
@@ -634,12 +652,14 @@ class Scanner:
         try:
             if inbound:
                 remote = src
-                rport = _num(e.orig[2]) if ported else 0
-                ported and _num(e.reply[2])  # the device's port: must be a number too
+                rport = _port(e.orig[2]) if ported else 0
+                ported and _port(e.reply[2])  # the device's port: must be a port too
             else:
-                remote = lan_kind(e.orig[1])[1]
-                rport = _num(e.orig[3]) if ported else 0
-                ported and _num(e.orig[2])
+                k_dst, remote = lan_kind(e.orig[1])
+                if k_dst == BAD:
+                    return 0  # a device talking to no address: the line is broken
+                rport = _port(e.orig[3]) if ported else 0
+                ported and _port(e.orig[2])
             if e.count_o is None:
                 c = (0, 0, 0, 0)
             else:
@@ -847,4 +867,4 @@ def _plain_end(text, sp, end):
 
 
 def _counts(e):
-    return (_num(e.count_o[0]), _num(e.count_o[1]), _num(e.count_r[0]), _num(e.count_r[1]))
+    return (_counter(e.count_o[0]), _counter(e.count_o[1]), _counter(e.count_r[0]), _counter(e.count_r[1]))

@@ -48,6 +48,9 @@ def handle_rpc(agent, body):
     except (ValueError, UnicodeError):
         return {"jsonrpc": "2.0", "id": None,
                 "error": {"code": -32700, "message": "parse error: body is not JSON"}}
+    except RuntimeError:  # RecursionError (MicroPython: RuntimeError): '[[[[...' a thousand deep
+        return {"jsonrpc": "2.0", "id": None,
+                "error": {"code": -32700, "message": "parse error: JSON nested too deep"}}
     if isinstance(req, list):
         if not req:
             return {"jsonrpc": "2.0", "id": None,

@@ -274,8 +274,15 @@ def _cstring(buf, start, end, what):
         raise RemoteProtocolError("%s is not UTF-8" % what)
 
 
-def decode_values(buf, pos, end, named=True):
+# tables and arrays inside each other: what LuCI and the ubus CLI send is a
+# few deep; a peer's thousand-deep nesting would end in RecursionError
+MAX_DEPTH = 32
+
+
+def decode_values(buf, pos, end, named=True, depth=0):
     """The blobmsg values in buf[pos:end] as [(name, value)]."""
+    if depth > MAX_DEPTH:
+        raise RemoteProtocolError("blobmsg nested deeper than %d at offset %d" % (MAX_DEPTH, pos))
     out = []
     while pos < end:
         ext, t, n, nxt = _attr_header(buf, pos, end)
@@ -289,22 +296,22 @@ def decode_values(buf, pos, end, named=True):
         if vstart > stop:
             raise RemoteProtocolError("blobmsg name at offset %d runs past its value" % pos)
         name = _cstring(buf, pos + 6, pos + 7 + namelen, "blobmsg name")
-        out.append((name, _decode_typed(buf, t, vstart, stop)))
+        out.append((name, _decode_typed(buf, t, vstart, stop, depth)))
         pos = nxt
     return out
 
 
-def _decode_typed(buf, t, start, stop):
+def _decode_typed(buf, t, start, stop, depth=0):
     size = stop - start
     if t == BSTRING:
         return _cstring(buf, start, stop, "blobmsg string")
     if t == BTABLE:
         d = {}
-        for k, v in decode_values(buf, start, stop):
+        for k, v in decode_values(buf, start, stop, True, depth + 1):
             d[k] = v
         return d
     if t == ARRAY:
-        return [v for _, v in decode_values(buf, start, stop)]
+        return [v for _, v in decode_values(buf, start, stop, True, depth + 1)]
     if t in INT_FORMATS:
         fmt, want = INT_FORMATS[t]
         if size != want:
@@ -740,6 +747,9 @@ class Service:
                 raise LocalProtocolError("ubusd refused object %s: status %d %s"
                                          % (req.get(A_OBJPATH), ev.status, STATUS_NAMES.get(ev.status, "")))
             objid = ev.messages[0].get(A_OBJID) if ev.messages else None
+            if objid is None:
+                raise RemoteProtocolError("ubusd accepted object %s (seq %d) but gave it no id"
+                                          % (req.get(A_OBJPATH) or "(events)", ev.seq))
             if req.get(A_OBJPATH) is not None:
                 self.objid = objid
                 return b""

@@ -56,7 +56,8 @@ def static_file(root, path):
         path += "index.html"
     parts = path.split("/")[1:]
     for p in parts:
-        if p in ("", ".", "..") or p.startswith("."):
+        # a NUL would reach open() (ValueError), never a file
+        if p in ("", ".", "..") or p.startswith(".") or "\0" in p:
             return 404, b"not found\n", "text/plain"
     ext = parts[-1].rpartition(".")[2].lower()
     if ext not in TYPES:
@@ -120,7 +121,7 @@ def ubus_route(agent, method, headers, body):
         return 405, json.dumps({"error": "POST a JSON-RPC request"}), "application/json"
     try:
         req = json.loads(body)
-    except (ValueError, UnicodeError):
+    except (ValueError, UnicodeError, RuntimeError):  # RuntimeError: nested too deep (RecursionError)
         return 200, json.dumps({"jsonrpc": "2.0", "id": None,
                                 "error": {"code": -32700, "message": "Parse error"}}), "application/json"
     if isinstance(req, list):

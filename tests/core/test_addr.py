@@ -31,3 +31,16 @@ def test_ipv6_off_the_wire_is_written_as_rfc_5952_says():
     raw = bytes([0xfd, 0, 0, 8] + [0] * 10 + [0, 0x10])
     assert addr.ipv6_from_bytes(raw) == "fd00:8::10"
     assert addr.format_ipv6(addr.parse_ipv6("2001:db8:0:1:1:1:1:1")) == "2001:db8:0:1:1:1:1:1"
+
+
+def test_ipv4_digits_are_ascii_only():
+    # str.isdigit() also takes Arabic-Indic and superscript digits: the first
+    # were read as 1.2.3.4, the second raised int()'s own message (fuzzing)
+    assert addr.parse_ip("192.168.008.5") == "192.168.8.5"
+    for bad in ("\u0661.2.3.4", "1.2.3.\u00b2", "1..2.3", " 1.2.3.4"):
+        try:
+            addr.parse_ipv4(bad)
+        except ValueError as e:
+            assert str(e) == "not an IPv4 address", e
+            continue
+        raise AssertionError("accepted %r" % bad)

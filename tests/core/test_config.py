@@ -58,3 +58,11 @@ def test_static_hosts_from_the_dhcp_config():
     with open(path, "w") as f:
         f.write(TEXT)
     assert config.static_hosts(path) == {"02:00:00:00:00:01": "camera"}
+
+
+def test_a_host_whose_name_is_a_list_gives_no_name():
+    # `list name` makes a list; a device's name must be one text (fuzzing)
+    path = "/tmp/spin-test-dhcp-list-%d" % id(TEXT)
+    with open(path, "w") as f:
+        f.write(TEXT + "config host\n\tlist name 'a'\n\tlist name 'b'\n\toption mac '02:00:00:00:00:02'\n")
+    assert config.static_hosts(path) == {"02:00:00:00:00:01": "camera"}

@@ -166,6 +166,18 @@ MALFORMED = [
     b"packets=1 bytes=2 src=203.0.113.10 dst=192.0.2.2 sport=2 dport=1",
     b"garbage",
     b"\xff\xfe\x00 src=\x00",
+    # found by fuzzing (tests/data/fuzz/conntrack/): an unfamiliar protocol
+    # whose tuple is src= alone, a destination that is no address, a port
+    # no packet carries, counters outside the kernel's 64 bits
+    b"ipv4     2 foo      99 30 timeout=30 src=192.168.8.184",
+    b"ipv4     2 tcp      6 431999 ESTABLISHED src=192.168.8.184 dst=203.0.113 sport=1 dport=2 "
+    b"src=203.0.113.10 dst=192.0.2.2 sport=2 dport=1",
+    b"ipv4     2 tcp      6 431999 ESTABLISHED src=192.168.8.184 dst=203.0.113.10 sport=1 dport=70000 "
+    b"src=203.0.113.10 dst=192.0.2.2 sport=70000 dport=1",
+    b"ipv4     2 tcp      6 431999 ESTABLISHED src=192.168.8.184 dst=203.0.113.10 sport=1 dport=2 "
+    b"packets=1 bytes=-5 src=203.0.113.10 dst=192.0.2.2 sport=2 dport=1 packets=1 bytes=2",
+    b"ipv4     2 tcp      6 431999 ESTABLISHED src=192.168.8.184 dst=203.0.113.10 sport=1 dport=2 "
+    b"packets=1 bytes=18446744073709551616 src=203.0.113.10 dst=192.0.2.2 sport=2 dport=1 packets=1 bytes=2",
 ]
 
 
