@@ -20,7 +20,6 @@ a figure.
 """
 
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -206,23 +205,8 @@ def new_flows(agent):
 # -- host side --------------------------------------------------------------------------
 
 def main():
-    if os.geteuid() != 0:
-        out("ctevents_flood: needs root (network namespaces, conntrack)")
-        return 1
-    ns = "sl-ctev-%d" % os.getpid()
-    work = "/dev/shm/%s" % ns if os.path.isdir("/dev/shm") else "/tmp/%s" % ns
-    rc = 1
-    try:
-        subprocess.run(["ip", "netns", "add", ns], check=True)
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-        os.makedirs(work)
-        env = dict(os.environ, PYTHONPATH=SRC + ":" + HERE, PYTHONDONTWRITEBYTECODE="1")
-        rc = subprocess.call(["ip", "netns", "exec", ns, sys.executable, os.path.abspath(__file__),
-                              "--inside", work], env=env)
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
-        shutil.rmtree(work, ignore_errors=True)
-    return rc
+    import run
+    return run.in_namespace("ctev", __file__)
 
 
 if __name__ == "__main__":

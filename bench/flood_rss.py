@@ -72,25 +72,8 @@ def out(line=""):
 # -- host side: the namespace and nothing else -----------------------------------
 
 def main(argv):
-    if os.geteuid() != 0:
-        out("flood_rss: needs root (network namespaces, conntrack); run as root")
-        return 1
-    ns = "sl-flood-%d" % os.getpid()
-    work = "/dev/shm/%s" % ns if os.path.isdir("/dev/shm") else "/tmp/%s" % ns
-    rc = 1
-    try:
-        subprocess.run(["ip", "netns", "add", ns], check=True)
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-        os.makedirs(work)
-        env = dict(os.environ, PYTHONPATH=SRC, PYTHONDONTWRITEBYTECODE="1")
-        rc = subprocess.call(["ip", "netns", "exec", ns, sys.executable, os.path.abspath(__file__),
-                              "--inside", work] + argv, env=env)
-    except KeyboardInterrupt:
-        out("flood_rss: interrupted")
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
-        shutil.rmtree(work, ignore_errors=True)
-    return rc
+    import run
+    return run.in_namespace("flood", __file__, argv)
 
 
 # -- inside the namespace ----------------------------------------------------------

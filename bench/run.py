@@ -66,28 +66,36 @@ def out(line=""):
 
 # -- host side: the namespace and nothing else ----------------------------------
 
-def main(scan_only=False):
+def in_namespace(label, script, args=(), pass_ns=False):
+    """Run `script --inside WORK [NS] args...` in a network namespace of
+    its own (sl-LABEL-<pid>) with a scratch directory on tmpfs; both are
+    removed at the end, whatever happens. -> the script's exit code."""
     if os.geteuid() != 0:
-        out("bench: needs root (network namespaces, conntrack); run as root")
+        out("%s: needs root (network namespaces, conntrack); run as root" % label)
         return 1
     if not shutil.which("ip"):
-        out("bench: needs the `ip` command (iproute2)")
+        out("%s: needs the `ip` command (iproute2)" % label)
         return 1
-    ns = "sl-bench-%d" % os.getpid()
+    ns = "sl-%s-%d" % (label, os.getpid())
     work = "/dev/shm/%s" % ns if os.path.isdir("/dev/shm") else "/tmp/%s" % ns
     rc = 1
     try:
         subprocess.run(["ip", "netns", "add", ns], check=True)
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
         os.makedirs(work)
-        env = dict(os.environ, PYTHONPATH=SRC, PYTHONDONTWRITEBYTECODE="1")
-        rc = subprocess.call(["ip", "netns", "exec", ns, sys.executable, os.path.abspath(__file__),
-                              "--inside", work, ns] + (["--scan"] if scan_only else []), env=env)
+        env = dict(os.environ, PYTHONPATH=SRC + ":" + HERE, PYTHONDONTWRITEBYTECODE="1")
+        rc = subprocess.call(["ip", "netns", "exec", ns, sys.executable, os.path.abspath(script),
+                              "--inside", work] + ([ns] if pass_ns else []) + list(args), env=env)
     except KeyboardInterrupt:
-        out("bench: interrupted")
+        out("%s: interrupted" % label)
     finally:
         subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
         shutil.rmtree(work, ignore_errors=True)
+    return rc
+
+
+def main(scan_only=False):
+    rc = in_namespace("bench", __file__, ["--scan"] if scan_only else [], pass_ns=True)
     for name in () if scan_only else OTHER_BENCHES:
         path = os.path.join(HERE, name)
         out()

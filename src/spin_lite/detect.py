@@ -36,7 +36,7 @@ on a device that reaches a neighbour's network through a VPN.
 import math
 from array import array
 
-from .digest import crc32, mix
+from .digest import crc32, hll_add, hll_estimate, mix
 
 PUBLIC = "public"
 LAN = "lan"
@@ -277,15 +277,7 @@ class Distinct:
 
 
 def _reg(regs, h):
-    j = h & (HLL_M - 1)
-    w = h >> HLL_BITS
-    rank = 1
-    top = 1 << (31 - HLL_BITS)
-    while rank <= 32 - HLL_BITS and not (w & top):
-        rank += 1
-        w <<= 1
-    if rank > regs[j]:
-        regs[j] = rank
+    hll_add(regs, HLL_BITS, h)
 
 
 def union_count(a, b):
@@ -307,17 +299,7 @@ def union_count(a, b):
         elif p.small is not None:
             for x in p.small:
                 _reg(regs, x)
-    s = 0.0
-    zeros = 0
-    for r in regs:
-        s += 2.0 ** -r
-        if r == 0:
-            zeros += 1
-    m = HLL_M
-    e = 0.7213 / (1 + 1.079 / m) * m * m / s
-    if e <= 2.5 * m and zeros:
-        e = m * math.log(m / zeros)
-    return int(e + 0.5)
+    return hll_estimate(regs)
 
 
 def top_add(top, key, weight, extra):

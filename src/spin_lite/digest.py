@@ -286,6 +286,36 @@ def mix(h):
     return h
 
 
+def hll_add(regs, bits, h):
+    """One 32-bit hash into HyperLogLog registers (2**bits of them, one byte
+    each): the low bits pick the register, the rest give the rank."""
+    j = h & ((1 << bits) - 1)
+    w = h >> bits
+    rank = 1
+    top = 1 << (31 - bits)
+    while rank <= 32 - bits and not (w & top):
+        rank += 1
+        w <<= 1
+    if rank > regs[j]:
+        regs[j] = rank
+
+
+def hll_estimate(regs):
+    """The distinct count HyperLogLog registers stand for (with the small
+    range correction)."""
+    s = 0.0
+    zeros = 0
+    for r in regs:
+        s += 2.0 ** -r
+        if r == 0:
+            zeros += 1
+    m = len(regs)
+    e = 0.7213 / (1 + 1.079 / m) * m * m / s
+    if e <= 2.5 * m and zeros:
+        e = m * math.log(m / zeros)
+    return int(e + 0.5)
+
+
 class Distinct:
     """How many distinct values: exact (a set of hashes) up to EXACT, then
     a HyperLogLog of HLL_M one-byte registers. Memory is bounded whatever
@@ -312,30 +342,12 @@ class Distinct:
         self._reg(h)
 
     def _reg(self, h):
-        j = h & (HLL_M - 1)
-        w = h >> HLL_BITS
-        rank = 1
-        top = 1 << (31 - HLL_BITS)
-        while rank <= 32 - HLL_BITS and not (w & top):
-            rank += 1
-            w <<= 1
-        if rank > self.regs[j]:
-            self.regs[j] = rank
+        hll_add(self.regs, HLL_BITS, h)
 
     def count(self):
         if self.regs is None:
             return len(self.small) if self.small is not None else 0
-        s = 0.0
-        zeros = 0
-        for r in self.regs:
-            s += 2.0 ** -r
-            if r == 0:
-                zeros += 1
-        m = HLL_M
-        e = 0.7213 / (1 + 1.079 / m) * m * m / s
-        if e <= 2.5 * m and zeros:
-            e = m * math.log(m / zeros)
-        return int(e + 0.5)
+        return hll_estimate(self.regs)
 
     def reset(self):
         self.small = None
