@@ -12,8 +12,12 @@ deps:
 demo: deps
 	$(PYTHON) -m tests.world.demo
 
+# the stories mostly wait on the simulated home's clocks (scans, buckets,
+# DHCP), not on the CPU, so three run at once (pytest-xdist); one file per
+# worker, so a module's home is built once. TEST_JOBS=1 runs one at a time.
+TEST_JOBS ?= 3
 test: deps
-	$(PYTHON) -m pytest -q -p no:cacheprovider tests; rc=$$?; \
+	$(PYTHON) -m pytest -q -p no:cacheprovider -n $(TEST_JOBS) --dist loadfile tests; rc=$$?; \
 	if [ $$rc = 5 ]; then echo 'test: pytest collected no tests' >&2; exit 1; fi; exit $$rc
 
 bench: deps
