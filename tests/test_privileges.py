@@ -1,0 +1,328 @@
+"""Least privilege: the agent as user spin with CAP_NET_ADMIN and
+CAP_NET_RAW, nothing else.
+
+First what the kernel does, for real in a network namespace: nft,
+iptables, ipset and conntrack work for a process that is not root only
+with ambient CAP_NET_ADMIN (the capabilities procd's ujail gives the
+agent, which its children inherit), and what a non-root agent can and
+cannot read or write. Then the router: the ipk installed in the chroot
+router (tests/router), procd's definition of the agent, and the agent
+started the way procd with ujail starts it (tests/router/procd.py) in a
+network namespace with the real nft, talking to the ubusd stand-in with
+ubusd's ACLs on: it runs as spin, owns its files, blocks a device, and
+the kernel's ruleset shows it.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from spin_lite import ubuslink
+from tests.router import chroot
+from tests.test_initscript import installed, with_python39
+from tests.world.ubusd import StandIn
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOBODY = "65534"
+AMBIENT = ["--inh-caps=+net_admin,+net_raw", "--ambient-caps=+net_admin,+net_raw"]
+CAP_NET_ADMIN_RAW = (1 << 12) | (1 << 13)
+SPIN_UID = 385
+
+
+def ns_run(name, *argv):
+    return subprocess.run(["ip", "netns", "exec", name] + list(argv), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True)
+
+
+def as_nobody(name, caps, *argv):
+    """argv in the namespace as uid/gid 65534, with or without the two
+    capabilities as ambient ones."""
+    return ns_run(name, "setpriv", "--reuid=" + NOBODY, "--regid=" + NOBODY, "--clear-groups",
+                  *((AMBIENT if caps else []) + list(argv)))
+
+
+@pytest.fixture
+def router(tmp_path):
+    if os.geteuid() != 0:
+        pytest.fail("the router is a chroot: run the tests as root")
+    return chroot.make_root(str(tmp_path / "router"))
+
+
+@pytest.fixture
+def netns():
+    if os.geteuid() != 0:
+        pytest.fail("needs root for a network namespace")
+    name = "spin-priv-%d" % os.getpid()
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    yield name
+    subprocess.run(["ip", "netns", "del", name])
+
+
+def test_firewall_tools_work_for_a_non_root_process_only_with_ambient_cap_net_admin(netns):
+    tools = [
+        ("nft", "add", "table", "inet", "spin"),
+        ("iptables", "-w", "-N", "spin_forward"),
+        ("ipset", "create", "spin_blocked4", "hash:ip"),
+        ("conntrack", "-L"),
+    ]
+    for argv in tools:
+        r = as_nobody(netns, False, *argv)
+        assert r.returncode != 0, (argv, r.stdout)
+    assert "spin" not in ns_run(netns, "nft", "list", "tables").stdout
+    assert "spin_forward" not in ns_run(netns, "iptables", "-w", "-S").stdout
+    for argv in tools:
+        r = as_nobody(netns, True, *argv)
+        assert r.returncode == 0, (argv, r.stdout)
+    assert "table inet spin" in ns_run(netns, "nft", "list", "tables").stdout
+    assert "-N spin_forward" in ns_run(netns, "iptables", "-w", "-S").stdout
+    assert ns_run(netns, "ipset", "list", "-n").stdout.split() == ["spin_blocked4"]
+
+
+def test_what_a_non_root_agent_may_read_and_write_in_proc(netns):
+    """A network namespace's sysctls grant CAP_NET_ADMIN what they grant
+    root (net/sysctl_net.c), so the agent turns nf_conntrack_acct on
+    itself; the conntrack table is 0440 root:root, readable by group spin
+    only once the init script (root) has given it that group."""
+    acct = "/proc/sys/net/netfilter/nf_conntrack_acct"
+    table = "/proc/net/nf_conntrack"
+    write = "echo 1 > %s" % acct
+    assert as_nobody(netns, False, "sh", "-c", write).returncode != 0
+    assert as_nobody(netns, True, "sh", "-c", write).returncode == 0
+    assert as_nobody(netns, True, "cat", table).returncode != 0
+    host_group = os.stat(table).st_gid
+    assert ns_run(netns, "chgrp", NOBODY, table).returncode == 0
+    assert as_nobody(netns, False, "cat", table).returncode == 0
+    # per namespace: the host's table keeps its group
+    assert os.stat(table).st_gid == host_group
+
+
+# -- the router -------------------------------------------------------------
+
+LAN_DEVICE = "02:00:00:00:00:0a"
+ARP = ("IP address       HW type     Flags       HW address            Mask     Device\n"
+       "192.168.1.10     0x1         0x2         %s     *        br-lan\n" % LAN_DEVICE)
+CONFIG = """config spin 'main'
+	option enabled '1'
+	option scan_interval '1'
+	option lan_ifname 'br-lan'
+	list lan_net '192.168.1.0/24'
+	option arp_file '/snapshot/arp'
+	option firewall 'nft'
+	option dns_snoop '1'
+	option ctevents '1'
+	option lan_watch '0'
+	option detect '0'
+	option www_dir ''
+"""
+
+
+def in_router(netns, root, argv):
+    """argv in the router's root inside the namespace, with the
+    namespace's /proc and /sys (`ip netns exec` gives the command a
+    mount namespace of its own: the mounts go away with it)."""
+    script = 'mount --rbind /proc "$1/proc" && mount --rbind /sys "$1/sys" && exec chroot "$@"'
+    return ["ip", "netns", "exec", netns, "sh", "-c", script, "sh", root] + list(argv)
+
+
+def router_with_ujail(root, ipks):
+    """The router with procd-ujail (its work done by the procd stand-in
+    with setpriv), the real nft and Python 3.9, and spin installed."""
+    with open(os.path.join(root, "sbin", "ujail"), "w") as f:
+        f.write("#!/bin/sh\n# procd-ujail is installed; tests/router/procd.py does its work\nexit 127\n")
+    os.chmod(os.path.join(root, "sbin", "ujail"), 0o755)
+    chroot.add_program(root, "setpriv", "/usr/bin/setpriv")
+    return installed(root, ipks["spin"])
+
+
+def test_with_ujail_procd_gets_the_agent_as_user_spin_with_two_capabilities(router, ipks):
+    rt = router_with_ujail(router, ipks)
+    assert "spin:x:%d:%d:spin:/var/run/spin:/bin/false" % (SPIN_UID, SPIN_UID) in \
+        open(os.path.join(router, "etc", "passwd")).read().splitlines()
+    assert "spin:x:%d:spin" % SPIN_UID in open(os.path.join(router, "etc", "group")).read().splitlines()
+    agent = rt.procd.running[("spin", "agent")]
+    assert agent["jail"] == {"name": "spin"}     # no namespaces: identity and capabilities only
+    assert agent["user"] == "spin" and agent["group"] == "spin"
+    assert agent["capabilities"] == "/etc/capabilities/spin.json"
+    assert agent["no_new_privs"] is True
+    caps = rt.procd.capabilities(agent["capabilities"])
+    assert caps == {s: ["net_admin", "net_raw"] for s in ("bounding", "effective", "inheritable",
+                                                          "permitted", "ambient")}
+    assert rt.procd.exec_argv(agent) == [
+        "/usr/bin/setpriv", "--reuid", str(SPIN_UID), "--regid", str(SPIN_UID), "--init-groups",
+        "--bounding-set", "-all,+net_admin,+net_raw", "--inh-caps", "-all,+net_admin,+net_raw",
+        "--ambient-caps", "-all,+net_admin,+net_raw", "--no-new-privs",
+        "/usr/bin/spin", "agent", "-c", "/etc/config/spin"]
+    # its directories and config, handed over by the init script (root)
+    for path in ("etc/spin", "var/run/spin"):
+        assert os.stat(os.path.join(router, path)).st_uid == SPIN_UID, path
+    conf = os.stat(os.path.join(router, "etc", "config", "spin"))
+    assert (conf.st_uid, conf.st_gid, conf.st_mode & 0o777) == (0, SPIN_UID, 0o640)
+
+
+def test_without_ujail_the_agent_runs_as_root_rather_than_without_capabilities(router, ipks):
+    """procd applies `capabilities` only through ujail; `user` alone is a
+    setuid that keeps none, and an agent without CAP_NET_ADMIN could not
+    block anything. The init script then declares neither: root, as
+    wpad does."""
+    rt = installed(router, ipks["spin"])
+    agent = rt.procd.running[("spin", "agent")]
+    assert not set(agent) & {"jail", "user", "group", "capabilities", "no_new_privs"}
+    assert rt.procd.exec_argv(agent) == agent["command"]
+    # what the stand-in does with `user` when procd has no ujail
+    bare = dict(agent, user="spin", capabilities="/etc/capabilities/spin.json", jail={"name": "spin"})
+    assert rt.procd.exec_argv(bare) == ["/usr/bin/setpriv", "--reuid", str(SPIN_UID), "--regid",
+                                        str(SPIN_UID), "--init-groups"] + agent["command"]
+
+
+def proc_status(pid):
+    fields = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            fields[k] = v.strip()
+    return fields
+
+
+def wait_for(cond, what, agent, log, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        assert agent.poll() is None, "agent ended: " + open(log).read()
+        assert time.monotonic() < deadline, "%s: %s" % (what, open(log).read())
+        time.sleep(0.2)
+
+
+def test_procd_story_the_agent_runs_as_spin_and_blocks_a_device(router, ipks, netns):
+    rt = router_with_ujail(router, ipks)
+    chroot.add_program(router, "nft", "/usr/sbin/nft")
+    with_python39(router)
+    for d in ("proc", "sys", "snapshot", "var/run/ubus"):
+        os.makedirs(os.path.join(router, d), exist_ok=True)
+    with open(os.path.join(router, "snapshot", "arp"), "w") as f:
+        f.write(ARP)
+    with open(os.path.join(router, "etc", "config", "spin"), "w") as f:
+        f.write(CONFIG)
+    for argv in (["link", "add", "br-lan", "type", "bridge"], ["addr", "add", "192.168.1.1/24", "dev", "br-lan"],
+                 ["link", "set", "br-lan", "up"]):
+        assert ns_run(netns, "ip", *argv).returncode == 0
+    # the config changed: LuCI's Save & Apply runs reload; the init
+    # script, root, hands the namespace's conntrack table to group spin
+    r = subprocess.run(in_router(netns, router, ["/etc/init.d/spin", "reload"]), stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, universal_newlines=True)
+    assert r.returncode == 0, r.stdout
+    rt.sync()
+    sock = os.path.join(router, "var", "run", "ubus", "ubus.sock")
+    ubusd = StandIn(sock, acl_dir=os.path.join(router, "usr", "share", "acl.d"),
+                    etc=os.path.join(router, "etc")).start()
+    definition = rt.procd.running[("spin", "agent")]
+    env = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONHOME=/py39/usr"]
+    env += ["%s=%s" % kv for kv in sorted(definition.get("env", {}).items())]
+    log = os.path.join(router, "tmp", "agent.log")
+    out = open(log, "w")
+    agent = subprocess.Popen(in_router(netns, router, ["/usr/bin/env", "-i"] + env + rt.procd.exec_argv(definition)),
+                             stdout=out, stderr=subprocess.STDOUT)
+    try:
+        rpc = os.path.join(router, "var", "run", "spin", "rpc.sock")
+        wait_for(lambda: os.path.exists(rpc), "JSON-RPC socket", agent, log)
+        # who the agent is: spin, two capabilities, also for its children
+        st = proc_status(agent.pid)
+        assert st["Uid"].split() == [str(SPIN_UID)] * 4 and st["Gid"].split() == [str(SPIN_UID)] * 4
+        for s in ("CapEff", "CapPrm", "CapBnd", "CapAmb"):
+            assert int(st[s], 16) == CAP_NET_ADMIN_RAW, (s, st[s])
+        assert st["NoNewPrivs"] == "1"
+        sock_st = os.stat(rpc)
+        assert (sock_st.st_uid, sock_st.st_mode & 0o777) == (SPIN_UID, 0o600)
+
+        # on ubus as user spin, which the ACL lets own `spin` and send spin.*
+        listener = ubuslink.Client(sock)
+        listener.listen("spin.*")
+        status = wait_for(lambda: _status(sock), "object spin on ubus", agent, log)
+        wait_for(lambda: _status(sock)["devices"] >= 1, "the laptop", agent, log)
+        for part in ("conntrack", "acct", "ubus", "dns", "events", "firewall"):
+            assert part not in status["errors"], status["errors"]
+        assert status["acct"] is True
+        assert status["events"]["state"] == "on", status["events"]
+
+        ubuslink.call(sock, "block", {"mac": LAN_DEVICE})
+        ruleset = ns_run(netns, "nft", "list", "set", "inet", "spin", "blk_mac").stdout
+        assert LAN_DEVICE in ruleset, ruleset
+        name, data = wait_for(lambda: listener.next_event(1), "event spin.block", agent, log)
+        assert name == "spin.block" and data["action"] == "block" and data["block"]["mac"] == LAN_DEVICE
+        blocks = os.path.join(router, "etc", "spin", "blocks.json")
+        assert os.stat(blocks).st_uid == SPIN_UID
+        assert [b["mac"] for b in json.load(open(blocks))["blocks"]] == [LAN_DEVICE]
+        listener.close()
+
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=30) == 0, open(log).read()
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+        out.close()
+        ubusd.stop()
+
+
+def _status(sock):
+    try:
+        return ubuslink.call(sock, "status")
+    except ubuslink.UbusError:
+        return None
+
+
+# -- ubusd's ACLs, with the stand-in ------------------------------------------
+
+def as_spin_on_ubus(sock, script):
+    """A Python client run as uid/gid 385 (spin in the router's passwd)."""
+    env = dict(os.environ, PYTHONPATH=os.path.join(TOP, "src") + os.pathsep + TOP)
+    r = subprocess.run(["setpriv", "--reuid=%d" % SPIN_UID, "--regid=%d" % SPIN_UID, "--clear-groups",
+                        sys.executable, "-c", script, sock], env=env, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, universal_newlines=True)
+    assert r.returncode == 0, r.stdout
+    return json.loads(r.stdout)
+
+
+ACL_PROBE = """
+import json, sys
+from spin_lite import ubuslink
+c = ubuslink.Client(sys.argv[1])
+out = {}
+for path in ("spin", "network"):
+    out["publish " + path] = c._request(c.conn.add_object(path, {"status": {}})).status
+for name in ("spin.block", "network.interface"):
+    try:
+        c.send(name, {})
+        out["send " + name] = 0
+    except ubuslink.UbusError as e:
+        out["send " + name] = e.status
+print(json.dumps(out))
+"""
+
+
+def test_ubusd_acl_lets_user_spin_own_spin_and_send_spin_events_only(router, ipks):
+    installed(router, ipks["spin"])
+    acl_dir = os.path.join(router, "usr", "share", "acl.d")
+    # pytest's tmp_path is root's alone (0700): the socket where spin can reach it
+    run = tempfile.mkdtemp(prefix="spin-priv-ubus-")
+    os.chmod(run, 0o755)
+    sock = os.path.join(run, "ubus.sock")
+    try:
+        with StandIn(sock, acl_dir=acl_dir, etc=os.path.join(router, "etc")):
+            assert as_spin_on_ubus(sock, ACL_PROBE) == {
+                "publish spin": 0, "publish network": 2, "send spin.block": 0, "send network.interface": 6}
+        # without the package's ACL file user spin may do none of it
+        os.unlink(os.path.join(acl_dir, "spin.json"))
+        with StandIn(sock, acl_dir=acl_dir, etc=os.path.join(router, "etc")):
+            assert as_spin_on_ubus(sock, ACL_PROBE) == {
+                "publish spin": 2, "publish network": 2, "send spin.block": 6, "send network.interface": 6}
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
