@@ -250,7 +250,9 @@ def test_procd_story_the_agent_runs_as_spin_and_blocks_a_device(router, ipks, ne
         for part in ("conntrack", "acct", "ubus", "dns", "events", "firewall"):
             assert part not in status["errors"], status["errors"]
         assert status["acct"] is True
-        assert status["events"]["state"] == "on", status["events"]
+        assert status["events"]["state"] == "on", status["events"]     # ctnetlink: CAP_NET_ADMIN
+        assert status["names"]["dns"] == "on", status["names"]         # packet socket: CAP_NET_RAW
+        assert status["privileges"] == {"uid": SPIN_UID, "capabilities": ["net_admin", "net_raw"]}
 
         ubuslink.call(sock, "block", {"mac": LAN_DEVICE})
         ruleset = ns_run(netns, "nft", "list", "set", "inet", "spin", "blk_mac").stdout
