@@ -202,9 +202,12 @@ def wait_for(cond, what, agent, log, timeout=60):
 
 
 def test_procd_story_the_agent_runs_as_spin_and_blocks_a_device(router, ipks, netns):
+    with_python39(router)
     rt = router_with_ujail(router, ipks)
     chroot.add_program(router, "nft", "/usr/sbin/nft")
-    with_python39(router)
+    # compiled by the postinst (root): the agent, spin, could not write it
+    pycache = os.path.join(router, "usr", "lib", "spin", "spin_lite", "__pycache__")
+    assert os.path.exists(os.path.join(pycache, "agent.cpython-39.pyc"))
     for d in ("proc", "sys", "snapshot", "var/run/ubus"):
         os.makedirs(os.path.join(router, d), exist_ok=True)
     with open(os.path.join(router, "snapshot", "arp"), "w") as f:
@@ -266,6 +269,10 @@ def test_procd_story_the_agent_runs_as_spin_and_blocks_a_device(router, ipks, ne
 
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(timeout=30) == 0, open(log).read()
+        assert not [f for f in os.listdir(pycache) if os.stat(os.path.join(pycache, f)).st_uid != 0]
+        r = chroot.remove(router, "spin")
+        assert r.returncode == 0, r.stdout
+        assert not os.path.exists(pycache)
     finally:
         if agent.poll() is None:
             agent.kill()
