@@ -201,6 +201,87 @@ def wait_for(cond, what, agent, log, timeout=60):
         time.sleep(0.2)
 
 
+class Home:
+    """The router in a network namespace: br-lan with the laptop in its
+    ARP table, the real nft, Python 3.9, the ubusd stand-in with ubusd's
+    ACLs, and the agent started as procd would start the definition the
+    init script sent."""
+
+    def __init__(self, router, rt, netns):
+        self.router, self.rt, self.netns = router, rt, netns
+        for d in ("proc", "sys", "snapshot", "var/run/ubus"):
+            os.makedirs(os.path.join(router, d), exist_ok=True)
+        with open(os.path.join(router, "snapshot", "arp"), "w") as f:
+            f.write(ARP)
+        with open(os.path.join(router, "etc", "config", "spin"), "w") as f:
+            f.write(CONFIG)
+        for argv in (["link", "add", "br-lan", "type", "bridge"],
+                     ["addr", "add", "192.168.1.1/24", "dev", "br-lan"], ["link", "set", "br-lan", "up"]):
+            assert ns_run(netns, "ip", *argv).returncode == 0
+        # the config changed: LuCI's Save & Apply runs reload; the init
+        # script (root) hands over what the agent needs, here in the namespace
+        r = subprocess.run(in_router(netns, router, ["/etc/init.d/spin", "reload"]), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, universal_newlines=True)
+        assert r.returncode == 0, r.stdout
+        rt.sync()
+        self.sock = os.path.join(router, "var", "run", "ubus", "ubus.sock")
+        self.rpc = os.path.join(router, "var", "run", "spin", "rpc.sock")
+        self.log = os.path.join(router, "tmp", "agent.log")
+        self.ubusd = self.agent = self.out = None
+
+    def __enter__(self):
+        self.ubusd = StandIn(self.sock, acl_dir=os.path.join(self.router, "usr", "share", "acl.d"),
+                             etc=os.path.join(self.router, "etc")).start()
+        definition = self.rt.procd.running[("spin", "agent")]
+        env = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONHOME=/py39/usr"]
+        env += ["%s=%s" % kv for kv in sorted(definition.get("env", {}).items())]
+        self.out = open(self.log, "w")
+        argv = ["/usr/bin/env", "-i"] + env + self.rt.procd.exec_argv(definition)
+        self.agent = subprocess.Popen(in_router(self.netns, self.router, argv),
+                                      stdout=self.out, stderr=subprocess.STDOUT)
+        self.wait(lambda: os.path.exists(self.rpc), "JSON-RPC socket")
+        self.wait(lambda: (_status(self.sock) or {}).get("devices", 0) >= 1, "spin on ubus, with the laptop")
+        return self
+
+    def __exit__(self, *exc):
+        if self.agent.poll() is None:
+            self.agent.kill()
+            self.agent.wait()
+        self.out.close()
+        self.ubusd.stop()
+
+    def wait(self, cond, what):
+        return wait_for(cond, what, self.agent, self.log)
+
+    def status(self):
+        return _status(self.sock)
+
+    def stop(self):
+        self.agent.send_signal(signal.SIGTERM)
+        assert self.agent.wait(timeout=30) == 0, open(self.log).read()
+
+    def blocks_the_laptop(self):
+        """block on ubus; the kernel's set holds the MAC, the event goes out."""
+        listener = ubuslink.Client(self.sock)
+        try:
+            listener.listen("spin.*")
+            ubuslink.call(self.sock, "block", {"mac": LAN_DEVICE})
+            ruleset = ns_run(self.netns, "nft", "list", "set", "inet", "spin", "blk_mac").stdout
+            assert LAN_DEVICE in ruleset, ruleset
+            name, data = self.wait(lambda: listener.next_event(1), "event spin.block")
+            assert name == "spin.block" and data["action"] == "block" and data["block"]["mac"] == LAN_DEVICE
+        finally:
+            listener.close()
+
+
+def assert_every_part_works(status):
+    for part in ("conntrack", "acct", "ubus", "dns", "events", "firewall"):
+        assert part not in status["errors"], status["errors"]
+    assert status["acct"] is True
+    assert status["events"]["state"] == "on", status["events"]     # ctnetlink: CAP_NET_ADMIN
+    assert status["names"]["dns"] == "on", status["names"]         # packet socket: CAP_NET_RAW
+
+
 def test_procd_story_the_agent_runs_as_spin_and_blocks_a_device(router, ipks, netns):
     with_python39(router)
     rt = router_with_ujail(router, ipks)
@@ -208,77 +289,47 @@ def test_procd_story_the_agent_runs_as_spin_and_blocks_a_device(router, ipks, ne
     # compiled by the postinst (root): the agent, spin, could not write it
     pycache = os.path.join(router, "usr", "lib", "spin", "spin_lite", "__pycache__")
     assert os.path.exists(os.path.join(pycache, "agent.cpython-39.pyc"))
-    for d in ("proc", "sys", "snapshot", "var/run/ubus"):
-        os.makedirs(os.path.join(router, d), exist_ok=True)
-    with open(os.path.join(router, "snapshot", "arp"), "w") as f:
-        f.write(ARP)
-    with open(os.path.join(router, "etc", "config", "spin"), "w") as f:
-        f.write(CONFIG)
-    for argv in (["link", "add", "br-lan", "type", "bridge"], ["addr", "add", "192.168.1.1/24", "dev", "br-lan"],
-                 ["link", "set", "br-lan", "up"]):
-        assert ns_run(netns, "ip", *argv).returncode == 0
-    # the config changed: LuCI's Save & Apply runs reload; the init
-    # script, root, hands the namespace's conntrack table to group spin
-    r = subprocess.run(in_router(netns, router, ["/etc/init.d/spin", "reload"]), stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, universal_newlines=True)
-    assert r.returncode == 0, r.stdout
-    rt.sync()
-    sock = os.path.join(router, "var", "run", "ubus", "ubus.sock")
-    ubusd = StandIn(sock, acl_dir=os.path.join(router, "usr", "share", "acl.d"),
-                    etc=os.path.join(router, "etc")).start()
-    definition = rt.procd.running[("spin", "agent")]
-    env = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONHOME=/py39/usr"]
-    env += ["%s=%s" % kv for kv in sorted(definition.get("env", {}).items())]
-    log = os.path.join(router, "tmp", "agent.log")
-    out = open(log, "w")
-    agent = subprocess.Popen(in_router(netns, router, ["/usr/bin/env", "-i"] + env + rt.procd.exec_argv(definition)),
-                             stdout=out, stderr=subprocess.STDOUT)
-    try:
-        rpc = os.path.join(router, "var", "run", "spin", "rpc.sock")
-        wait_for(lambda: os.path.exists(rpc), "JSON-RPC socket", agent, log)
+    with Home(router, rt, netns) as home:
         # who the agent is: spin, two capabilities, also for its children
-        st = proc_status(agent.pid)
+        st = proc_status(home.agent.pid)
         assert st["Uid"].split() == [str(SPIN_UID)] * 4 and st["Gid"].split() == [str(SPIN_UID)] * 4
         for s in ("CapEff", "CapPrm", "CapBnd", "CapAmb"):
             assert int(st[s], 16) == CAP_NET_ADMIN_RAW, (s, st[s])
         assert st["NoNewPrivs"] == "1"
-        sock_st = os.stat(rpc)
+        sock_st = os.stat(home.rpc)
         assert (sock_st.st_uid, sock_st.st_mode & 0o777) == (SPIN_UID, 0o600)
-
         # on ubus as user spin, which the ACL lets own `spin` and send spin.*
-        listener = ubuslink.Client(sock)
-        listener.listen("spin.*")
-        status = wait_for(lambda: _status(sock), "object spin on ubus", agent, log)
-        wait_for(lambda: _status(sock)["devices"] >= 1, "the laptop", agent, log)
-        for part in ("conntrack", "acct", "ubus", "dns", "events", "firewall"):
-            assert part not in status["errors"], status["errors"]
-        assert status["acct"] is True
-        assert status["events"]["state"] == "on", status["events"]     # ctnetlink: CAP_NET_ADMIN
-        assert status["names"]["dns"] == "on", status["names"]         # packet socket: CAP_NET_RAW
+        status = home.status()
+        assert_every_part_works(status)
         assert status["privileges"] == {"uid": SPIN_UID, "capabilities": ["net_admin", "net_raw"]}
 
-        ubuslink.call(sock, "block", {"mac": LAN_DEVICE})
-        ruleset = ns_run(netns, "nft", "list", "set", "inet", "spin", "blk_mac").stdout
-        assert LAN_DEVICE in ruleset, ruleset
-        name, data = wait_for(lambda: listener.next_event(1), "event spin.block", agent, log)
-        assert name == "spin.block" and data["action"] == "block" and data["block"]["mac"] == LAN_DEVICE
+        home.blocks_the_laptop()
         blocks = os.path.join(router, "etc", "spin", "blocks.json")
         assert os.stat(blocks).st_uid == SPIN_UID
         assert [b["mac"] for b in json.load(open(blocks))["blocks"]] == [LAN_DEVICE]
-        listener.close()
+        home.stop()
+    assert not [f for f in os.listdir(pycache) if os.stat(os.path.join(pycache, f)).st_uid != 0]
+    r = chroot.remove(router, "spin")
+    assert r.returncode == 0, r.stdout
+    assert not os.path.exists(pycache)
 
-        agent.send_signal(signal.SIGTERM)
-        assert agent.wait(timeout=30) == 0, open(log).read()
-        assert not [f for f in os.listdir(pycache) if os.stat(os.path.join(pycache, f)).st_uid != 0]
-        r = chroot.remove(router, "spin")
-        assert r.returncode == 0, r.stdout
-        assert not os.path.exists(pycache)
-    finally:
-        if agent.poll() is None:
-            agent.kill()
-            agent.wait()
-        out.close()
-        ubusd.stop()
+
+def test_procd_story_without_ujail_the_agent_runs_as_root_and_says_so(router, ipks, netns):
+    with_python39(router)
+    rt = installed(router, ipks["spin"])
+    chroot.add_program(router, "nft", "/usr/sbin/nft")
+    with Home(router, rt, netns) as home:
+        assert proc_status(home.agent.pid)["Uid"].split() == ["0"] * 4
+        status = home.status()
+        assert_every_part_works(status)
+        # "all" on a router; this test host's root lacks some (its bounding set)
+        caps = status["privileges"]["capabilities"]
+        assert status["privileges"]["uid"] == 0
+        assert caps == "all" or {"net_admin", "net_raw", "sys_admin", "dac_override"} <= set(caps), caps
+        home.blocks_the_laptop()
+        home.stop()
+    # nothing was handed to spin: the conntrack table stays root's
+    assert "spin" not in ns_run(netns, "ls", "-l", "/proc/net/nf_conntrack").stdout
 
 
 def _status(sock):
