@@ -85,6 +85,23 @@ def test_firewall_tools_work_for_a_non_root_process_only_with_ambient_cap_net_ad
     assert ns_run(netns, "ipset", "list", "-n").stdout.split() == ["spin_blocked4"]
 
 
+def test_iptables_legacy_needs_its_lock_file_readable_by_the_agents_group(netns):
+    """firewall3's iptables (legacy) flocks /var/run/xtables.lock, opened
+    read-only; root's first iptables creates it 0600. Here on a /run of
+    the command's own (`ip netns exec` gives it a mount namespace), so the
+    host's lock is not touched."""
+    script = ('mount -t tmpfs none /run && : > /run/xtables.lock && chmod 600 /run/xtables.lock && '
+              '"$@" iptables-legacy -w -N spin_a; echo "0600 $?"; '
+              'chgrp %s /run/xtables.lock && chmod 0640 /run/xtables.lock && '
+              '"$@" iptables-legacy -w -N spin_b; echo "0640 $?"' % NOBODY)
+    r = ns_run(netns, "sh", "-c", script, "sh", "setpriv", "--reuid=" + NOBODY, "--regid=" + NOBODY,
+               "--clear-groups", *AMBIENT)
+    assert "can't open lock file" in r.stdout
+    assert [line for line in r.stdout.splitlines() if line.startswith("06")] == ["0600 4", "0640 0"]
+    chains = ns_run(netns, "iptables-legacy", "-w", "-S").stdout
+    assert "-N spin_b" in chains and "-N spin_a" not in chains
+
+
 def test_what_a_non_root_agent_may_read_and_write_in_proc(netns):
     """A network namespace's sysctls grant CAP_NET_ADMIN what they grant
     root (net/sysctl_net.c), so the agent turns nf_conntrack_acct on
@@ -162,8 +179,9 @@ def test_with_ujail_procd_gets_the_agent_as_user_spin_with_two_capabilities(rout
     # its directories and config, handed over by the init script (root)
     for path in ("etc/spin", "var/run/spin"):
         assert os.stat(os.path.join(router, path)).st_uid == SPIN_UID, path
-    conf = os.stat(os.path.join(router, "etc", "config", "spin"))
-    assert (conf.st_uid, conf.st_gid, conf.st_mode & 0o777) == (0, SPIN_UID, 0o640)
+    for path in ("etc/config/spin", "var/run/xtables.lock"):
+        st = os.stat(os.path.join(router, path))
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, SPIN_UID, 0o640), path
 
 
 def test_without_ujail_the_agent_runs_as_root_rather_than_without_capabilities(router, ipks):
