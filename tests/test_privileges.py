@@ -225,14 +225,15 @@ class Home:
     ACLs, and the agent started as procd would start the definition the
     init script sent."""
 
-    def __init__(self, router, rt, netns):
+    def __init__(self, router, rt, netns, firewall="nft"):
         self.router, self.rt, self.netns = router, rt, netns
         for d in ("proc", "sys", "snapshot", "var/run/ubus"):
             os.makedirs(os.path.join(router, d), exist_ok=True)
         with open(os.path.join(router, "snapshot", "arp"), "w") as f:
             f.write(ARP)
         with open(os.path.join(router, "etc", "config", "spin"), "w") as f:
-            f.write(CONFIG)
+            f.write(CONFIG.replace("option firewall 'nft'", "option firewall '%s'" % firewall))
+        self.firewall = firewall
         for argv in (["link", "add", "br-lan", "type", "bridge"],
                      ["addr", "add", "192.168.1.1/24", "dev", "br-lan"], ["link", "set", "br-lan", "up"]):
             assert ns_run(netns, "ip", *argv).returncode == 0
@@ -284,7 +285,11 @@ class Home:
         try:
             listener.listen("spin.*")
             ubuslink.call(self.sock, "block", {"mac": LAN_DEVICE})
-            ruleset = ns_run(self.netns, "nft", "list", "set", "inet", "spin", "blk_mac").stdout
+            if self.firewall == "nft":
+                ruleset = ns_run(self.netns, "nft", "list", "set", "inet", "spin", "blk_mac").stdout
+            else:
+                ruleset = ns_run(self.netns, "iptables-legacy", "-w", "-S").stdout.lower()
+                assert "-a forward -m comment --comment \"spin: hook\" -j spin_forward" in ruleset, ruleset
             assert LAN_DEVICE in ruleset, ruleset
             name, data = self.wait(lambda: listener.next_event(1), "event spin.block")
             assert name == "spin.block" and data["action"] == "block" and data["block"]["mac"] == LAN_DEVICE
@@ -330,6 +335,40 @@ def test_procd_story_the_agent_runs_as_spin_and_blocks_a_device(router, ipks, ne
     r = chroot.remove(router, "spin")
     assert r.returncode == 0, r.stdout
     assert not os.path.exists(pycache)
+
+
+def with_iptables_legacy(root):
+    """firewall3's tools in the router: iptables/ip6tables-legacy (one
+    multi-call binary and the extensions it loads) and ipset."""
+    multi = os.path.realpath(shutil.which("iptables-legacy"))
+    chroot.add_program(root, multi, "/usr/sbin/xtables-legacy-multi")
+    for name in ("iptables", "ip6tables"):
+        for suffix in ("-legacy", "-legacy-save", "-legacy-restore"):
+            os.symlink("xtables-legacy-multi", os.path.join(root, "usr", "sbin", name + suffix))
+    chroot.add_program(root, "ipset", "/usr/sbin/ipset")
+    extensions = "/usr/lib/x86_64-linux-gnu/xtables"
+    if not os.path.isdir(extensions):
+        pytest.skip("no %s: where are iptables' extensions on this host?" % extensions)
+    shutil.copytree(extensions, os.path.join(root, extensions.lstrip("/")))
+    # Debian's build locks /run/xtables.lock, OpenWrt's /var/run/xtables.lock
+    # (--with-xt-lock-name), which the init script hands to group spin
+    os.symlink("var/run", os.path.join(root, "run"))
+    # as the firewall's own iptables (START=19) leaves it before spin (95)
+    lock = os.path.join(root, "var", "run", "xtables.lock")
+    open(lock, "w").close()
+    os.chmod(lock, 0o600)
+
+
+def test_procd_story_on_firewall3_the_agent_as_spin_blocks_with_iptables(router, ipks, netns):
+    with_python39(router)
+    rt = router_with_ujail(router, ipks)
+    with_iptables_legacy(router)
+    with Home(router, rt, netns, firewall="iptables") as home:
+        assert proc_status(home.agent.pid)["Uid"].split() == [str(SPIN_UID)] * 4
+        assert_every_part_works(home.status())
+        assert home.status()["firewall"]["backend"] == "iptables", home.status()["firewall"]
+        home.blocks_the_laptop()
+        home.stop()
 
 
 def test_procd_story_without_ujail_the_agent_runs_as_root_and_says_so(router, ipks, netns):
