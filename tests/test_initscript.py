@@ -357,7 +357,8 @@ def with_python39(root):
     sysroot, _ = cross.sysroot("py39")
     subprocess.run(["cp", "-a", sysroot, os.path.join(root, "py39")], check=True)
     with open(os.path.join(root, "usr", "bin", "python3"), "w") as f:
-        f.write("#!/bin/sh\nexec /py39/lib64/ld-linux-x86-64.so.2 --library-path "
+        f.write("#!/bin/sh\nexport PYTHONHOME=\"${PYTHONHOME:-/py39/usr}\"\n"
+                "exec /py39/lib64/ld-linux-x86-64.so.2 --library-path "
                 "/py39/lib/x86_64-linux-gnu:/py39/usr/lib/x86_64-linux-gnu /py39/usr/bin/python3.9 \"$@\"\n")
     os.chmod(os.path.join(root, "usr", "bin", "python3"), 0o755)
 

@@ -145,8 +145,11 @@ def test_spin_control_fields(ipks):
     c = control(ipks["spin"])
     data = member(ipks["spin"], "data.tar.gz")
     assert list(c) == ["Package", "Version", "Depends", "Source", "SourceName", "License",
-                       "Section", "Maintainer", "Architecture", "Installed-Size", "Description"]
+                       "Section", "Require-User", "Maintainer", "Architecture", "Installed-Size",
+                       "Description"]
     assert c["Package"] == "spin"
+    # the agent's own user and group, which default_postinst creates
+    assert c["Require-User"] == "spin=385:spin=385"
     assert c["Version"] == VERSION
     assert c["Depends"] == "libc, " + ", ".join(sdk_depends())
     assert c["Source"] == "package/spin"
@@ -166,8 +169,10 @@ def test_spin_micropython_control_fields(ipks):
     be installed beside it, since both own /usr/bin/spin and the rest."""
     c = control(ipks["spin-micropython"])
     assert list(c) == ["Package", "Version", "Depends", "Conflicts", "Provides", "Source", "SourceName",
-                       "License", "Section", "Maintainer", "Architecture", "Installed-Size", "Description"]
+                       "License", "Section", "Require-User", "Maintainer", "Architecture", "Installed-Size",
+                       "Description"]
     assert c["Package"] == "spin-micropython"
+    assert c["Require-User"] == "spin=385:spin=385"
     assert c["Version"] == VERSION
     assert c["Depends"] == "libc, micropython"
     assert c["Provides"] == "spin"
@@ -228,6 +233,10 @@ FIXED = {
     "/usr/share/spin/firewall.include": "-rwxr-xr-x",
     "/etc/sysctl.d/60-spin.conf": "-rw-r--r--",  # byte counters from boot on
     "/lib/upgrade/keep.d/spin": "-rw-r--r--",  # /etc/spin/ survives sysupgrade
+    # what the agent, user spin, may do (procd via ujail) and own on ubus;
+    # ubusd skips an ACL file that group or others may write
+    "/etc/capabilities/spin.json": "-rw-r--r--",
+    "/usr/share/acl.d/spin.json": "-rw-r--r--",
 }
 
 

@@ -62,6 +62,8 @@ def test_an_sdk_build_of_spin_installs_what_make_ipk_packs(ipks, tmp_path):
     assert "Version: %s-%s\n" % (fields["PKG_VERSION"], fields["PKG_RELEASE"]) in control
     assert "Depends: libc, %s\n" % ", ".join(d.lstrip("+") for d in fields["DEPENDS"].split()) in control
     assert fields["PKGARCH"] == "all"
+    # package-pack.mk writes USERID as Require-User, which the postinst reads
+    assert "Require-User: %s\n" % fields["USERID"] in control and fields["USERID"]
     assert (info / "conffiles").read_text().split() == ["/etc/config/spin", "/etc/spin/"]
 
 

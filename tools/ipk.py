@@ -40,9 +40,9 @@ INSTALL_MODES = {"INSTALL_BIN": 0o755, "INSTALL_DATA": 0o644, "INSTALL_CONF": 0o
 
 # field order as include/package-pack.mk writes them
 FIELDS = ["Package", "Version", "Depends", "Conflicts", "Provides", "Source", "SourceName", "License",
-          "Section", "Maintainer", "Architecture", "Installed-Size", "Description"]
+          "Section", "Require-User", "Maintainer", "Architecture", "Installed-Size", "Description"]
 # written only when the package has them
-OPTIONAL = ("Conflicts", "Provides")
+OPTIONAL = ("Conflicts", "Provides", "Require-User")
 
 # What default_postinst does on a live router, spelled out: run the
 # package's uci-defaults and delete them, commit, clear LuCI's caches,
@@ -53,7 +53,7 @@ POSTINST = r"""#!/bin/sh
 # {pkg} postinst, written by tools/ipk.py: what OpenWrt's default_postinst
 # does for an SDK-built package, then the package's own postinst.
 [ "${{IPKG_NO_SCRIPT}}" = "1" ] && exit 0
-{instroot}if [ -n "${{IPKG_INSTROOT}}" ]; then
+{instroot}{users}if [ -n "${{IPKG_INSTROOT}}" ]; then
 {offline}	exit 0
 fi
 {sysctl}{uci_defaults}rm -f /tmp/luci-indexcache*
@@ -71,6 +71,38 @@ for i in {files}; do
 done
 command -v uci >/dev/null && uci commit
 """
+
+# A package with USERID (control field Require-User: user=uid:group=gid):
+# what default_postinst's add_group_and_user does with it, in the image
+# as on a live router: the group and the user (home /var/run/<user>, no
+# shell, no password) unless they exist, and the user in the group.
+POSTINST_USER = r"""R="${{IPKG_INSTROOT}}"
+if [ -f "$R/etc/group" ] && ! grep -qs "^{group}:" "$R/etc/group"; then
+	echo "{group}:x:{gid}:" >> "$R/etc/group"
+fi
+if [ -f "$R/etc/passwd" ] && ! grep -qs "^{user}:" "$R/etc/passwd"; then
+	echo "{user}:x:{uid}:{gid}:{user}:/var/run/{user}:/bin/false" >> "$R/etc/passwd"
+	echo "{user}:x:0:0:99999:7:::" >> "$R/etc/shadow"
+fi
+grp="$(grep -s "^{group}:" "$R/etc/group")"
+if [ -n "$grp" ] && ! echo "$grp" | cut -d: -f4 | tr , '\n' | grep -qx "{user}"; then
+	case "$grp" in *:) sep="" ;; *) sep="," ;; esac
+	sed -i "s/^$grp\$/$grp${{sep}}{user}/" "$R/etc/group"
+fi
+"""
+
+
+def user_tuples(value):
+    """USERID user=uid:group=gid (space-separated tuples) -> [(user, uid,
+    group, gid)]; other forms (no ids, extra groups) are not needed here."""
+    out = []
+    for t in value.split():
+        m = re.match(r"^([a-z_][a-z0-9_-]*)=(\d+):([a-z_][a-z0-9_-]*)=(\d+)$", t)
+        if not m:
+            raise BuildError("USERID %r: only user=uid:group=gid is supported" % t)
+        out.append(m.groups())
+    return out
+
 
 # opkg-lede sets PKG_ROOT (the destination's root) for every script but
 # never IPKG_INSTROOT: OpenWrt's image build exports that itself. A plain
@@ -269,6 +301,7 @@ def spin_package(path, variables, defines, name):
         "conflicts": fields.get("CONFLICTS", "").split(),
         "provides": fields.get("PROVIDES", "").split(),
         "section": fields.get("SECTION", "net"),
+        "userid": fields.get("USERID", ""),
         "description": description(defines.get("Package/%s/description" % name, fields.get("TITLE", name))),
         "conffiles": [c.strip() for c in defines.get("Package/%s/conffiles" % name, "").split("\n") if c.strip()],
         "files": files,
@@ -399,6 +432,8 @@ def maintainer_scripts(pkg):
     postinst = POSTINST.format(
         pkg=pkg["name"],
         instroot=INSTROOT,
+        users="".join(POSTINST_USER.format(user=u, uid=uid, group=g, gid=gid)
+                      for u, uid, g, gid in user_tuples(pkg.get("userid", ""))),
         offline=links,
         sysctl=POSTINST_SYSCTL if any(p.startswith("/etc/sysctl.d/") for p in pkg["files"]) else "",
         uci_defaults=POSTINST_UCI_DEFAULTS.format(files=" ".join(uci_defaults)) if uci_defaults else "",
@@ -472,6 +507,7 @@ def build(pkg, out_dir, mtime):
         "SourceName": pkg["name"],
         "License": m.get("PKG_LICENSE", ""),
         "Section": pkg["section"],
+        "Require-User": pkg.get("userid", ""),
         "Maintainer": m.get("PKG_MAINTAINER", ""),
         "Architecture": "all",
         "Installed-Size": str(len(data_tar)),

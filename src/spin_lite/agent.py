@@ -10,7 +10,7 @@ after_scan(agent, now_ms), reload(agent) and stop(agent) methods.
 import select
 import sys
 
-from . import config, conntrack, ctevents, detect, devices, digest, leases, neigh, plat
+from . import config, conntrack, ctevents, detect, devices, digest, leases, neigh, plat, privileges
 from . import __version__
 
 ACCT_SYSCTL = "/proc/sys/net/netfilter/nf_conntrack_acct"
@@ -326,6 +326,8 @@ class Agent:
             "digest_remote_table": len(self.digests.table),
             "digest_top_dropped": self.digests.table.full,
             "rss_kb": plat.rss_kb(),
+            # uid 0 with every capability: procd had no ujail (README: Privileges)
+            "privileges": privileges.current(),
             "errors": dict(self.errors),
             "warnings": self.warnings[-20:],
             "names": self.names.status() if self.names else None,

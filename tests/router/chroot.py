@@ -42,6 +42,7 @@ def make_root(path):
     for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc/config", "etc/init.d", "tmp",
               "var/run", "usr/lib/opkg/info", "lib"):
         os.makedirs(os.path.join(path, d), exist_ok=True)
+    os.chmod(os.path.join(path, "tmp"), 0o1777)   # a tmpfs every user writes, as on OpenWrt
     os.makedirs(os.path.join(path, "dev"), exist_ok=True)
     os.mknod(os.path.join(path, "dev", "null"), stat.S_IFCHR | 0o666, os.makedev(1, 3))
     shutil.copy2(busybox, os.path.join(path, "bin", "busybox"))
@@ -67,7 +68,42 @@ def make_root(path):
         os.chmod(p, 0o755)
     with open(os.path.join(path, "etc", "config", "firewall"), "w") as f:
         f.write("config defaults\n\toption input 'REJECT'\n")
+    # base-files' users and groups (package/base-files/files/etc)
+    for name, text in (("passwd", PASSWD), ("group", GROUP), ("shadow", SHADOW)):
+        with open(os.path.join(path, "etc", name), "w") as f:
+            f.write(text)
+    os.chmod(os.path.join(path, "etc", "shadow"), 0o600)
+    # base-files ships these too; nft resolves protocol names with them
+    for name in ("protocols", "services"):
+        if os.path.exists("/etc/" + name):
+            shutil.copy2("/etc/" + name, os.path.join(path, "etc", name))
     return path
+
+
+PASSWD = ("root:x:0:0:root:/root:/bin/ash\ndaemon:*:1:1:daemon:/var:/bin/false\n"
+          "network:*:101:101:network:/var:/bin/false\nnobody:*:65534:65534:nobody:/var:/bin/false\n")
+GROUP = "root:x:0:\ndaemon:x:1:\nnetwork:x:101:\nnogroup:x:65534:\n"
+SHADOW = ("root:::0:99999:7:::\ndaemon:*:0:0:99999:7:::\nnetwork:*:0:0:99999:7:::\n"
+          "nobody:*:0:0:99999:7:::\n")
+
+
+def add_program(root, program, dest):
+    """A host program at dest in the root, with the shared libraries it
+    links at the paths its loader looks for them (as busybox above)."""
+    path = shutil.which(program) or program
+    target = os.path.join(root, dest.lstrip("/"))
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if os.path.lexists(target):
+        os.unlink(target)
+    shutil.copy2(os.path.realpath(path), target)
+    for line in sh("ldd", path).splitlines():
+        words = line.split()
+        lib = words[2] if "=>" in words and len(words) > 2 else words[0]
+        if lib.startswith("/"):
+            d = os.path.join(root, lib.lstrip("/"))
+            os.makedirs(os.path.dirname(d), exist_ok=True)
+            if not os.path.exists(d):
+                shutil.copy2(os.path.realpath(lib), d)
 
 
 def run(root, argv, env=None):

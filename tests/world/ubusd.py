@@ -23,17 +23,45 @@ What it does, as in the transcript:
 * a client that sends a message over 1 MiB or bad bytes is disconnected, its
   objects and registrations removed.
 
-Run: python3 -m tests.world.ubusd SOCKET [LOG]   (prints "ready" when
-listening; SIGTERM stops it and removes the socket; run it again to
-"restart ubusd"). LOG, when given, gets one line per message received:
-"client-id TYPE seq peer".
+The socket is mode 0666, as ubusd's umask(0111) makes it: any user may
+connect, and the ACLs decide.
+
+ACLs (only with --acl DIR; without, every client is treated as root, as
+in the recorded exchange), as ubusd_acl.c does them:
+* the client's uid/gid come from SO_PEERCRED and its extra groups from
+  /proc/<pid>/status; a uid the router's /etc/passwd (--etc DIR) does not
+  know is refused (the connection is closed); uid 0 may do everything;
+* DIR/*.json are read at start and on SIGHUP; a file not owned by
+  root:root, or writable by group or others, or executable by others, is
+  skipped; a file names "user" (else "group"; neither: skipped), and an
+  unknown name becomes uid/gid 0, which matches no other client;
+* its entries: "access" {object: {"methods": [...]}}, "publish",
+  "subscribe", "listen", "send" [names]; a name ending in "*" matches
+  every name it begins; an entry applies when the client's uid is the
+  file's user, or its gid or an extra group the file's group;
+* ADD_OBJECT of a path needs publish (denied: STATUS 2, as for a path
+  taken); LOOKUP shows only the methods the client may access; INVOKE of
+  a method needs access (denied: STATUS 6); event `send` needs send on
+  the event's name and `register` listen on the pattern (denied: 6);
+  an INVOKE carries the caller's user and group names.
+ubusd walks its sorted ACL tree with an early stop that can miss an entry
+in odd orders; this stand-in checks every entry.
+
+Run: python3 -m tests.world.ubusd [--acl DIR --etc DIR] SOCKET [LOG]
+(prints "ready" when listening; SIGTERM stops it and removes the socket;
+run it again to "restart ubusd"). LOG, when given, gets one line per
+message received: "client-id TYPE seq peer".
 """
 
+import glob
+import json
 import os
 import random
 import selectors
 import signal
 import socket
+import stat
+import struct
 import sys
 
 from spin_lite import ubus
@@ -45,6 +73,87 @@ class Peer:
         self.id = cid
         self.framer = ubus.Framer()
         self.out = bytearray()
+        self.uid = self.gid = 0
+        self.gids = ()
+        self.user = self.group = "root"
+
+
+def _names(etc, table):
+    """name -> id and id -> name of the root's /etc/passwd or /etc/group."""
+    by_name, by_id = {}, {}
+    try:
+        with open(os.path.join(etc, table)) as f:
+            for line in f:
+                fields = line.strip().split(":")
+                if len(fields) > 2 and fields[2].isdigit():
+                    by_name[fields[0]] = int(fields[2])
+                    by_id.setdefault(int(fields[2]), fields[0])
+    except OSError:
+        pass
+    return by_name, by_id
+
+
+class Acl:
+    """ubusd's ACL files, read from a directory (ubusd_acl_load)."""
+
+    KINDS = ("publish", "subscribe", "listen", "send")
+
+    def __init__(self, acl_dir, etc):
+        self.dir = acl_dir
+        self.etc = etc
+        self.entries = []
+        self.load()
+
+    def load(self):
+        users, _ = _names(self.etc, "passwd")
+        groups, _ = _names(self.etc, "group")
+        entries = []
+        for path in sorted(glob.glob(os.path.join(self.dir, "*.json"))):
+            st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid or st.st_gid:
+                continue
+            if st.st_mode & (stat.S_IWOTH | stat.S_IWGRP | stat.S_IXOTH):
+                continue
+            try:
+                with open(path) as f:
+                    doc = json.load(f)
+            except ValueError:
+                continue
+            if not isinstance(doc, dict):
+                continue
+            if isinstance(doc.get("user"), str):
+                uid, gid = users.get(doc["user"], 0), -1
+            elif isinstance(doc.get("group"), str):
+                uid, gid = -1, groups.get(doc["group"], 0)
+            else:
+                continue
+            access = doc.get("access")
+            for name, grant in (access.items() if isinstance(access, dict) else ()):
+                if isinstance(grant, dict) and isinstance(grant.get("methods"), list):
+                    entries.append((name, uid, gid, "access", grant["methods"]))
+            for kind in self.KINDS:
+                names = doc.get(kind)
+                for name in (names if isinstance(names, list) else ()):
+                    if isinstance(name, str) and name:
+                        entries.append((name, uid, gid, kind, None))
+        self.entries = entries
+
+    def allows(self, peer, name, kind, method=None):
+        if peer.uid == 0:
+            return True
+        if name is None:
+            return False
+        for key, uid, gid, k, methods in self.entries:
+            if k != kind:
+                continue
+            if not (name == key or (key.endswith("*") and name.startswith(key[:-1]))):
+                continue
+            if not ((uid != -1 and peer.uid == uid) or
+                    (gid != -1 and (peer.gid == gid or gid in peer.gids))):
+                continue
+            if kind != "access" or any(m in (method, "*") for m in methods if isinstance(m, str)):
+                return True
+        return False
 
 
 class Obj:
@@ -57,9 +166,11 @@ class Obj:
 
 
 class Ubusd:
-    def __init__(self, path, log=None):
+    def __init__(self, path, log=None, acl_dir=None, etc="/etc"):
         self.path = path
         self.log = log
+        self.etc = etc
+        self.acl = Acl(acl_dir, etc) if acl_dir else None
         self.sel = selectors.DefaultSelector()
         self.peers = {}        # client id -> Peer
         self.objects = {}      # object id -> Obj
@@ -71,6 +182,7 @@ class Ubusd:
             pass
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.server.bind(path)
+        os.chmod(path, 0o666)
         self.server.listen(32)
         self.server.setblocking(False)
         self.sel.register(self.server, selectors.EVENT_READ, None)
@@ -112,9 +224,34 @@ class Ubusd:
             return
         sock.setblocking(False)
         peer = Peer(sock, self.new_id())
+        if self.acl is not None and not self.credentials(peer):
+            sock.close()
+            return
         self.peers[peer.id] = peer
         self.sel.register(sock, selectors.EVENT_READ, peer)
         self.send(peer, ubus.Message(ubus.HELLO, 0, peer.id))
+
+    def credentials(self, peer):
+        """ubusd_acl_init_client: the peer's ids and names; False (the
+        client is refused) for a uid or gid the router does not know."""
+        pid, peer.uid, peer.gid = struct.unpack("3i", peer.sock.getsockopt(
+            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+        user = _names(self.etc, "passwd")[1].get(peer.uid)
+        group = _names(self.etc, "group")[1].get(peer.gid)
+        if user is None or group is None:
+            return False
+        peer.user, peer.group = user, group
+        try:
+            with open("/proc/%d/status" % pid) as f:
+                for line in f:
+                    if line.startswith("Groups:"):
+                        peer.gids = tuple(int(g) for g in line.split()[1:])
+        except OSError:
+            pass
+        return True
+
+    def allows(self, peer, name, kind, method=None):
+        return self.acl is None or self.acl.allows(peer, name, kind, method)
 
     def read(self, peer):
         try:
@@ -177,6 +314,8 @@ class Ubusd:
             path = msg.get(ubus.A_OBJPATH)
             if path is not None and any(o.path == path for o in self.objects.values()):
                 return self.status(peer, msg.seq, 2)
+            if path is not None and not self.allows(peer, path, "publish"):
+                return self.status(peer, msg.seq, 2)
             o = Obj(self.new_id(), path, self.new_id() if path is not None else None,
                     msg.get(ubus.A_SIGNATURE) or {}, peer)
             self.objects[o.id] = o
@@ -198,9 +337,10 @@ class Ubusd:
             want = msg.get(ubus.A_OBJPATH)
             found = [o for o in self.objects.values() if o.path is not None and matches(want, o.path)]
             for o in sorted(found, key=lambda o: o.path):
+                signature = {m: a for m, a in o.signature.items() if self.allows(peer, o.path, "access", m)}
                 self.send(peer, ubus.Message(ubus.DATA, msg.seq, 0, [
                     (ubus.A_OBJPATH, o.path), (ubus.A_OBJID, o.id),
-                    (ubus.A_OBJTYPE, o.type), (ubus.A_SIGNATURE, o.signature)]))
+                    (ubus.A_OBJTYPE, o.type), (ubus.A_SIGNATURE, signature)]))
             return self.status(peer, msg.seq, 0 if found else 4)
         if t == ubus.INVOKE:
             return self.invoke(peer, msg)
@@ -226,12 +366,16 @@ class Ubusd:
                 o = self.objects.get(obj)
                 if o is None or o.owner is not peer or not isinstance(data.get("pattern"), str):
                     return self.status(peer, msg.seq, 2, 1)
+                if not self.allows(peer, data["pattern"], "listen"):
+                    return self.status(peer, msg.seq, 6, 1)
                 self.listeners.append((o.id, data["pattern"]))
                 return self.status(peer, msg.seq, 0, 1)
             if method == "send":
                 name = data.get("id")
                 if not isinstance(name, str):
                     return self.status(peer, msg.seq, 2, 1)
+                if not self.allows(peer, name, "send"):
+                    return self.status(peer, msg.seq, 6, 1)
                 for lid, pattern in list(self.listeners):
                     o = self.objects.get(lid)
                     if o is not None and matches(pattern, name):
@@ -243,9 +387,11 @@ class Ubusd:
         o = self.objects.get(oid)
         if o is None:
             return self.status(peer, msg.seq, 4, oid or 0)
+        if not self.allows(peer, o.path, "access", method):
+            return self.status(peer, msg.seq, 6, oid)
         self.send(o.owner, ubus.Message(ubus.INVOKE, msg.seq, peer.id, [
             (ubus.A_OBJID, o.id), (ubus.A_METHOD, method),
-            (ubus.A_USER, "root"), (ubus.A_GROUP, "root"), (ubus.A_DATA, data)]))
+            (ubus.A_USER, peer.user), (ubus.A_GROUP, peer.group), (ubus.A_DATA, data)]))
         return None
 
 
@@ -259,15 +405,26 @@ def matches(pattern, name):
 
 
 def main(argv):
-    if len(argv) not in (2, 3):
-        sys.stderr.write("usage: python3 -m tests.world.ubusd SOCKET [LOG]\n")
+    opts = {}
+    args = list(argv[1:])
+    while args[:1] in (["--acl"], ["--etc"]) and len(args) > 1:
+        opts[args[0][2:]] = args[1]
+        del args[:2]
+    if len(args) not in (1, 2):
+        sys.stderr.write("usage: python3 -m tests.world.ubusd [--acl DIR --etc DIR] SOCKET [LOG]\n")
         return 2
-    d = Ubusd(argv[1], open(argv[2], "a") if len(argv) == 3 else None)
+    d = Ubusd(args[0], open(args[1], "a") if len(args) == 2 else None,
+              acl_dir=opts.get("acl"), etc=opts.get("etc", "/etc"))
 
     def stop(*_):
         d.running = False
+
+    def reload_acl(*_):
+        if d.acl is not None:
+            d.acl.load()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload_acl)
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     d.serve()
@@ -281,16 +438,18 @@ if __name__ == "__main__":
 class StandIn:
     """The stand-in as a child process for tests: start(), stop(), restart()."""
 
-    def __init__(self, path, log=None):
+    def __init__(self, path, log=None, acl_dir=None, etc=None):
         self.path = path
         self.log = log
+        self.options = (["--acl", acl_dir, "--etc", etc or "/etc"]) if acl_dir else []
         self.proc = None
 
     def start(self):
         import subprocess
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ, PYTHONPATH=os.path.join(root, "src") + os.pathsep + root)
-        argv = [sys.executable, "-m", "tests.world.ubusd", self.path] + ([self.log] if self.log else [])
+        argv = ([sys.executable, "-m", "tests.world.ubusd"] + self.options + [self.path]
+                + ([self.log] if self.log else []))
         self.proc = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE)
         line = self.proc.stdout.readline()
         if line.strip() != b"ready":

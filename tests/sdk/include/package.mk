@@ -11,6 +11,7 @@ define Package/Default
   PROVIDES:=
   CONFLICTS:=
   PKGARCH:=
+  USERID:=
 endef
 
 define BuildPackage
@@ -21,7 +22,7 @@ dirs-$(1):
 	mkdir -p $(DESTDIR) $(INFODIR)
 install-$(1): dirs-$(1)
 	$$(call Package/$(1)/install,$(DESTDIR))
-	$$(file >$(INFODIR)/vars,PKG_NAME=$(PKG_NAME)$$(newline)PKG_VERSION=$(PKG_VERSION)$$(newline)PKG_RELEASE=$(PKG_RELEASE)$$(newline)PKG_LICENSE=$(PKG_LICENSE)$$(newline)PKG_MAINTAINER=$(PKG_MAINTAINER)$$(newline)SECTION=$(SECTION)$$(newline)CATEGORY=$(CATEGORY)$$(newline)DEPENDS=$(DEPENDS)$$(newline)PROVIDES=$(PROVIDES)$$(newline)CONFLICTS=$(CONFLICTS)$$(newline)PKGARCH=$(PKGARCH))
+	$$(file >$(INFODIR)/vars,PKG_NAME=$(PKG_NAME)$$(newline)PKG_VERSION=$(PKG_VERSION)$$(newline)PKG_RELEASE=$(PKG_RELEASE)$$(newline)PKG_LICENSE=$(PKG_LICENSE)$$(newline)PKG_MAINTAINER=$(PKG_MAINTAINER)$$(newline)SECTION=$(SECTION)$$(newline)CATEGORY=$(CATEGORY)$$(newline)DEPENDS=$(DEPENDS)$$(newline)PROVIDES=$(PROVIDES)$$(newline)CONFLICTS=$(CONFLICTS)$$(newline)PKGARCH=$(PKGARCH)$$(newline)USERID=$(USERID))
 	$$(if $$(Package/$(1)/conffiles),$$(file >$(INFODIR)/conffiles,$$(Package/$(1)/conffiles)))
 	$$(if $$(Package/$(1)/postinst),$$(file >$(INFODIR)/postinst,$$(Package/$(1)/postinst)))
 	$$(if $$(Package/$(1)/prerm),$$(file >$(INFODIR)/prerm,$$(Package/$(1)/prerm)))

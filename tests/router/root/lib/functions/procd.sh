@@ -29,6 +29,9 @@ procd_add_interface_trigger() { _procd_log interface_trigger "$@"; }
 procd_add_raw_trigger() { _procd_log raw_trigger "$@"; }
 procd_add_reload_data_trigger() { _procd_log reload_data_trigger "$@"; }
 procd_add_validation() { _procd_log validation "$@"; }
+procd_add_jail() { _procd_log jail "$@"; }
+procd_add_jail_mount() { _procd_log jail_mount "$@"; }
+procd_add_jail_mount_rw() { _procd_log jail_mount_rw "$@"; }
 procd_kill() { _procd_log kill "$@"; }
 procd_send_signal() { _procd_log signal "$@"; }
 procd_running() { return 1; }
