@@ -18,6 +18,8 @@ Debian bullseye's Python 3.9 (what GL.iNet 4.x firmware ships), run the
 same way under qemu-x86_64 so it needs nothing from the host's Pythons.
 """
 
+import fcntl
+import functools
 import os
 import shutil
 import subprocess
@@ -135,6 +137,20 @@ def apt_setup():
     open(stamp, "w").close()
 
 
+def one_at_a_time(build):
+    """make test runs test files three at once, and several of them need the
+    same sysroot: the second waits for the first to finish unpacking it
+    instead of unpacking over it."""
+    @functools.wraps(build)
+    def locked(*args):
+        os.makedirs(BUILD, exist_ok=True)
+        with open(os.path.join(BUILD, ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return build(*args)
+    return locked
+
+
+@one_at_a_time
 def sysroot(name):
     """build/cross/<name>: a Debian userland with python, unpacked once."""
     suite, arch, py, qemu, _ = TARGETS[name]
@@ -174,6 +190,7 @@ def relative_links(root):
                 os.symlink(os.path.relpath(target, dirpath), p)
 
 
+@one_at_a_time
 def site():
     """build/cross/site: pytest and its dependencies, pure Python, shared."""
     path = os.path.join(BUILD, "site")
