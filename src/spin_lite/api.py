@@ -249,6 +249,31 @@ def h_ignored(agent, a):
     return {"ignored": _names(agent).ignored_list()}
 
 
+# -- handlers: captures (the part is capture.Captures) --------------------
+
+def _captures(agent):
+    part = getattr(agent, "captures", None)
+    if part is None:
+        raise ApiError(NOT_FOUND, "captures are not running in this agent")
+    return part
+
+
+def h_capture_start(agent, a):
+    return _captures(agent).begin(a["mac"], a["seconds"], a["max_kb"])
+
+
+def h_capture_stop(agent, a):
+    return _captures(agent).halt(a["id"])
+
+
+def h_capture_delete(agent, a):
+    return _captures(agent).delete(a["id"])
+
+
+def h_captures(agent, a):
+    return _captures(agent).listing()
+
+
 BLOCK_ARGS = {"mac": ("mac", None, None), "ip": ("ip", None, None),
               "remote": ("remote", None, None), "port": ("int", None, (1, 65535)),
               "proto": ("string", None, 8), "minutes": ("int", None, (1, 60 * 24 * 366)),
@@ -296,6 +321,13 @@ METHODS = {
     "ignore": ({"remote": ("remote", REQUIRED, None)}, h_ignore, True),
     "unignore": ({"remote": ("remote", REQUIRED, None)}, h_unignore, True),
     "ignored": ({}, h_ignored, False),
+    # the part checks seconds and max_kb against capture_seconds_max and
+    # capture_kb_max; these limits only keep absurd numbers out
+    "capture_start": ({"mac": ("mac", REQUIRED, None), "seconds": ("int", None, (1, 86400)),
+                       "max_kb": ("int", None, (1, 1 << 30))}, h_capture_start, True),
+    "capture_stop": ({"id": ID}, h_capture_stop, True),
+    "capture_delete": ({"id": ID}, h_capture_delete, True),
+    "captures": ({}, h_captures, False),
 }
 
 
