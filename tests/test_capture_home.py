@@ -9,6 +9,7 @@ and then with its own AF_PACKET socket; Debian's tshark reads the files.
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 
@@ -78,6 +79,23 @@ def status_of(home, method, args):
     return 0, ""
 
 
+def download(home, path):
+    """GET path from the agent's unix socket, as the standalone page would: (code, body)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(home.rpc_socket)
+    s.sendall(b"GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n" % path.encode())
+    raw = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        raw += chunk
+    s.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
 def capture_file(home, c):
     return os.path.join(home.path("run", "captures"), c["file"])
 
@@ -125,6 +143,10 @@ def test_the_camera_captured_for_a_window_holds_its_packets_only_and_its_digests
     assert json.load(open(home.path("traffic-speaker.json")))["bytes_in"] > speaker_before
 
     path = capture_file(home, done)
+    # the owner downloads it from the page: the same bytes as the file
+    code, body = download(home, "/capture/%d.pcap" % c["id"])
+    assert code == 200 and body == open(path, "rb").read()
+    assert download(home, "/capture/999.pcap")[0] == 404 and download(home, "/capture/../spin")[0] == 404
     st = os.stat(path)
     assert st.st_mode & 0o777 == 0o600 and os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o700
     rows = frames(path)
@@ -211,7 +233,8 @@ def test_without_tcpdump_the_agents_socket_captures_and_a_full_filesystem_stops_
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", small], check=True)
     try:
         home.stop_agent()
-        home.start_agent(capture_tcpdump="", capture_dir=small, **dict(CONFIG, capture_free_kb=1024))
+        home.start_agent(capture_tcpdump="", capture_dir=small, rpc_listen="192.168.8.1:8099",
+                         token="s3cret-owner", **CONFIG)
         home.wait_for(lambda: home.call("device", {"mac": CAMERA}), timeout=15, what="the camera")
         home.start_traffic("camera")
         c = home.call("capture_start", {"mac": CAMERA, "seconds": 30})
@@ -224,6 +247,13 @@ def test_without_tcpdump_the_agents_socket_captures_and_a_full_filesystem_stops_
         rows = frames(path)
         assert len(rows) == done["packets"] > 20 and done["drops"] >= 0
         assert all(CAMERA in (r[0], r[1]) for r in rows)
+        # from the LAN the file needs the token, as the API does
+        url = "http://192.168.8.1:8099/capture/%d.pcap" % c["id"]
+        out = home.sh("laptop", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url)
+        assert out == "401"
+        got = home.path("got.pcap")
+        home.sh("laptop", "curl", "-sf", "-H", "Authorization: Bearer s3cret-owner", "-o", got, url)
+        assert open(got, "rb").read() == open(path, "rb").read()
         # too little room left to start another
         status, why = status_of(home, "capture_start", {"mac": CAMERA})
         assert status == 2 and "capture_free_kb" in why
