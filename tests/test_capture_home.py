@@ -15,7 +15,10 @@ import time
 
 import pytest
 
+from tests.test_web_standalone import WWW
+from tests.web.browser import Browser, available
 from tests.world.home import DEVICES, Home
+from tests.world.webproxy import forward
 
 pytestmark = pytest.mark.netns
 
@@ -103,7 +106,7 @@ def capture_file(home, c):
 @pytest.fixture(scope="module")
 def home():
     with Home(firewall="nft", agent=False, rates={"camera": 100000}) as h:
-        h.start_agent(capture_tcpdump=tool_wrapper(h), **CONFIG)
+        h.start_agent(capture_tcpdump=tool_wrapper(h), www_dir=WWW, **CONFIG)
         h.wait_for(lambda: len(h.call("devices")["devices"]) == len(DEVICES), timeout=30,
                    what="every device in the agent's table")
         yield h
@@ -146,6 +149,17 @@ def test_the_camera_captured_for_a_window_holds_its_packets_only_and_its_digests
     # the owner downloads it from the page: the same bytes as the file
     code, body = download(home, "/capture/%d.pcap" % c["id"])
     assert code == 200 and body == open(path, "rb").read()
+    # and through the API, page by page, as LuCI fetches it over ubus
+    import base64
+    got, offset = b"", 0
+    while True:
+        part = home.call("capture_data", {"id": c["id"], "offset": offset})
+        got += base64.b64decode(part["data"])
+        offset += part["length"]
+        if not part["more"]:
+            break
+    assert got == body and part["size"] == len(body)
+    assert status_of(home, "capture_data", {"id": c["id"], "offset": len(body) + 1})[0] == 2
     assert download(home, "/capture/999.pcap")[0] == 404 and download(home, "/capture/../spin")[0] == 404
     st = os.stat(path)
     assert st.st_mode & 0o777 == 0o600 and os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o700
@@ -225,6 +239,33 @@ def test_hostile_macs_are_refused_and_no_process_ever_sees_them(home):
         assert argv[:-5] == ["-i", "br-lan", "-n", "-U", "-s", "0", "-Z", "root", "-w"][:len(argv) - 5]
         assert argv[-4].startswith(captures + "/capture-") and argv[-3:-1] == ["ether", "host"]
         assert argv[-1] in (CAMERA, SPEAKER, THERMOSTAT)
+
+
+def test_the_owner_captures_the_camera_from_the_page_and_downloads_the_file(home):
+    why = available()
+    if why:
+        pytest.fail("no browser: " + why)
+    home.start_traffic("camera")
+    with forward(home.rpc_socket) as fw, Browser() as b:
+        b.goto(fw.url + "/spin/?view=captures")
+        b.wait("document.querySelector('#spin-capture-form')")
+        b.eval("document.getElementById('spin-capture-mac').value = '%s'" % CAMERA)
+        b.eval("document.getElementById('spin-capture-seconds').value = '3'")
+        b.click("#spin-capture-form button[type=submit]")
+        c = home.wait_for(lambda: [x for x in home.call("captures")["captures"]
+                                   if x["mac"] == CAMERA and x["seconds"] == 3], what="the page's capture")[-1]
+        row = "#spin-capture-table tr[data-id='%d']" % c["id"]
+        b.wait("(document.querySelector(\"%s\") || {dataset: {}}).dataset.state == 'done'" % row, timeout=20)
+        b.click(row + " [data-action=download]")
+        b.wait("document.getElementById('spin-capture-file')")
+        size = b.eval("fetch(document.getElementById('spin-capture-file').href).then(r => r.arrayBuffer())"
+                      ".then(a => a.byteLength)")
+        done = capture(home, c["id"])
+        assert size == done["bytes"] == os.path.getsize(capture_file(home, done)) > 24
+        assert b.logs() == []
+        b.click(row + " [data-action=delete]")
+        b.wait("!document.querySelector(\"%s\")" % row)
+    assert capture(home, c["id"]) is None
 
 
 def test_without_tcpdump_the_agents_socket_captures_and_a_full_filesystem_stops_it(home):

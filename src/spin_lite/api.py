@@ -270,6 +270,10 @@ def h_capture_delete(agent, a):
     return _captures(agent).delete(a["id"])
 
 
+def h_capture_data(agent, a):
+    return _captures(agent).chunk(a["id"], a["offset"])
+
+
 def h_captures(agent, a):
     return _captures(agent).listing()
 
@@ -328,6 +332,8 @@ METHODS = {
     "capture_stop": ({"id": ID}, h_capture_stop, True),
     "capture_delete": ({"id": ID}, h_capture_delete, True),
     "captures": ({}, h_captures, False),
+    # on the write side: whole packets are for those who may capture them
+    "capture_data": ({"id": ID, "offset": ("int", 0, (0, 1 << 31))}, h_capture_data, True),
 }
 
 

@@ -40,6 +40,8 @@ WATCH_S = 1             # seconds between checks of the running captures
 PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, SNAPLEN, 1)
 RECORD = 16             # bytes of a pcap record header
 EAGAIN = 11
+# a capture_data reply: 96 KB as base64 is 128 KB, within the 256 KB any reply may take
+CHUNK = 96 * 1024
 KEEP_RECORDS = 64       # finished captures listed; the oldest record (not its file, if kept) goes
 
 
@@ -278,6 +280,25 @@ class Captures:
         return {"captures": [self.items[k].info() for k in sorted(self.items)],
                 "running": len(self.running()), "max": self.cfg["capture_max"],
                 "seconds_max": self.cfg["capture_seconds_max"], "kb_max": self.cfg["capture_kb_max"]}
+
+    def chunk(self, cid, offset):
+        """Bytes offset.. of a capture's file, at most CHUNK of them, as
+        base64: a download through the API (ubus, JSON-RPC), which is how
+        LuCI fetches it (rpcd gives no other way into the agent)."""
+        import binascii
+        c = self._get(cid)
+        size = file_size(c.path)
+        if offset > size:
+            raise ApiError(INVALID_ARGUMENT, "offset: %d is past the file's %d bytes" % (offset, size))
+        f = open(c.path, "rb")
+        try:
+            f.seek(offset)
+            data = f.read(CHUNK)
+        finally:
+            f.close()
+        return {"id": cid, "offset": offset, "size": size, "length": len(data),
+                "more": offset + len(data) < size,
+                "data": binascii.b2a_base64(data).decode().replace("\n", "")}
 
     def file_of(self, cid):
         """(path, capture) of a capture's file for a download, or None."""
