@@ -219,7 +219,7 @@ class Captures:
                 self._remove_files(c)
 
     def status(self):
-        return {"running": len(self.running()), "listed": len(self.items), "dir": self.dir}
+        return {"running": len(self.running()), "listed": len(self.items)}
 
     # -- the API ------------------------------------------------------------
 
@@ -244,6 +244,9 @@ class Captures:
         d = self.agent.devices.get(mac)
         if d is None:
             raise ApiError(NOT_FOUND, "no device %s" % mac)
+        if plat.read_file("/sys/class/net/%s/ifindex" % cfg["lan_ifname"]) is None or "/" in cfg["lan_ifname"]:
+            # said now, not as a capture that fails a moment later
+            raise ApiError(NOT_FOUND, "cannot capture: no interface %s (lan_ifname)" % cfg["lan_ifname"])
         if len(self.running()) >= cfg["capture_max"]:
             raise ApiError(INVALID_ARGUMENT, "%d captures are running, the most at once "
                            "(capture_max)" % cfg["capture_max"])
