@@ -11,17 +11,19 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
 
 from tests.test_web_standalone import WWW
 from tests.web.browser import Browser, available
-from tests.world.home import DEVICES, Home
+from tests.world.home import DEVICES, SRC, Home
 from tests.world.webproxy import forward
 
 pytestmark = pytest.mark.netns
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAMERA, SPEAKER, THERMOSTAT = DEVICES["camera"][0], DEVICES["speaker"][0], DEVICES["thermostat"][0]
 HOSTILE = [";rm -rf /", "02:00:00:00:00:01;rm -rf /", "02:00:00:00:00:01 -w /etc/passwd",
            "-w/etc/passwd", "$(reboot)", "02:00:00:00:00:01\n-w/etc/passwd", "02 00 00 00 00 01",
@@ -307,3 +309,37 @@ def test_without_tcpdump_the_agents_socket_captures_and_a_full_filesystem_stops_
             if subprocess.run(["umount", small]).returncode == 0:
                 break
             time.sleep(0.1)
+
+
+def test_an_alert_about_a_watched_device_carries_its_last_packets(home):
+    from tests.test_anomalies import DRIVER, say, silence, verdict
+    home.stop_agent()
+    home.verdicts = home.path("verdicts.json")
+    home.write_agent_config(capture_tcpdump="", watch_packets=64, **CONFIG)
+    home.agent = home.popen("router", [sys.executable, "-u", "-c", DRIVER, SRC, home.agent_config, home.verdicts],
+                            label="agent", log=home.agent_log, env={"PYTHONPATH": SRC + ":" + REPO})
+    home.wait_for(home._agent_answers, timeout=15, what="the agent's RPC socket")
+    home.wait_for(lambda: home.call("device", {"mac": CAMERA}), timeout=15, what="the camera")
+    assert status_of(home, "watch", {"mac": CAMERA, "packets": 65})[0] == 2
+    assert status_of(home, "unwatch", {"mac": CAMERA})[0] == 4
+    assert home.call("watch", {"mac": CAMERA})["size"] == 64
+    home.start_traffic("camera")
+    home.wait_for(lambda: home.call("watching")["watching"][0]["packets"] == 64, timeout=15,
+                  what="a full ring of the camera's packets")
+    say(home, verdict(CAMERA, severity="alert"))
+    try:
+        rec = home.wait_for(lambda: [r for r in home.call("anomalies", {"mac": CAMERA})["anomalies"]
+                                     if r.get("pcap")], timeout=15, what="the camera's anomaly")[0]
+    finally:
+        silence(home)
+    assert home.call("anomaly", {"id": rec["id"]})["pcap"] == rec["pcap"]
+    assert rec["pcap"]["packets"] == 64
+    c = capture(home, rec["pcap"]["id"])
+    assert (c["state"], c["why"], c["tool"]) == ("done", "anomaly %d" % rec["id"], "watch")
+    path = capture_file(home, c)
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    rows = frames(path)
+    assert len(rows) == 64 and all(CAMERA in (r[0], r[1]) for r in rows)
+    assert download(home, "/capture/%d.pcap" % c["id"]) == (200, open(path, "rb").read())
+    home.call("unwatch", {"mac": CAMERA})
+    assert home.call("watching")["watching"] == []

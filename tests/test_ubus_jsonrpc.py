@@ -56,7 +56,7 @@ NEED_A_RECORD = {"anomaly", "keep"}
 # and these a LAN interface to capture on, which these agents lack: both
 # transports must answer "cannot capture" or "no capture" (their successes
 # are told in tests/test_capture_home.py)
-NEED_A_LAN = {"capture_start", "capture_stop", "capture_delete", "capture_data"}
+NEED_A_LAN = {"capture_start", "capture_stop", "capture_delete", "capture_data", "watch", "unwatch"}
 
 
 def valid(kind, limit):

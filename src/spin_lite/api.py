@@ -274,6 +274,18 @@ def h_capture_data(agent, a):
     return _captures(agent).chunk(a["id"], a["offset"])
 
 
+def h_watch(agent, a):
+    return _captures(agent).watch(a["mac"], a["packets"])
+
+
+def h_unwatch(agent, a):
+    return _captures(agent).unwatch(a["mac"])
+
+
+def h_watching(agent, a):
+    return _captures(agent).watching()
+
+
 def h_captures(agent, a):
     return _captures(agent).listing()
 
@@ -333,6 +345,9 @@ METHODS = {
     "capture_delete": ({"id": ID}, h_capture_delete, True),
     "captures": ({}, h_captures, False),
     # on the write side: whole packets are for those who may capture them
+    "watch": ({"mac": ("mac", REQUIRED, None), "packets": ("int", None, (1, 1 << 20))}, h_watch, True),
+    "unwatch": ({"mac": ("mac", REQUIRED, None)}, h_unwatch, True),
+    "watching": ({}, h_watching, False),
     "capture_data": ({"id": ID, "offset": ("int", 0, (0, 1 << 31))}, h_capture_data, True),
 }
 

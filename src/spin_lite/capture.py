@@ -20,6 +20,11 @@ IPv4 and IPv6, before NAT, so a device's traffic is whole.
   the MAC, read from the agent's poll loop, written as pcap by us; the
   kernel's drops (PACKET_STATISTICS) are counted and shown.
 
+`watch {mac}` keeps a device's last packets (watch_packets of them, the
+first WATCH_SNAP bytes of each) in a ring, off unless asked, so that an
+anomaly the detector opens for it carries them as a small pcap (the
+`anomaly` record's `pcap`), listed and downloaded like any capture.
+
 A capture stops for: time, size, space, owner (capture_stop), device (the
 device left the agent's table), agent (the agent stopped) or, when the
 program fails, error. Nothing runs, no timer either, while no capture
@@ -159,6 +164,62 @@ class Capture:
                 "file": self.path.rpartition("/")[2], "listening": self.ready()}
 
 
+WATCH_SNAP = 256        # bytes kept of each watched packet: its headers, what an alert needs
+
+
+def open_socket(ifname, mac):
+    """A non-blocking AF_PACKET socket on ifname with whole frames from or
+    to mac. Raises OSError."""
+    import socket
+    sock = socket.socket(plat.AF_PACKET, SOCK_RAW, 0)
+    try:
+        # protocol 0 until bound: nothing arrives before the filter is on
+        plat.attach_filter(sock, mac_filter(mac))
+        sock.bind(plat.packet_address(ifname, ETH_P_ALL))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class Watch:
+    """The last `size` packets of one device (their first WATCH_SNAP
+    bytes), in a ring of fixed length: what an anomaly then carries as a
+    small pcap. Memory: size x (WATCH_SNAP + a few dozen bytes)."""
+
+    def __init__(self, mac, size, sock):
+        self.mac = mac
+        self.ring = [None] * size
+        self.next = 0
+        self.seen = 0
+        self.drops = 0
+        self.sock = sock
+
+    def add(self, t, data):
+        # (time, original length, first bytes)
+        self.ring[self.next] = (t, len(data), data[:WATCH_SNAP])
+        self.next = (self.next + 1) % len(self.ring)
+        self.seen += 1
+
+    def packets(self):
+        """The ring's packets, oldest first."""
+        n = len(self.ring)
+        return [p for p in (self.ring[(self.next + i) % n] for i in range(n)) if p is not None]
+
+    def pcap(self):
+        out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, WATCH_SNAP, 1)]
+        for t, length, data in self.packets():
+            sec = int(t)
+            out.append(struct.pack("<IIII", sec, int((t - sec) * 1000000), len(data), length))
+            out.append(data)
+        return b"".join(out)
+
+    def info(self):
+        return {"mac": self.mac, "packets": min(self.seen, len(self.ring)), "size": len(self.ring),
+                "seen": self.seen, "drops": self.drops}
+
+
 class Captures:
     """Agent part: the captures, their files and the API's capture methods."""
 
@@ -169,6 +230,7 @@ class Captures:
         self.dir = None
         self.timer = None
         self.agent = None
+        self.watches = {}
 
     # -- the part -----------------------------------------------------------
 
@@ -210,8 +272,17 @@ class Captures:
         for c in self.running():
             if agent.devices.get(c.mac) is None:
                 self.finish(c, "device")
+        for mac in list(self.watches):
+            w = self.watches[mac]
+            st = plat.packet_stats(w.sock)
+            if st is not None:
+                w.drops += st[1]
+            if agent.devices.get(mac) is None:
+                self.unwatch(mac)
 
     def stop(self, agent):
+        for mac in list(self.watches):
+            self.unwatch(mac)
         for c in self.running():
             self.finish(c, "agent")
         if not self.cfg["capture_keep"]:
@@ -219,7 +290,7 @@ class Captures:
                 self._remove_files(c)
 
     def status(self):
-        return {"running": len(self.running()), "listed": len(self.items)}
+        return {"running": len(self.running()), "listed": len(self.items), "watching": len(self.watches)}
 
     # -- the API ------------------------------------------------------------
 
@@ -303,6 +374,88 @@ class Captures:
                 "more": offset + len(data) < size,
                 "data": binascii.b2a_base64(data).decode().replace("\n", "")}
 
+    # -- the pre-trigger ring (watch) ----------------------------------------
+
+    def watch(self, mac, packets):
+        cfg = self.cfg
+        if packets is None:
+            packets = cfg["watch_packets"]
+        if not 1 <= packets <= cfg["watch_packets"]:
+            raise ApiError(INVALID_ARGUMENT, "packets: %d is outside 1..%d (watch_packets)"
+                           % (packets, cfg["watch_packets"]))
+        if self.agent.devices.get(mac) is None:
+            raise ApiError(NOT_FOUND, "no device %s" % mac)
+        old = self.watches.get(mac)
+        if old is None and len(self.watches) >= cfg["watch_max"]:
+            raise ApiError(INVALID_ARGUMENT, "%d devices are watched, the most at once (watch_max)"
+                           % cfg["watch_max"])
+        if old is not None:
+            self.unwatch(mac)
+        try:
+            sock = open_socket(cfg["lan_ifname"], mac)
+        except OSError as e:
+            raise ApiError(NOT_FOUND, "cannot watch on %s: %s" % (cfg["lan_ifname"], e))
+        w = Watch(mac, packets, sock)
+        self.watches[mac] = w
+        self.agent.loop.add_reader(sock, lambda: self._watched(w))
+        return w.info()
+
+    def unwatch(self, mac):
+        w = self.watches.pop(mac, None)
+        if w is None:
+            raise ApiError(NOT_FOUND, "%s is not watched" % mac)
+        self.agent.loop.remove_reader(w.sock)
+        w.sock.close()
+        return w.info()
+
+    def watching(self):
+        return {"watching": [self.watches[m].info() for m in sorted(self.watches)],
+                "max": self.cfg["watch_max"], "packets_max": self.cfg["watch_packets"]}
+
+    def _watched(self, w):
+        for _ in range(BATCH):
+            try:
+                data, _ = plat.packet_recv(w.sock, RECV)
+            except OSError:
+                return
+            w.add(plat.wall(), data)
+
+    def dump(self, mac, why):
+        """The watched device's last packets as a finished capture (listed,
+        downloadable, deleted like the others): its info, or None when
+        the device is not watched, the ring is empty or space is short."""
+        w = self.watches.get(mac)
+        if w is None or not w.seen:
+            return None
+        data = w.pcap()
+        free = plat.free_kb(self.dir)
+        if free is not None and free - len(data) // 1024 < self.cfg["capture_free_kb"]:
+            plat.warn("capture: no room for %s's packets behind %s" % (mac, why))
+            return None
+        cid = self.next_id
+        self.next_id += 1
+        d = self.agent.devices.get(mac)
+        c = Capture(cid, mac, d.name if d is not None else "", "%s/capture-%d.pcap" % (self.dir, cid),
+                    0, len(data), plat.wall(), plat.monotonic_ms())
+        old = plat.umask(0o177)
+        try:
+            plat.write_atomic(c.path, data)
+        finally:
+            if old is not None:
+                plat.umask(old)
+        plat.chmod(c.path, 0o600)
+        c.bytes = len(data)
+        c.packets = len(w.packets())
+        c.drops = w.drops
+        c.tool = "watch"
+        c.listening = True
+        c.end = c.start
+        c.state = "done"
+        c.why = why
+        self.items[cid] = c
+        self._forget_old()
+        return c.info()
+
     def file_of(self, cid):
         """(path, capture) of a capture's file for a download, or None."""
         c = self.items.get(cid)
@@ -340,15 +493,9 @@ class Captures:
             if c.child is not None:
                 c.tool = "tcpdump"
                 return
-        import socket
-        sock = socket.socket(plat.AF_PACKET, SOCK_RAW, 0)
         try:
-            # protocol 0 until bound: nothing arrives before the filter is on
-            plat.attach_filter(sock, mac_filter(c.mac))
-            sock.bind(plat.packet_address(self.cfg["lan_ifname"], ETH_P_ALL))
-            sock.setblocking(False)
+            sock = open_socket(self.cfg["lan_ifname"], c.mac)
         except OSError as e:
-            sock.close()
             raise ApiError(NOT_FOUND, "cannot capture on %s: %s" % (self.cfg["lan_ifname"], e))
         old = plat.umask(0o177)
         try:
