@@ -89,7 +89,8 @@ def test_a_file_cut_at_the_size_bound_ends_on_a_whole_packet(tmp_path):
 
 
 def test_tcpdump_gets_an_argument_list_and_its_drop_count_is_read():
-    argv = capture.tcpdump_argv("tcpdump", "br-lan", "/var/run/spin/captures/capture-1.pcap", CAMERA)
+    argv = capture.tcpdump_argv("tcpdump", "br-lan", "/var/run/spin/captures/capture-1.pcap", CAMERA, 60)
+    assert argv[argv.index("-G") + 1] == "62"
     assert argv[-3:] == ["ether", "host", CAMERA] and argv[argv.index("-w") + 1].endswith("capture-1.pcap")
     err = "tcpdump: listening on br-lan\n12 packets captured\n14 packets received by filter\n2 packets dropped by kernel\n"
     assert capture._dropped(err) == 2

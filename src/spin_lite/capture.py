@@ -70,14 +70,17 @@ def mac_filter(mac):
     return dnssnoop.program(rows)
 
 
-def tcpdump_argv(program, ifname, path, mac):
+def tcpdump_argv(program, ifname, path, mac, seconds):
     """The capture program's argument list. mac is already parsed (six hex
-    pairs), path is ours: nothing here comes from the caller as text."""
+    pairs), path is ours, seconds a checked number: nothing here comes
+    from the caller as text."""
     # -U: each packet reaches the file at once, so its size is the bound we
     # watch; -Z root: Debian's tcpdump would otherwise drop to a user that
-    # cannot write into our 0700 directory; -s 0: whole packets
-    return [program, "-i", ifname, "-n", "-U", "-s", "0", "-Z", "root", "-w", path,
-            "ether", "host", mac]
+    # cannot write into our 0700 directory; -s 0: whole packets. -G/-W 1:
+    # tcpdump ends itself (at its next packet) 2 s after the agent would
+    # have stopped it, should the agent be killed and leave it behind
+    return [program, "-i", ifname, "-n", "-U", "-s", "0", "-Z", "root",
+            "-G", str(seconds + 2), "-W", "1", "-w", path, "ether", "host", mac]
 
 
 def whole_records(path, limit, offset=24):
@@ -484,7 +487,7 @@ class Captures:
         program = self.cfg["capture_tcpdump"]
         if program:
             try:
-                c.child = plat.spawn(tcpdump_argv(program, self.cfg["lan_ifname"], c.path, c.mac),
+                c.child = plat.spawn(tcpdump_argv(program, self.cfg["lan_ifname"], c.path, c.mac, c.seconds),
                                      c.path[:-5] + ".err")
             except OSError as e:  # not installed: our own socket does it
                 plat.warn_once("capture-tcpdump", "capture: %s: %s; capturing with a socket"
