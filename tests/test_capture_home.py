@@ -269,7 +269,17 @@ def test_the_owner_captures_the_camera_from_the_page_and_downloads_the_file(home
         assert b.logs() == []
         b.click(row + " [data-action=delete]")
         b.wait("!document.querySelector(\"%s\")" % row)
-    assert capture(home, c["id"]) is None
+        assert capture(home, c["id"]) is None
+        # the Devices page starts a capture of the camera with one click: a
+        # minute, or capture_seconds_max when that is less
+        b.goto(fw.url + "/spin/?view=devices")
+        b.click("tr[data-mac='%s'] [data-action=capture]" % CAMERA)
+        b.wait("document.querySelector('.spin-capture-started')")
+        cid = b.eval("+document.querySelector('.spin-capture-started').dataset.id")
+        started = capture(home, cid)
+        assert (started["mac"], started["seconds"], started["state"]) == (CAMERA, 30, "running")
+        assert "camera for 30 seconds" in b.eval("document.querySelector('.spin-capture-started').innerText")
+        home.call("capture_delete", {"id": cid})
 
 
 def test_without_tcpdump_the_agents_socket_captures_and_a_full_filesystem_stops_it(home):
