@@ -294,6 +294,9 @@ def test_without_tcpdump_the_agents_socket_captures_and_a_full_filesystem_stops_
         home.start_traffic("camera")
         c = home.call("capture_start", {"mac": CAMERA, "seconds": 30})
         assert c["tool"] == "socket"
+        # the laptop pings the camera: frames the bridge forwards between
+        # two LAN ports, which br-lan sees only while it is promiscuous
+        home.sh("laptop", "busybox", "ping", "-c", "2", "-W", "1", home.devices["camera"].ip4)
         done = home.wait_for(lambda: (lambda x: x if x["state"] != "running" else None)(capture(home, c["id"])),
                              timeout=20, what="the capture to end")
         assert (done["state"], done["why"]) == ("stopped", "space")
@@ -302,6 +305,8 @@ def test_without_tcpdump_the_agents_socket_captures_and_a_full_filesystem_stops_
         rows = frames(path)
         assert len(rows) == done["packets"] > 20 and done["drops"] >= 0
         assert all(CAMERA in (r[0], r[1]) for r in rows)
+        laptop = home.devices["laptop"].ip4
+        assert [r for r in rows if r[2] == laptop and r[3] == home.devices["camera"].ip4], "no LAN-to-LAN frame"
         # from the LAN the file needs the token, as the API does
         url = "http://192.168.8.1:8099/capture/%d.pcap" % c["id"]
         out = home.sh("laptop", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url)

@@ -167,6 +167,9 @@ class Capture:
                 "file": self.path.rpartition("/")[2], "listening": self.ready()}
 
 
+SOL_PACKET = 263
+PACKET_ADD_MEMBERSHIP = 1
+PACKET_MR_PROMISC = 1
 WATCH_SNAP = 256        # bytes kept of each watched packet: its headers, what an alert needs
 
 
@@ -180,6 +183,13 @@ def open_socket(ifname, mac):
         plat.attach_filter(sock, mac_filter(mac))
         sock.bind(plat.packet_address(ifname, ETH_P_ALL))
         sock.setblocking(False)
+        index = plat.read_file("/sys/class/net/%s/ifindex" % ifname)
+        if index is not None:
+            # promiscuous while this socket lives (the kernel counts its
+            # users and undoes it at close), as tcpdump is: frames the
+            # bridge forwards between two LAN devices reach br-lan too
+            sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP,
+                            struct.pack("iHH8s", int(index), PACKET_MR_PROMISC, 0, b""))
     except OSError:
         sock.close()
         raise
