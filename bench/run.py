@@ -19,7 +19,8 @@ sl-bench-<pid>, removed at the end; nothing touches the host namespace:
    ubus, block latency, the LAN watch's cost per packet, the detector per
    flow and per scan beside the digests, the conntrack event source under
    a flood, flood_rss.py: RSS at 65,536 flows under a 2,000 new flows/s
-   scanner on both interpreters).
+   scanner on both interpreters, capture_cost.py: the scan beside a device
+   capture and the packets/s the agent's own capture keeps before it drops).
 
 The host side (`main`) only makes and removes the namespace; the
 measuring runs as `run.py --inside DIR` within it. `run.py --scan` measures
@@ -53,7 +54,7 @@ RSS_TARGET_MB = 16
 SPIND_PER_MIN = 2 * 60 * 1.65      # two netlink dumps a second, 1.65 x read each
 NLBWMON_PER_MIN = 34 * 2           # one dump per 30 s, 34 x read each
 OTHER_BENCHES = ("ubus_rss.py", "block_latency.py", "lan_watch.py", "detect_cost.py",
-                 "ctevents_flood.py", "flood_rss.py", "names_seen.py")
+                 "ctevents_flood.py", "flood_rss.py", "names_seen.py", "capture_cost.py")
 # seconds each may take (default 300): the flood runs 150 s on two
 # interpreters after an hour of simulated history
 BENCH_TIMEOUTS = {"flood_rss.py": 900}

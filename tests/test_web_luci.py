@@ -20,7 +20,7 @@ from tests.world.webproxy import forward
 
 CAMERA = DEVICES["camera"][0]
 NODE = ".spin-device[data-id='%s']"
-VIEWS = ["network", "devices", "alerts", "blocks", "settings"]
+VIEWS = ["network", "devices", "alerts", "blocks", "captures", "settings"]
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_the_menu_lists_the_five_pages_and_each_loads(home, luci):
     for view in VIEWS:
         open_view(luci, view)
         tabs = luci.eval("Array.from(document.querySelectorAll('#tabs a')).map(a => a.textContent)")
-        assert tabs == ["Network", "Devices", "Alerts", "Blocks", "Settings"]
+        assert tabs == ["Network", "Devices", "Alerts", "Blocks", "Captures", "Settings"]
         assert luci.eval("document.querySelector('#tabs [aria-current]').textContent") == view.capitalize()
         session_and_acl_held(luci)
         # read-only pages have no Save/Apply footer; the settings form has one

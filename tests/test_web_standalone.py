@@ -206,7 +206,7 @@ def test_the_alerts_tab_runs_the_same_view_as_luci(home, page):
     page.page()
     page.goto(page.url + "?view=alerts")
     tabs = page.eval("Array.from(document.querySelectorAll('#tabs a')).map(a => a.textContent)")
-    assert tabs == ["Network", "Devices", "Alerts", "Blocks"]
+    assert tabs == ["Network", "Devices", "Alerts", "Blocks", "Captures"]
     assert page.eval("document.querySelector('#tabs [aria-current]').textContent") == "Alerts"
     text = page.wait("document.querySelector('#spin-alert-table tbody td') && "
                      "document.querySelector('#spin-alert-table tbody').textContent")

@@ -113,17 +113,19 @@ class Agent:
         self.verdicts = []  # the last scan's, for the parts' after_scan (anomalies)
         self.table_max = None  # nf_conntrack_max, for the detector's table_hog rule
         self.events = None  # and ctevents.Events here
+        self.captures = None  # and capture.Captures here
 
     # -- parts --------------------------------------------------------------
 
     def build_parts(self):
-        from . import anomalies, blocks, jsonrpc, lanwatch, names
+        from . import anomalies, blocks, capture, jsonrpc, lanwatch, names
         self.parts.append(ctevents.Events(self.cfg))  # flows that end between scans
         self.parts.append(blocks.Blocks(self.cfg))
         # after blocks: it quarantines through them, and sees their expiry first
         self.parts.append(anomalies.Anomalies(self.cfg))
         self.parts.append(lanwatch.LanWatch(self.cfg))  # LAN-to-LAN attempts, from blocks' backend
         self.parts.append(names.Names(self.cfg))  # DNS names, owner names, ignore list
+        self.parts.append(capture.Captures(self.cfg))  # a device's packets as pcap, on request
         if self.cfg["rpc_socket"] or self.cfg["rpc_listen"]:
             self.parts.append(jsonrpc.Server())
             from . import web  # the visualizer page and /ubus, on that same listener
@@ -338,6 +340,7 @@ class Agent:
                                  "lan_watch_full": 0}),
             "detect": self.detect_status(),
             "events": self.events.status() if self.events else {"state": "off: not started"},
+            "captures": self.captures.status() if self.captures else None,
         }
 
     def detect_status(self):

@@ -368,6 +368,12 @@ class Anomalies:
             self._drop_oldest()
         self.records.append(rec)
         self.open[(rec["mac"], rec["rule"])] = rec
+        # a watched device's last packets: what the finding came from
+        caps = getattr(self.agent, "captures", None)
+        if caps is not None and rec["mac"] in caps.watches:
+            dump = caps.dump(rec["mac"], "anomaly %d" % rec["id"])
+            if dump is not None:
+                rec["pcap"] = {"id": dump["id"], "file": dump["file"], "packets": dump["packets"]}
         return rec
 
     def _drop_oldest(self):

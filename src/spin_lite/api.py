@@ -249,6 +249,47 @@ def h_ignored(agent, a):
     return {"ignored": _names(agent).ignored_list()}
 
 
+# -- handlers: captures (the part is capture.Captures) --------------------
+
+def _captures(agent):
+    part = getattr(agent, "captures", None)
+    if part is None:
+        raise ApiError(NOT_FOUND, "captures are not running in this agent")
+    return part
+
+
+def h_capture_start(agent, a):
+    return _captures(agent).begin(a["mac"], a["seconds"], a["max_kb"])
+
+
+def h_capture_stop(agent, a):
+    return _captures(agent).halt(a["id"])
+
+
+def h_capture_delete(agent, a):
+    return _captures(agent).delete(a["id"])
+
+
+def h_capture_data(agent, a):
+    return _captures(agent).chunk(a["id"], a["offset"])
+
+
+def h_watch(agent, a):
+    return _captures(agent).watch(a["mac"], a["packets"])
+
+
+def h_unwatch(agent, a):
+    return _captures(agent).unwatch(a["mac"])
+
+
+def h_watching(agent, a):
+    return _captures(agent).watching()
+
+
+def h_captures(agent, a):
+    return _captures(agent).listing()
+
+
 BLOCK_ARGS = {"mac": ("mac", None, None), "ip": ("ip", None, None),
               "remote": ("remote", None, None), "port": ("int", None, (1, 65535)),
               "proto": ("string", None, 8), "minutes": ("int", None, (1, 60 * 24 * 366)),
@@ -296,6 +337,18 @@ METHODS = {
     "ignore": ({"remote": ("remote", REQUIRED, None)}, h_ignore, True),
     "unignore": ({"remote": ("remote", REQUIRED, None)}, h_unignore, True),
     "ignored": ({}, h_ignored, False),
+    # the part checks seconds and max_kb against capture_seconds_max and
+    # capture_kb_max; these limits only keep absurd numbers out
+    "capture_start": ({"mac": ("mac", REQUIRED, None), "seconds": ("int", None, (1, 86400)),
+                       "max_kb": ("int", None, (1, 1 << 30))}, h_capture_start, True),
+    "capture_stop": ({"id": ID}, h_capture_stop, True),
+    "capture_delete": ({"id": ID}, h_capture_delete, True),
+    "captures": ({}, h_captures, False),
+    # on the write side: whole packets are for those who may capture them
+    "watch": ({"mac": ("mac", REQUIRED, None), "packets": ("int", None, (1, 1 << 20))}, h_watch, True),
+    "unwatch": ({"mac": ("mac", REQUIRED, None)}, h_unwatch, True),
+    "watching": ({}, h_watching, False),
+    "capture_data": ({"id": ID, "offset": ("int", 0, (0, 1 << 31))}, h_capture_data, True),
 }
 
 

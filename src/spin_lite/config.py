@@ -53,6 +53,15 @@ OPTIONS = {
     "detect_mode": ("str", "quarantine", "quarantine | alert: what the detector's near-certain findings do (alert: never quarantine)"),
     "detect_threshold": ("list", [], "per-rule thresholds, 'rule.name=value' (README: Detection)"),
     "heap_size": ("int", 8192, "KB of heap the agent takes on MicroPython (package spin-micropython), at its next start"),
+    "capture_max": ("int", 2, "device captures running at once (0: captures off)"),
+    "capture_seconds_max": ("int", 600, "longest capture, seconds"),
+    "capture_kb_max": ("int", 4096, "largest capture file, KB"),
+    "capture_free_kb": ("int", 8192, "KB that stay free on the capture directory's filesystem: a capture stops below it (reason space)"),
+    "capture_dir": ("str", "", "capture files (directory 0700, files 0600); empty: captures/ under run_dir"),
+    "capture_keep": ("bool", False, "keep capture files when the agent stops"),
+    "watch_max": ("int", 4, "devices whose last packets are kept at once (watch), for the anomalies they may raise"),
+    "watch_packets": ("int", 256, "packets kept per watched device (256 bytes of each)"),
+    "capture_tcpdump": ("str", "tcpdump", "program that captures (OpenWrt's tcpdump-mini); empty or not installed: the agent's own AF_PACKET capture"),
 }
 
 DETECT_MODES = ("quarantine", "alert")
@@ -179,7 +188,8 @@ def load(path):
                 warnings.append("%s.%s: %s; using %r" % (label, key, e, spec[1]))
     for key in ("scan_interval", "bucket_seconds", "fine_buckets", "coarse_factor",
                 "coarse_buckets", "top_remotes", "max_devices", "digest_remotes",
-                "digest_remote_table", "endpoints_bytes", "lan_watch_size"):
+                "digest_remote_table", "endpoints_bytes", "lan_watch_size",
+                "capture_seconds_max", "capture_kb_max", "watch_packets"):
         if cfg[key] < 1:
             warnings.append("spin.%s: must be at least 1; using %r" % (key, OPTIONS[key][1]))
             cfg[key] = OPTIONS[key][1]

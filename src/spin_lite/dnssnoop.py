@@ -97,6 +97,7 @@ FILTER = (
 # classic BPF opcodes (linux/filter.h: class | size | mode)
 OPCODES = {
     "ldb [k]": 0x30,            # BPF_LD | BPF_B | BPF_ABS
+    "ld [k]": 0x20,             # BPF_LD | BPF_W | BPF_ABS (the capture's MAC filter)
     "ldh [k]": 0x28,            # BPF_LD | BPF_H | BPF_ABS
     "ldh [x+k]": 0x48,          # BPF_LD | BPF_H | BPF_IND
     "ldxb 4*([k]&0xf)": 0xB1,   # BPF_LDX | BPF_B | BPF_MSH

@@ -151,6 +151,55 @@ def _run_ffi(argv, stdin, timeout):
 _C = {}  # libc functions for _run_ffi, looked up once
 
 
+def spawn(argv, err_path):
+    """Start argv (a list, never a shell string) in the background, its
+    stderr to err_path (0600), stdin and stdout /dev/null. Returns a handle
+    for reap() and end(), or None where this interpreter cannot leave a
+    child running (MicroPython: its run() waits for the child; the caller
+    then does the work itself). OSError when the program cannot start."""
+    if MICROPYTHON:
+        return None
+    import subprocess
+    # the child inherits the mask: the files it makes are 0600 too
+    old = os.umask(0o177)
+    try:
+        with open(err_path, "wb") as err:
+            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=err, close_fds=True)
+    finally:
+        os.umask(old)
+
+
+def reap(child):
+    """The exit code of a spawned child, or None while it runs."""
+    return child.poll()
+
+
+def end(child, wait_ms=2000):
+    """SIGTERM a spawned child and wait for it (it flushes its file and
+    says its counts on the way out); SIGKILL when it does not go. Returns
+    the exit code."""
+    if child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(wait_ms / 1000.0)
+        except Exception:  # subprocess.TimeoutExpired
+            child.kill()
+            child.wait()
+    return child.returncode
+
+
+def free_kb(path):
+    """KiB free for an unprivileged writer on the filesystem holding path
+    (statvfs), or None where this interpreter cannot tell."""
+    fn = getattr(os, "statvfs", None)
+    if fn is None:
+        return None
+    st = fn(path)
+    # (bsize, frsize, blocks, bfree, bavail, ...) on both interpreters
+    return st[1] * st[4] // 1024
+
+
 # -- the process ------------------------------------------------------------
 
 _LIBC = []  # [lib or None] once looked up
@@ -374,6 +423,21 @@ def attach_filter(sock, prog):
     # native alignment pads the pointer (unsigned long has its size on Linux)
     fprog = struct.pack("HL", len(prog) // 8, addr)
     sock.setsockopt(1, 26, fprog)  # SOL_SOCKET, SO_ATTACH_FILTER; the kernel copies buf
+
+
+def packet_stats(sock):
+    """(packets, drops) the kernel counted on an AF_PACKET socket since the
+    last call (PACKET_STATISTICS resets them), or None where the
+    interpreter has no getsockopt (MicroPython)."""
+    get = getattr(sock, "getsockopt", None)
+    if get is None:
+        return None
+    import struct
+    try:
+        raw = get(263, 6, 8)  # SOL_PACKET, PACKET_STATISTICS: struct tpacket_stats
+    except OSError:
+        return None
+    return struct.unpack("II", raw)
 
 
 def poll_fd(obj):

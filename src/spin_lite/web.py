@@ -18,6 +18,8 @@ only when that listener is on:
   it). There is no rpcd here, so no session or ACL check: this listener is a
   unix socket with mode 0600 or loopback, or it needs the bearer token
   (the page's own files do not: the page asks the owner for the token).
+* GET /capture/N.pcap: a capture's file (capture.Captures), guarded the
+  same way as /ubus.
 """
 
 from . import api, plat
@@ -131,6 +133,25 @@ def ubus_route(agent, method, headers, body):
     return 200, json.dumps(out), "application/json"
 
 
+def capture_route(agent, method, headers, body):
+    """GET /capture/N.pcap: capture N's file (a running one: what it holds
+    so far). Not public: beyond loopback it needs the token like the API."""
+    if method not in ("GET", "HEAD"):
+        return 405, b"GET only\n", "text/plain"
+    name = headers.get(":path", "")[len("/capture/"):]
+    cid = name[:-5]
+    part = getattr(agent, "captures", None)
+    # not str.isdigit: it takes '²', which int() refuses
+    if (part is None or not name.endswith(".pcap") or not cid or len(cid) > 9
+            or [c for c in cid if c not in "0123456789"]):
+        return 404, b"not found\n", "text/plain"
+    found = part.file_of(int(cid))
+    data = plat.read_file(found[0]) if found else None
+    if data is None:
+        return 404, b"not found\n", "text/plain"
+    return 200, data, "application/vnd.tcpdump.pcap"
+
+
 class Files:
     """GET of the page's files. Public: a listener that needs a token for
     the API still hands out the page that asks for it (the files are the
@@ -160,6 +181,7 @@ class Web:
             return
         server.routes["/ubus"] = ubus_route
         server.routes["/ubus/"] = ubus_route   # LuCI appends "/spin.devices" to the URL
+        server.routes["/capture/"] = capture_route
         root = agent.cfg.get("www_dir") or ""
         if not root:
             return

@@ -20,6 +20,8 @@ var callDevices = rpc.declare({ object: 'spin', method: 'devices', params: [ 'li
 var DEVICES_PAGE = 150;
 var callGraph = rpc.declare({ object: 'spin', method: 'graph', expect: { '': { nodes: [], edges: [] } } });
 var callBlocks = rpc.declare({ object: 'spin', method: 'blocks', expect: { '': { blocks: [], quarantines: [] } } });
+/* without seconds the agent captures a minute, or less when capture_seconds_max says so */
+var callCaptureStart = rpc.declare({ object: 'spin', method: 'capture_start', params: [ 'mac' ], reject: true });
 var callHistory = rpc.declare({ object: 'spin', method: 'history', params: [ 'mac', 'minutes' ], expect: { '': { points: [] } } });
 
 function minutesToday() {
@@ -155,7 +157,7 @@ return actions.View.extend({
 				E('button', { 'class': 'btn cbi-button', 'data-action': 'timeline',
 					'aria-expanded': this.open == d.mac ? 'true' : 'false',
 					'click': ui.createHandlerFn(this, 'handleTimeline', d.mac) }, [ _('Timeline') ])
-			].concat(this.renameButton(d.mac, label), this.deviceButtons(d, idx, label));
+			].concat(this.renameButton(d.mac, label), this.captureButton(d.mac, label), this.deviceButtons(d, idx, label));
 
 			rows.push(E('tr', { 'data-mac': d.mac, 'class': this.open == d.mac ? 'spin-open' : '' }, [
 				E('td', { 'data-title': _('Name') }, [ E('strong', {}, [ label ]),
@@ -178,6 +180,23 @@ return actions.View.extend({
 				]));
 		}, this));
 		dom.content(tbody, rows);
+	},
+
+	/* up to a minute of the device's packets; the Captures page has the file */
+	captureButton: function(mac, label) {
+		if (!this.can('capture_start'))
+			return [];
+		return [ E('button', { 'class': 'btn cbi-button cbi-button-action', 'data-action': 'capture',
+			'click': ui.createHandlerFn(this, 'handleCapture', mac, label) }, [ _('Capture') ]) ];
+	},
+
+	handleCapture: function(mac, label, ev) {
+		return callCaptureStart(mac).then(function(c) {
+			ui.addNotification(null, E('p', { 'class': 'spin-capture-started', 'data-id': c.id }, [
+				_('Capturing every packet of %s for %d seconds: the file is on the Captures page.').format(label, c.seconds) ]), 'info');
+		}).catch(function(err) {
+			ui.addNotification(null, E('p', {}, [ common.failure(_('Capturing %s').format(label), err) ]), 'danger');
+		});
 	},
 
 	handleTimeline: function(mac, ev) {
