@@ -41,11 +41,12 @@ MODULES = {
     "uci": ["config.py"],
     "http": ["jsonrpc.py", "web.py"],
     "api": ["api.py"],
+    "mqtt": ["mqtt.py", "mqttlink.py"],
 }
 # longest input libFuzzer makes: room for a few of everything (snapshots,
 # packets, messages, sections) and still thousands of inputs a second
 MAX_LEN = {"conntrack": 4096, "dns": 8192, "dnsframe": 4096, "ubus": 4096, "uci": 1024,
-           "http": 4096, "api": 256}
+           "http": 4096, "api": 256, "mqtt": 2048}
 
 
 # -- seeds from the project's own test data ----------------------------------------
@@ -146,6 +147,18 @@ def seed():
     _write("http", "file", b"\1GET /spin/index.html?v=1 HTTP/1.1\r\nHost: x\r\n\r\n")
     for i in range(4):
         _write("api", "draw-%d" % i, hashlib.sha256(b"%d" % i).digest())
+
+    from spin_lite import mqtt
+    orders = [b'{"id":"q1","method":"quarantine","args":{"mac":"02:00:00:00:00:01","reason":"x"}}',
+              b'{"id":2,"method":"release","args":{"mac":"02:00:00:00:00:01"}}',
+              b'{"id":"b1","method":"block","args":{"ip":"192.168.8.104","remote":"203.0.113.0/24"}}',
+              b'{"id":"u1","method":"unblock","args":{"id":1}}',
+              b'{"id":"x","method":"quarantine","args":{"mac":"02:00:zz"},"more":1}', b"not json"]
+    session = b"\x20\x02\x00\x00" + b"\x90\x03\x00\x01\x01" + b"\xd0\x00" + b"\x40\x02\x00\x02"
+    for i, o in enumerate(orders):
+        pub = mqtt.publish_packet("cmd", o, qos=1, pid=i + 1)
+        _write("mqtt", "order-%d" % i, b"\0" + session + pub)
+        _write("mqtt", "order-%d-bytewise" % i, b"\1" + session + mqtt.publish_packet("cmd", o))
 
 
 # -- one parser under atheris --------------------------------------------------------

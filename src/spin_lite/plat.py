@@ -415,7 +415,10 @@ def tls_wrap(sock, hostname, ca_file, cert_file="", key_file=""):
     certificate. ssl is imported here, only when TLS is configured (it
     costs megabytes on CPython). On MicroPython the handshake runs on the
     first read or write (its ssl has no separate non-blocking handshake)."""
-    import ssl
+    try:
+        import ssl
+    except ImportError:  # OpenWrt: python3-openssl, installed with the feature
+        raise OSError(95, "no ssl module here: MQTT over TLS needs python3-openssl")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.load_verify_locations(cafile=ca_file)
