@@ -13,12 +13,13 @@ another agent cannot give the router orders.
 
 import json
 import os
+import sys
 import time
 
 import pytest
 
 from tests.world import broker as brokers
-from tests.world.home import Home
+from tests.world.home import SRC, Home
 
 pytestmark = [pytest.mark.netns,
               pytest.mark.skipif(not brokers.available(), reason="mosquitto is not installed "
@@ -174,6 +175,61 @@ def test_rogue_clients_are_refused(home):
     assert mqtt_status(home)["orders"] == orders + 1
     assert home.call("device", {"mac": BULB})["quarantine"] is None
     assert read_one(home, "spin/home/router/status")["state"] == "online"
+
+
+def start_controller(home):
+    path = home.path("controller.conf")
+    sock = home.path("controller.sock")
+    with open(path, "w") as f:
+        f.write("config spin 'main'\n\toption mqtt_broker '127.0.0.1:1883'\n"
+                "\toption mqtt_username 'controller'\n\toption mqtt_password '%s'\n"
+                "\toption rpc_socket '%s'\n\toption www_dir ''\n" % (USERS["controller"], sock))
+    home.popen("router", [sys.executable, "-u", "-m", "spin_lite", "controller", "-c", path],
+               label="controller", log=home.path("controller.log"),
+               env={"PYTHONPATH": SRC, "PYTHONDONTWRITEBYTECODE": "1"})
+    from spin_lite import jsonrpc
+
+    def call(method, args=None):
+        return jsonrpc.call(sock, method, args or {})
+    home.wait_for(lambda: os.path.exists(sock), timeout=10, what="the controller's socket")
+    return call
+
+
+def test_the_controller_merges_agents_and_orders_the_one_that_sees_the_device(home):
+    ctl = start_controller(home)
+    home.wait_for(lambda: [a for a in ctl("agents")["agents"]
+                           if a["agent"] == "router" and a["state"] == "online" and a["digests"]],
+                  timeout=20, what="the router's digests at the controller")
+    laptop = home.devices["laptop"].mac
+    home.wait_for(lambda: (ctl("device", {"mac": laptop}) if laptop in
+                           [d["mac"] for d in ctl("devices")["devices"]] else {}).get("agent") == "router",
+                  timeout=20, what="the laptop through the router")
+    # the laptop roams to an access point: ap1's agent reports it in a newer bucket
+    t = max(p["t"] for p in ctl("history", {"mac": laptop})["points"]) + 60
+    roamed = {"v": 1, "agent": "ap1", "started": 1, "seq": 1, "t": t, "bucket_seconds": 2,
+              "devices": [{"mac": laptop, "bytes_out": 5000, "bytes_in": 90000, "packets_out": 40,
+                           "packets_in": 70, "conns": 3, "unreplied": 0, "remotes": 2, "ports": 1,
+                           "top": [["203.0.113.10", 95000]]}]}
+    home.broker.client("mosquitto_pub", "-t", "spin/home/ap1/digest", "-q", "1", "-m",
+                       json.dumps(roamed), user="ap1", password=USERS["ap1"], check=True)
+    home.wait_for(lambda: ctl("device", {"mac": laptop})["agent"] == "ap1", timeout=10,
+                  what="the laptop at ap1")
+    devices = ctl("devices")["devices"]
+    assert [d["mac"] for d in devices].count(laptop) == 1
+    assert set(ctl("device", {"mac": laptop})["agents"]) == {"router", "ap1"}
+    # an order through the controller goes to the agent that sees the bulb
+    sent = ctl("quarantine", {"mac": BULB, "reason": "controller test"})
+    assert sent["agent"] == "router"
+    home.wait_for(lambda: home.call("device", {"mac": BULB})["quarantine"], timeout=10,
+                  what="the bulb quarantined by the router's agent")
+    home.wait_for(lambda: [o for o in ctl("blocks")["orders"] if o["id"] == sent["order"]
+                           and o["ack"] and o["ack"]["status"] == 0], timeout=10,
+                  what="the router's ack at the controller")
+    ctl("release", {"mac": BULB})
+    home.wait_for(lambda: home.call("device", {"mac": BULB})["quarantine"] is None, timeout=10,
+                  what="the bulb released")
+    unknown = ctl("agents")
+    assert all(a["gaps"] == 0 for a in unknown["agents"] if a["agent"] == "router")
 
 
 def test_the_last_will_says_offline_when_the_agent_dies(home):

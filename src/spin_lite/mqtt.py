@@ -71,9 +71,12 @@ def packet(first, body):
     return bytes([first]) + varlen(len(body)) + body
 
 
-def connect_packet(client_id, keepalive, username=None, password=None, will=None):
-    """will: (topic, payload bytes, retain) or None; will QoS is 1."""
-    flags = 0x02  # clean session: the ring, not the broker, keeps what we owe
+def connect_packet(client_id, keepalive, username=None, password=None, will=None, clean=True):
+    """will: (topic, payload bytes, retain) or None; will QoS is 1. An
+    agent asks for a clean session (its ring, not the broker, keeps what
+    it owes); a controller keeps its session, so what agents published
+    while it was away waits for it at the broker."""
+    flags = 0x02 if clean else 0
     tail = text(client_id)
     if will is not None:
         flags |= 0x04 | (1 << 3) | (0x20 if will[2] else 0)
@@ -227,7 +230,7 @@ class Client:
 
     def __init__(self, loop, host, port, client_id, keepalive=60, username=None,
                  password=None, will=None, tls=None, max_packet=MAX_PACKET,
-                 backoff_min=1, backoff_max=60):
+                 backoff_min=1, backoff_max=60, clean=True):
         self.loop = loop
         self.host = host
         self.port = port
@@ -241,6 +244,7 @@ class Client:
         self.backoff_min = backoff_min
         self.backoff_max = backoff_max
         self.backoff = backoff_min
+        self.clean = clean
         self.on_up = None
         self.on_message = None
         self.on_ack = None
@@ -397,7 +401,7 @@ class Client:
     def _send_connect(self):
         self.state = "connack"
         self.out = connect_packet(self.client_id, self.keepalive, self.username,
-                                  self.password, self.will) + self.out
+                                  self.password, self.will, self.clean) + self.out
 
     def _flush(self):
         while self.out:

@@ -50,16 +50,19 @@ def agent_name(cfg):
     return name or "agent"
 
 
-def compact_digest(d, agent, seq):
-    """agent.flow_digest(n) as one compact message: devices that moved
-    nothing in the bucket are left out, the bucket time said once."""
+def compact_digest(d, agent, seq, started=0):
+    """agent.flow_digest(n) as one compact message: a device that moved
+    nothing in the bucket is its MAC alone (so a controller knows who is
+    here), the bucket time is said once."""
     out = []
     for b in d["devices"]:
         b.pop("t", None)
-        if b.get("bytes_out") or b.get("bytes_in") or b.get("new") or b.get("packets_out") \
+        if b.get("bytes_out") or b.get("bytes_in") or b.get("conns") or b.get("packets_out") \
                 or b.get("packets_in"):
             out.append(b)
-    return {"v": SCHEMA, "agent": agent, "seq": seq, "t": d["t"],
+        else:
+            out.append({"mac": b["mac"]})
+    return {"v": SCHEMA, "agent": agent, "started": started, "seq": seq, "t": d["t"],
             "bucket_seconds": d["bucket_seconds"], "devices": out}
 
 
@@ -220,7 +223,8 @@ class Link:
         first = max(self.next_n, last - agent.digests.fine_slots + 1)
         for n in range(first, last + 1):
             self.seq += 1
-            self.queue("digest", compact_digest(agent.flow_digest(n), self.name, self.seq))
+            self.queue("digest", compact_digest(agent.flow_digest(n), self.name, self.seq,
+                                                       int(agent.started)))
         self.next_n = last + 1
         now = set(agent.devices.table)
         for mac in sorted(now - self.known):

@@ -108,10 +108,11 @@ def test_an_order_is_an_id_a_method_and_its_arguments():
         raise AssertionError("accepted %r" % payload)
 
 
-def test_a_digest_message_leaves_out_devices_that_moved_nothing():
+def test_a_digest_message_names_idle_devices_by_their_mac_alone():
     d = {"t": 120, "bucket_seconds": 60, "devices": [
         {"mac": "02:00:00:00:00:01", "t": 120, "bytes_out": 10, "bytes_in": 0, "top": []},
         {"mac": "02:00:00:00:00:02", "t": 120, "bytes_out": 0, "bytes_in": 0, "top": []}]}
     m = mqttlink.compact_digest(d, "router", 4)
-    assert m == {"v": 1, "agent": "router", "seq": 4, "t": 120, "bucket_seconds": 60,
-                 "devices": [{"mac": "02:00:00:00:00:01", "bytes_out": 10, "bytes_in": 0, "top": []}]}
+    assert m == {"v": 1, "agent": "router", "started": 0, "seq": 4, "t": 120, "bucket_seconds": 60,
+                 "devices": [{"mac": "02:00:00:00:00:01", "bytes_out": 10, "bytes_in": 0, "top": []},
+                             {"mac": "02:00:00:00:00:02"}]}
