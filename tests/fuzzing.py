@@ -607,11 +607,12 @@ def mqtt_target(data):
             assert qos in (0, 1) and (pid > 0) == (qos == 1) and pid < 65536
             before = h.decisions()
             link.ring = []
+            link.waiting = [0, 0]
             link._message(MQTT_CMD if topic.startswith("c") else topic, payload, retain)
             if not link.ring:
                 assert not topic.startswith("c")
                 continue
-            topic_out, ack, _ = link.ring[-1]
+            topic_out, ack = link.ring[-1][:2]
             assert topic_out == "spin/home/router/ack"
             ack = jsonrpc.json.loads(ack)
             assert ack["status"] in api.STATUS_NAMES and ack["status"] != api.UNKNOWN_ERROR, ack

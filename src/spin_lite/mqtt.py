@@ -22,7 +22,6 @@ OSError tested by errno (plat.would_block), no select.POLLOUT name
 needed here (the loop owns poll).
 """
 
-import socket
 import struct
 
 from . import plat
@@ -304,6 +303,7 @@ class Client:
         self._cancel_timers()
         if self.stopped:
             return
+        import socket  # here: the codec above also runs where there are no sockets (WebAssembly)
         try:
             ai = socket.getaddrinfo(self.host, self.port)[0]
             s = socket.socket(ai[0], socket.SOCK_STREAM)

@@ -18,8 +18,9 @@ Everything but status goes through one bounded ring, in order, at QoS 1:
 an entry leaves the ring when the broker acknowledges it, so a broker
 that goes away and comes back gets what it missed, in order, and a
 message it had not acknowledged is sent again (a controller tells a
-repeat by agent and seq). When the ring is full (mqtt_queue) the oldest
-is dropped and counted. Publishing only appends: the scan never waits.
+repeat by agent and seq). When the ring holds mqtt_queue digests the
+oldest digest is dropped and counted (other messages have their own
+bound, EVENTS_KEPT). Publishing only appends: the scan never waits.
 """
 
 from . import __version__, api, mqtt, plat
@@ -33,6 +34,7 @@ ORDER_METHODS = ("block", "unblock", "quarantine", "release")
 ORDER_FIELDS = ("id", "method", "args")
 ORDER_MAX = 4096  # bytes; an order is a few hundred
 ORDERS_KEPT = 256  # answered order ids remembered, so a repeat is not done twice
+EVENTS_KEPT = 256  # device, anomaly, block and ack messages waiting, beside the digests
 
 
 def split_broker(text):
@@ -110,8 +112,11 @@ class Link:
     def __init__(self, cfg):
         self.cfg = cfg
         self.client = None
-        self.ring = []  # [topic, payload bytes, pid or None], oldest first
-        self.dropped = 0
+        self.ring = []  # [topic, payload bytes, pid or None, is a digest], oldest first
+        self.waiting = [0, 0]  # events, digests in the ring
+        self.dropped = 0  # digests
+        self.events_dropped = 0
+        self.digest_bytes = 0  # the last digest message's size
         self.sent = 0
         self.seq = 0
         self.next_n = None
@@ -142,7 +147,7 @@ class Link:
         c.on_ack = self._acked
         c.on_down = self._down
         self.next_n = agent.digests.open_n
-        self.known = set(agent.devices.table)
+        self.known = None  # the first scan's devices are in its digest: no news
         agent.listeners.append(self._event)
         agent.mqtt = self
         c.start()
@@ -166,7 +171,8 @@ class Link:
     def status(self):
         s = self.client.status() if self.client else {"state": "off"}
         s.update({"topic": self.base, "queued": len(self.ring), "queue": self.cfg["mqtt_queue"],
-                  "dropped": self.dropped, "sent": self.sent, "seq": self.seq,
+                  "dropped": self.dropped, "events_dropped": self.events_dropped, "sent": self.sent, "seq": self.seq,
+                  "digest_bytes": self.digest_bytes,
                   "orders": self.orders, "orders_refused": self.orders_refused})
         return s
 
@@ -202,18 +208,34 @@ class Link:
     def _acked(self, pid):
         for i in range(len(self.ring)):
             if self.ring[i][2] == pid:
+                self.waiting[self.ring[i][3]] -= 1
                 del self.ring[i]
                 self.sent += 1
                 break
         self._pump()
 
     def queue(self, what, obj):
-        """One message for spin/<home>/<agent>/<what>, kept until the broker has it."""
+        """One message for spin/<home>/<agent>/<what>, kept until the broker
+        has it. Digests and the rest have bounds of their own (mqtt_queue,
+        EVENTS_KEPT): when one is full its oldest goes, counted, so a burst
+        of events never costs a digest."""
         payload = plat.dumps(obj).encode()
-        while len(self.ring) >= self.cfg["mqtt_queue"]:
-            self.ring.pop(0)  # the oldest: what is newest matters most to a controller
-            self.dropped += 1
-        self.ring.append([self.base + what, payload, None])
+        kind = 1 if what == "digest" else 0
+        bound = self.cfg["mqtt_queue"] if kind else EVENTS_KEPT
+        if self.waiting[kind] >= bound:
+            for i in range(len(self.ring)):
+                if self.ring[i][3] == kind:  # the oldest of its kind: the newest matters most
+                    del self.ring[i]
+                    break
+            self.waiting[kind] -= 1
+            if kind:
+                self.dropped += 1
+            else:
+                self.events_dropped += 1
+        if kind:
+            self.digest_bytes = len(payload)
+        self.ring.append([self.base + what, payload, None, kind])
+        self.waiting[kind] += 1
         self._pump()
 
     # -- what the agent publishes ------------------------------------------------
@@ -227,6 +249,8 @@ class Link:
                                                        int(agent.started)))
         self.next_n = last + 1
         now = set(agent.devices.table)
+        if self.known is None:
+            self.known = now
         for mac in sorted(now - self.known):
             self.queue("device", {"v": SCHEMA, "agent": self.name, "event": "appeared",
                                   "mac": mac, "device": agent.device_info(mac)})
