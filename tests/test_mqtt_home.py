@@ -37,7 +37,8 @@ def home():
                       "mqtt_broker": "127.0.0.1:1883", "mqtt_agent": "router",
                       "mqtt_username": "router", "mqtt_password": USERS["router"],
                       "mqtt_keepalive": 5}) as h:
-        h.broker = brokers.Broker(h, USERS).start()
+        h.certs = brokers.make_certificates(h.path("certs"))
+        h.broker = brokers.Broker(h, USERS, tls=h.certs).start()
         # the controller's stand-in: a persistent session that counts digests
         h.digests_out = h.path("digests.txt")
         h.broker.subscriber("spin/home/+/digest", "controller", USERS["controller"],
@@ -230,6 +231,24 @@ def test_the_controller_merges_agents_and_orders_the_one_that_sees_the_device(ho
                   what="the bulb released")
     unknown = ctl("agents")
     assert all(a["gaps"] == 0 for a in unknown["agents"] if a["agent"] == "router")
+
+
+def test_the_owner_turns_on_tls_and_a_broker_it_cannot_trust_is_refused(home):
+    # a CA that did not sign the broker's certificate: no session, and why
+    other = brokers.make_certificates(home.path("other-ca"))[0]
+    home.write_agent_config(mqtt_broker="127.0.0.1:1884", mqtt_ca=other)
+    home.reload_agent()
+    home.wait_for(lambda: "certificate" in mqtt_status(home)["last_error"].lower(), timeout=15,
+                  what="the untrusted broker refused")
+    assert mqtt_status(home)["state"] != "up" and mqtt_status(home)["tls"]
+    queued = mqtt_status(home)["seq"]
+    # the right CA: up over TLS, and the digests made meanwhile reach the controller
+    home.write_agent_config(mqtt_broker="127.0.0.1:1884", mqtt_ca=home.certs[0])
+    home.reload_agent()
+    home.wait_for(lambda: mqtt_status(home)["state"] == "up" and mqtt_status(home)["tls"],
+                  timeout=15, what="the agent on the broker over TLS")
+    home.wait_for(lambda: {d["seq"] for d in received_digests(home)} >= set(range(1, queued + 1)),
+                  timeout=20, what="the digests made while TLS failed")
 
 
 def test_the_last_will_says_offline_when_the_agent_dies(home):

@@ -44,6 +44,24 @@ def available():
     return os.path.exists(mosquitto()) and shutil.which("mosquitto_passwd") is not None
 
 
+def make_certificates(where, name="127.0.0.1"):
+    """A test CA and a broker certificate it signed for `name` (an IP
+    address SAN): (ca.pem, server.pem, server.key)."""
+    os.makedirs(where, exist_ok=True)
+
+    def ssl(*argv):
+        subprocess.run(["openssl"] + list(argv), cwd=where, check=True, capture_output=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    ssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=spin test CA")
+    ssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=" + name)
+    with open(os.path.join(where, "san"), "w") as f:
+        f.write("subjectAltName=IP:%s\n" % name)
+    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.pem", "-days", "2", "-extfile", "san")
+    os.chmod(os.path.join(where, "server.key"), 0o600)
+    return tuple(os.path.join(where, f) for f in ("ca.pem", "server.pem", "server.key"))
+
+
 class Broker:
     def __init__(self, home, users, ns="router", port=1883, home_name="home", tls=None):
         self.home = home
