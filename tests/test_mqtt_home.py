@@ -13,6 +13,7 @@ another agent cannot give the router orders.
 
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -256,3 +257,21 @@ def test_the_last_will_says_offline_when_the_agent_dies(home):
     home.wait_for(lambda: (read_one(home, "spin/home/router/status", timeout=2) or {})
                   .get("state") == "offline", timeout=20, what="the will")
     assert os.path.exists(home.broker.log)
+
+
+@pytest.mark.skipif(not shutil.which("micropython"), reason="no micropython (tools/requirements-test.txt)")
+def test_the_agent_on_micropython_publishes_and_takes_orders_too():
+    with Home(firewall="nft", devices=["camera", "bulb"], interpreter="micropython",
+              config={"bucket_seconds": 2, "scan_interval": 1, "detect": 0,
+                      "mqtt_broker": "127.0.0.1:1883", "mqtt_agent": "router",
+                      "mqtt_username": "router", "mqtt_password": USERS["router"]}) as h:
+        h.broker = brokers.Broker(h, USERS).start()
+        h.digests_out = h.path("digests.txt")
+        h.broker.subscriber("spin/home/+/digest", "controller", USERS["controller"], "counter",
+                            h.digests_out)
+        h.start_agent()
+        h.wait_for(lambda: len(received_digests(h)) >= 2, timeout=30, what="digests from MicroPython")
+        ack = order(h, json.dumps({"id": "mpy-1", "method": "quarantine", "args": {"mac": BULB}}))
+        assert ack["status"] == 0, ack
+        assert h.call("device", {"mac": BULB})["quarantine"]
+        assert order(h, '{"id": "mpy-2", "method": "quarantine", "args": {"mac": "zz"}}')["status"] == 2
