@@ -39,6 +39,7 @@ from .errors import ApiError, INVALID_ARGUMENT, NOT_FOUND
 json = plat.json
 
 TIMELINE = 60  # buckets kept per device
+LAGS_KEPT = 1024  # the latest lags (bucket end -> merged), for p50/p99 in status
 SEEN_KEPT = 512  # (agent, started, seq) of recent digests, to tell a repeat
 ORDERS_KEPT = 200
 FIGURES = ("bytes_out", "bytes_in", "packets_out", "packets_in", "conns", "unreplied",
@@ -126,6 +127,7 @@ class Controller:
         self.digests = 0
         self.repeats = 0
         self.malformed = 0
+        self.lags = []
         self.blocks = Orders(self)
         self.names = None
         self.anomalies = None
@@ -190,8 +192,9 @@ class Controller:
     def on_digest(self, agent, msg):
         if msg.get("v") != mqttlink.SCHEMA:
             raise ValueError("digest schema %r" % msg.get("v"))
-        seq, t, started = int(msg["seq"]), int(msg["t"]), int(msg.get("started", 0))
-        bucket = int(msg.get("bucket_seconds", 60))
+        seq, started = int(msg["seq"]), int(msg.get("started", 0))
+        t_end = float(msg["t"]) + float(msg.get("bucket_seconds", 60))
+        t = int(msg["t"])
         key = (agent, started, seq)
         a = self._agent(agent)
         if key in self.seen:
@@ -211,7 +214,10 @@ class Controller:
         a["last_seq"] = max(a["last_seq"], seq)
         a["digests"] += 1
         a["last_digest"] = t
-        a["lag"] = round(plat.wall() - (t + bucket), 3)
+        a["lag"] = round(plat.wall() - t_end, 3)
+        self.lags.append(a["lag"])
+        if len(self.lags) > LAGS_KEPT:
+            self.lags.pop(0)
         self.digests += 1
         for row in msg["devices"]:
             self.merge(agent, t, row)
@@ -284,8 +290,17 @@ class Controller:
         return {"version": __version__, "role": "controller", "home": self.home,
                 "uptime": int(plat.wall() - self.started), "agents": len(self.agents),
                 "devices": len(self.devices), "digests": self.digests, "repeats": self.repeats,
-                "malformed": self.malformed, "mqtt": self.client.status() if self.client else None,
+                "malformed": self.malformed, "lag_p50": self.lag_at(0.5), "lag_p99": self.lag_at(0.99),
+                "mqtt": self.client.status() if self.client else None,
                 "rss_kb": plat.rss_kb(), "errors": dict(self.errors)}
+
+    def lag_at(self, q):
+        """Seconds from a bucket's end to its merge, at quantile q of the
+        latest LAGS_KEPT digests (None before any)."""
+        if not self.lags:
+            return None
+        xs = sorted(self.lags)
+        return xs[min(len(xs) - 1, int(q * len(xs)))]
 
     def device_info(self, mac):
         d = self.devices.get(mac)
