@@ -34,6 +34,7 @@ carries per-bucket sums, so the merged view cannot feed it the same way
 import sys
 
 from . import __version__, api, config, mqtt, mqttlink, plat
+from .addr import parse_mac
 from .errors import ApiError, INVALID_ARGUMENT, NOT_FOUND
 
 json = plat.json
@@ -44,6 +45,23 @@ SEEN_KEPT = 512  # (agent, started, seq) of recent digests, to tell a repeat
 ORDERS_KEPT = 200
 FIGURES = ("bytes_out", "bytes_in", "packets_out", "packets_in", "conns", "unreplied",
            "remotes", "ports")
+
+
+def check_row(row):
+    """One device of a digest, or ValueError: a MAC, counters that are
+    whole numbers, a top list of [remote, bytes]."""
+    if not isinstance(row, dict) or not isinstance(row.get("mac"), str):
+        raise ValueError("a device without a MAC")
+    parse_mac(row["mac"])
+    for k in FIGURES:
+        v = row.get(k, 0)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError("%s of %s: %r" % (k, row["mac"], v))
+    top = row.get("top") or []
+    if not isinstance(top, list) or not all(
+            isinstance(x, list) and len(x) == 2 and isinstance(x[0], str) and isinstance(x[1], int)
+            for x in top):
+        raise ValueError("top of %s" % row["mac"])
 
 
 class Device:
@@ -192,6 +210,11 @@ class Controller:
     def on_digest(self, agent, msg):
         if msg.get("v") != mqttlink.SCHEMA:
             raise ValueError("digest schema %r" % msg.get("v"))
+        rows = msg["devices"]
+        if not isinstance(rows, list):
+            raise ValueError("devices is not a list")
+        for row in rows:
+            check_row(row)  # all of it, before any of it is merged
         seq, started = int(msg["seq"]), int(msg.get("started", 0))
         t_end = float(msg["t"]) + float(msg.get("bucket_seconds", 60))
         t = int(msg["t"])
@@ -219,7 +242,7 @@ class Controller:
         if len(self.lags) > LAGS_KEPT:
             self.lags.pop(0)
         self.digests += 1
-        for row in msg["devices"]:
+        for row in rows:
             self.merge(agent, t, row)
 
     def merge(self, agent, t, row):

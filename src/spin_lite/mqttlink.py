@@ -126,12 +126,14 @@ class Link:
         self.orders = 0
         self.orders_refused = 0
         self.agent = None
+        self.off = False
 
     # -- lifecycle --------------------------------------------------------------
 
     def start(self, agent):
         cfg = self.cfg
         self.agent = agent
+        self.off = False
         self.name = agent_name(cfg)
         self.base = "spin/%s/%s/" % (cfg["mqtt_home"], self.name)
         host, port = split_broker(cfg["mqtt_broker"])
@@ -166,7 +168,13 @@ class Link:
         if any(old[k] != agent.cfg[k] for k in agent.cfg if k.startswith("mqtt_") and k != "mqtt_queue"):
             self.stop(agent)
             agent.listeners.remove(self._event)
-            self.start(agent)
+            if agent.cfg["mqtt_broker"]:
+                self.start(agent)
+            else:  # MQTT turned off: what waits is let go, nothing more is kept
+                self.off = True
+                self.client = None
+                self.ring = []
+                self.waiting = [0, 0]
 
     def status(self):
         s = self.client.status() if self.client else {"state": "off"}
@@ -219,6 +227,8 @@ class Link:
         has it. Digests and the rest have bounds of their own (mqtt_queue,
         EVENTS_KEPT): when one is full its oldest goes, counted, so a burst
         of events never costs a digest."""
+        if self.off:
+            return
         payload = plat.dumps(obj).encode()
         kind = 1 if what == "digest" else 0
         bound = self.cfg["mqtt_queue"] if kind else EVENTS_KEPT
