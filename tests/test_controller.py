@@ -71,3 +71,33 @@ def test_status_and_the_will_say_who_is_online():
     assert c.agent_list()["agents"][0]["state"] == "online"
     c.message("spin/home/ap1/status", b'{"v":1,"agent":"ap1","state":"offline"}', True)
     assert c.agent_list()["agents"][0]["state"] == "offline"
+
+
+def test_the_api_serves_the_view_and_agents_behind_the_token():
+    from spin_lite import jsonrpc
+    c = home()
+    c.cfg["token"] = "s3cret"
+    c.message("spin/home/ap1/digest", digest("ap1", 1, 600, [row(LAPTOP, 100, 1000)]), False)
+    server = jsonrpc.Server()
+    server.routes["/"] = server.routes["/rpc"] = controller.rpc_route
+
+    def post(body, token=None):
+        headers = {"authorization": "Bearer " + token} if token else {}
+        raw = server.respond(c, ("POST", "/", headers, json.dumps(body).encode()), True)
+        head, _, out = raw.partition(b"\r\n\r\n")
+        return int(head.split(b" ")[1]), json.loads(out)
+    call = {"jsonrpc": "2.0", "id": 1, "method": "agents", "params": {}}
+    assert post(call)[0] == 401
+    assert post(call, "guess")[0] == 401
+    code, reply = post(call, "s3cret")
+    assert code == 200 and [a["agent"] for a in reply["result"]["agents"]] == ["ap1"]
+    code, reply = post(dict(call, method="device", params={"mac": LAPTOP}), "s3cret")
+    assert reply["result"]["agent"] == "ap1"
+    # the same validation as the agent's API; methods only an agent has are not here
+    code, reply = post(dict(call, method="quarantine", params={"mac": "nope"}), "s3cret")
+    assert reply["error"]["data"]["status_name"] == "INVALID_ARGUMENT"
+    code, reply = post(dict(call, method="flows", params={}), "s3cret")
+    assert reply["error"]["data"]["status_name"] == "METHOD_NOT_FOUND"
+    # no broker connection here: an order says it could not be sent
+    code, reply = post(dict(call, method="quarantine", params={"mac": LAPTOP}), "s3cret")
+    assert reply["error"]["data"]["status_name"] == "NOT_FOUND" and "broker" in reply["error"]["message"]
