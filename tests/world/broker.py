@@ -45,8 +45,9 @@ def available():
 
 
 def make_certificates(where, name="127.0.0.1"):
-    """A test CA and a broker certificate it signed for `name` (an IP
-    address SAN): (ca.pem, server.pem, server.key)."""
+    """A test CA, a broker certificate it signed for `name` (an IP
+    address SAN) and a client certificate: (ca.pem, server.pem,
+    server.key, client.pem, client.key)."""
     os.makedirs(where, exist_ok=True)
 
     def ssl(*argv):
@@ -58,8 +59,13 @@ def make_certificates(where, name="127.0.0.1"):
         f.write("subjectAltName=IP:%s\n" % name)
     ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
         "-out", "server.pem", "-days", "2", "-extfile", "san")
-    os.chmod(os.path.join(where, "server.key"), 0o600)
-    return tuple(os.path.join(where, f) for f in ("ca.pem", "server.pem", "server.key"))
+    ssl("req", *ec, "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=router")
+    ssl("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "client.pem", "-days", "2")
+    for key in ("server.key", "client.key"):
+        os.chmod(os.path.join(where, key), 0o600)
+    return tuple(os.path.join(where, f) for f in ("ca.pem", "server.pem", "server.key",
+                                                  "client.pem", "client.key"))
 
 
 class Broker:
@@ -69,7 +75,9 @@ class Broker:
         self.ns = ns
         self.port = port
         self.home_name = home_name
-        self.tls = tls  # (ca, cert, key) of the broker's TLS listener, on port+1
+        # (ca, cert, key, ...) of the broker's TLS listener on port+1, which
+        # asks every client for a certificate that CA signed
+        self.tls = tls
         self.dir = home.path("broker")
         self.proc = None
         self.log = os.path.join(self.dir, "mosquitto.log")
@@ -93,9 +101,9 @@ class Broker:
                  "log_type subscribe",
                  "connection_messages true", "listener %d" % self.port]
         if self.tls:
-            ca, cert, key = self.tls
+            ca, cert, key = self.tls[:3]
             lines += ["listener %d" % (self.port + 1), "cafile %s" % ca, "certfile %s" % cert,
-                      "keyfile %s" % key, "require_certificate false"]
+                      "keyfile %s" % key, "require_certificate true"]
         with open(os.path.join(self.dir, "mosquitto.conf"), "w") as f:
             f.write("\n".join(lines) + "\n")
 
