@@ -119,6 +119,7 @@ class Agent:
         self.table_max = None  # nf_conntrack_max, for the detector's table_hog rule
         self.events = None  # and ctevents.Events here
         self.mqtt = None  # and mqttlink.Link here, when a broker is configured
+        self.bridgecount = None  # and bridgecount.BridgeCounts, on an access point
 
     # -- parts --------------------------------------------------------------
 
@@ -130,6 +131,9 @@ class Agent:
         self.parts.append(anomalies.Anomalies(self.cfg))
         self.parts.append(lanwatch.LanWatch(self.cfg))  # LAN-to-LAN attempts, from blocks' backend
         self.parts.append(names.Names(self.cfg))  # DNS names, owner names, ignore list
+        if self.cfg["bridge_uplink"]:
+            from . import bridgecount  # an access point: its clients' flows from the bridge
+            self.parts.append(bridgecount.BridgeCounts(self.cfg))
         if self.cfg["mqtt_broker"]:
             from . import mqttlink  # the client (and ssl, for TLS) only when a broker is set
             self.parts.append(mqttlink.Link(self.cfg))
@@ -346,6 +350,7 @@ class Agent:
             "detect": self.detect_status(),
             "events": self.events.status() if self.events else {"state": "off: not started"},
             "mqtt": self.mqtt.status() if self.mqtt else None,
+            "bridge": self.bridgecount.status() if self.bridgecount else None,
         }
 
     def detect_status(self):

@@ -62,6 +62,7 @@ OPTIONS = {
     "mqtt_cert": ("str", "", "client certificate file for TLS (optional)"),
     "mqtt_key": ("str", "", "client certificate's key file (optional)"),
     "mqtt_keepalive": ("int", 60, "seconds between MQTT keepalives (5..3600)"),
+    "bridge_uplink": ("str", "", "on a bridged access point: lan_ifname's port to the router; set, the agent counts its clients' IPv4 flows in nft table bridge spinap"),
     "mqtt_queue": ("int", 60, "messages (digests first) kept while the broker is away; the oldest dropped and counted"),
 }
 
