@@ -35,15 +35,17 @@ def digests_of(path, agent):
 
 def test_an_access_point_reports_its_clients_from_its_bridge():
     mqtt = {"mqtt_broker": "192.168.8.1:1883", "mqtt_keepalive": 10}
-    with Home(firewall="nft", devices=["camera", "laptop"],
+    with Home(firewall="nft", devices=["camera", "laptop", "bulb"],
               config=dict(mqtt, bucket_seconds=2, detect=0, mqtt_agent="router",
                           mqtt_username="router", mqtt_password=USERS["router"])) as home:
-        ap = AccessPoint(home, "ap1", ["laptop"]).up()
+        ap = AccessPoint(home, "ap1", ["laptop", "bulb"]).up()
         broker = brokers.Broker(home, USERS).start()
         seen = home.path("digests.txt")
         broker.subscriber("spin/home/+/digest", "controller", USERS["controller"], "counter", seen)
         home.start_agent()
-        ap.start_agent(bucket_seconds=2, detect=0, mqtt_username="ap1", mqtt_password=USERS["ap1"], **mqtt)
+        # the AP's detector only alerts: the controller decides, and orders the AP
+        ap.start_agent(bucket_seconds=2, detect=1, detect_mode="alert", firewall="nft",
+                       mqtt_username="ap1", mqtt_password=USERS["ap1"], **mqtt)
         laptop, camera = home.devices["laptop"].mac, home.devices["camera"].mac
 
         def ap_saw_laptop():
@@ -78,3 +80,28 @@ def test_an_access_point_reports_its_clients_from_its_bridge():
         macs = [d["mac"] for d in jsonrpc.call(sock, "devices")["devices"]]
         assert macs.count(laptop) == 1
         assert set(jsonrpc.call(sock, "device", {"mac": camera})["agents"]) == {"router"}
+        assert jsonrpc.call(sock, "device", {"mac": laptop})["agent"] == "ap1"  # the nearer one
+
+        # the bulb behind the AP turns into a telnet scanner: ap1 sees it on its
+        # bridge, the controller orders the quarantine, ap1 cuts it off there
+        bulb = home.devices["bulb"].mac
+        home.scan("bulb")
+        def quarantined_on_ap():
+            try:
+                return ap.call("device", {"mac": bulb})["quarantine"]
+            except jsonrpc.RemoteError:  # not seen on the bridge yet
+                return None
+        q = home.wait_for(quarantined_on_ap, timeout=30,
+                          what="the bulb quarantined on ap1 by the controller's order")
+        assert "seen by ap1" in json.dumps(q)
+        home.wait_for(lambda: [o for o in jsonrpc.call(sock, "blocks")["orders"]
+                               if o["agent"] == "ap1" and o["method"] == "quarantine"
+                               and (o["ack"] or {}).get("status") == 0], timeout=10,
+                      what="ap1's ack at the controller")
+
+        def dropped():
+            out = json.loads(home.sh("ap1", "nft", "-j", "list", "set", "bridge", "spin", "q_mac"))
+            return sum(e["elem"]["counter"]["packets"] for item in out["nftables"] if "set" in item
+                       for e in item["set"].get("elem", []) if isinstance(e, dict) and "elem" in e)
+        home.wait_for(lambda: dropped() > 0, timeout=10, what="the bulb's frames dropped on ap1's bridge")
+        assert home.call("device", {"mac": bulb})["quarantine"] is None  # the router was not asked

@@ -21,9 +21,9 @@ history, graph) and the orders (quarantine, release, block, unblock)
 over JSON-RPC, token-guarded off loopback as the agent's listener is;
 an order goes on MQTT to the device's current agent, and its answer
 (ack) is kept under `orders`. An agent's anomaly that asks for a
-quarantine its own detector did not carry out (detect_mode alert there,
-or a device that roamed) becomes a quarantine order to the agent that
-sees the device now.
+quarantine its own detector did not carry out (detect_mode alert there)
+becomes a quarantine order to that agent, which has just seen the
+device; once per device until the owner releases it.
 
 Not done here: running detect.py itself on the merged figures. The
 detector is fed flow by flow (remote, port, answered or not); a digest
@@ -109,6 +109,7 @@ class Orders:
         return self._send("quarantine", a)
 
     def release(self, mac):
+        self.c.quarantining.pop(mac, None)  # the owner's word: the next finding may order again
         return self._send("release", {"mac": mac})
 
     def block(self, a):
@@ -146,6 +147,7 @@ class Controller:
         self.repeats = 0
         self.malformed = 0
         self.lags = []
+        self.quarantining = {}  # mac -> order id the controller sent on an anomaly
         self.blocks = Orders(self)
         self.names = None
         self.anomalies = None
@@ -194,7 +196,7 @@ class Controller:
     def _agent(self, name):
         a = self.agents.get(name)
         if a is None:
-            a = self.agents[name] = {"agent": name, "state": "unknown", "version": None,
+            a = self.agents[name] = {"agent": name, "state": "unknown", "role": None, "version": None,
                                      "digests": 0, "repeats": 0, "gaps": 0, "last_seq": 0,
                                      "started": None, "last_digest": None, "lag": None,
                                      "last_heard": None}
@@ -206,6 +208,8 @@ class Controller:
         a["state"] = "online" if msg.get("state") == "online" else "offline"
         if msg.get("version"):
             a["version"] = str(msg["version"])
+        if msg.get("role") in ("ap", "router"):
+            a["role"] = msg["role"]
 
     def on_digest(self, agent, msg):
         if msg.get("v") != mqttlink.SCHEMA:
@@ -272,9 +276,16 @@ class Controller:
             b["top"] = [[str(r), int(n)] for r, n in row["top"]]
         d.agents[agent] = max(d.agents.get(agent, -1), t)
         # the current agent: the newest bucket it moved in; within one
-        # bucket, the agent that saw more of it
-        if t > d.last_t or (t == d.last_t and moved > d.last_bytes):
+        # bucket an access point before the router behind it (it is nearer
+        # the device: its orders cut the device off on the AP's bridge),
+        # then the agent that saw more of it
+        near = self._role(agent) == "ap"
+        if t > d.last_t or (t == d.last_t and (near, moved) > (self._role(d.agent) == "ap", d.last_bytes)):
             d.agent, d.last_t, d.last_bytes = agent, t, moved
+
+    def _role(self, agent):
+        a = self.agents.get(agent)
+        return a["role"] if a else None
 
     def on_device(self, agent, msg):
         self._agent(agent)
@@ -294,12 +305,18 @@ class Controller:
         if rec.get("severity") != "quarantine" or rec.get("action") == "quarantined":
             return
         mac = rec.get("mac")
-        d = self.devices.get(mac)
-        if d is None or d.agent is None or self.cfg["detect_mode"] != "quarantine":
+        if not isinstance(mac, str) or self.cfg["detect_mode"] != "quarantine":
             return
+        if mac in self.quarantining:
+            return  # ordered already: an escalation of the same finding
+        # the agent that reported it has just seen the device misbehave: it
+        # sees it now (the device's current agent may be the router behind
+        # that AP, whose digest of this minute came first)
+        target = agent
         reason = ("%s (seen by %s)" % (rec.get("rule", "anomaly"), agent))[:200]
         try:
-            self.blocks.quarantine({"mac": mac, "reason": reason})
+            self.quarantining[mac] = self.blocks._send("quarantine", {"mac": mac, "reason": reason},
+                                                       target)["order"]
         except ApiError as e:
             self.errors["order"] = e.message
 

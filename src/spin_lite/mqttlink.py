@@ -189,6 +189,8 @@ class Link:
     def _up(self, c):
         c.subscribe([(self.base + "cmd", 1)])
         online = {"v": SCHEMA, "agent": self.name, "state": "online",
+                  # an access point's agent is nearer its clients than the router's
+                  "role": "ap" if self.cfg.get("bridge_uplink") else "router",
                   "version": __version__, "started": int(self.agent.started),
                   "dropped": self.dropped, "seq": self.seq}
         c.publish(self.base + "status", plat.dumps(online), qos=1, retain=True)
