@@ -1,10 +1,13 @@
 """Issue 15 item 5, told as a story: an access point's agent.
 
-The laptop sits behind a bridged access point (ap1: no routing, no NAT,
-no conntrack of its clients), the camera on the router. ap1's agent
-counts its clients on its bridge (nft table bridge spinap) and publishes
-digests like the router's agent; the controller shows the laptop as one
-device that both agents see, and the camera as the router's alone.
+The laptop and the bulb sit behind a bridged access point (ap1: no
+routing, no NAT, no conntrack of its clients), the camera on the router.
+ap1's agent counts its clients on its bridge (nft table bridge spinap)
+and publishes digests like the router's agent; the controller shows the
+laptop as one device that both agents see, the camera as the router's
+alone. The laptop walks over to ap2 and stays one device with one
+timeline. The bulb starts scanning: the controller orders its quarantine
+to ap1, which drops its frames on its bridge.
 """
 
 import json
@@ -20,7 +23,7 @@ from tests.world.home import SRC, Home
 pytestmark = [pytest.mark.netns,
               pytest.mark.skipif(not brokers.available(), reason="mosquitto is not installed")]
 
-USERS = {"router": "router-pw", "ap1": "ap1-pw", "controller": "controller-pw"}
+USERS = {"router": "router-pw", "ap1": "ap1-pw", "ap2": "ap2-pw", "controller": "controller-pw"}
 
 
 def digests_of(path, agent):
@@ -39,6 +42,7 @@ def test_an_access_point_reports_its_clients_from_its_bridge():
               config=dict(mqtt, bucket_seconds=2, detect=0, mqtt_agent="router",
                           mqtt_username="router", mqtt_password=USERS["router"])) as home:
         ap = AccessPoint(home, "ap1", ["laptop", "bulb"]).up()
+        ap2 = AccessPoint(home, "ap2", []).up()
         broker = brokers.Broker(home, USERS).start()
         seen = home.path("digests.txt")
         broker.subscriber("spin/home/+/digest", "controller", USERS["controller"], "counter", seen)
@@ -81,6 +85,16 @@ def test_an_access_point_reports_its_clients_from_its_bridge():
         assert macs.count(laptop) == 1
         assert set(jsonrpc.call(sock, "device", {"mac": camera})["agents"]) == {"router"}
         assert jsonrpc.call(sock, "device", {"mac": laptop})["agent"] == "ap1"  # the nearer one
+
+        # the laptop walks to the other access point: still one device, now ap2's
+        ap2.start_agent(bucket_seconds=2, detect=0, mqtt_username="ap2", mqtt_password=USERS["ap2"], **mqtt)
+        ap.move("laptop", ap2)
+        home.wait_for(lambda: jsonrpc.call(sock, "device", {"mac": laptop})["agent"] == "ap2", timeout=30,
+                      what="the laptop at ap2")
+        assert [d["mac"] for d in jsonrpc.call(sock, "devices")["devices"]].count(laptop) == 1
+        assert {"ap1", "ap2", "router"} <= set(jsonrpc.call(sock, "device", {"mac": laptop})["agents"])
+        times = [p["t"] for p in jsonrpc.call(sock, "history", {"mac": laptop, "minutes": 60})["points"]]
+        assert times == sorted(set(times))  # one timeline, one point a bucket
 
         # the bulb behind the AP turns into a telnet scanner: ap1 sees it on its
         # bridge, the controller orders the quarantine, ap1 cuts it off there

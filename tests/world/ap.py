@@ -56,6 +56,16 @@ class AccessPoint:
         os.makedirs(self.dir, exist_ok=True)
         return self
 
+    def move(self, name, other):
+        """The device walks over to another access point: its cable moves
+        from this AP's bridge to that one's (its address and MAC stay)."""
+        port = self.home.devices[name].port
+        self.home.sh(None, "ip", "-n", self.ns, "link", "set", port, "nomaster")
+        self.home.sh(None, "ip", "-n", self.ns, "link", "set", port, "netns", other.ns)
+        self.home.sh(None, "ip", "-n", other.ns, "link", "set", port, "master", "br-lan", "up")
+        self.devices.remove(name)
+        other.devices.append(name)
+
     def start_agent(self, **options):
         cfg = {"state_dir": os.path.join(self.dir, "state"), "run_dir": os.path.join(self.dir, "run"),
                "rpc_socket": os.path.join(self.dir, "rpc.sock"), "lan_ifname": "br-lan",
