@@ -1,7 +1,8 @@
 """The `spin` command: run the agent, call its API, watch the home live.
 
     spin agent [-c CONFIG]            run the agent in the foreground
-    spin controller [-c CONFIG]       merge the agents of a home read from MQTT
+    spin controller [-c CONFIG] [--share GROUP --id NAME]
+                                      merge the agents of a home read from MQTT
     spin call [-c CONFIG] METHOD [JSON]
     spin top [-c CONFIG] [-n COUNT]   live table of devices, one refresh a scan
 
@@ -20,7 +21,7 @@ json = plat.json
 DEFAULT_CONFIG = os.getenv("SPIN_CONFIG") or "/etc/config/spin"
 
 USAGE = """usage: spin agent [-c CONFIG]
-       spin controller [-c CONFIG]
+       spin controller [-c CONFIG] [--share GROUP --id NAME]
        spin call [-c CONFIG] METHOD [JSON-ARGS]
        spin top [-c CONFIG] [-n COUNT]
        spin firewall print|check|flush [-c CONFIG]
@@ -78,8 +79,8 @@ def cmd_agent(argv):
 
 def cmd_controller(argv):
     from . import controller
-    opts, _ = options(argv, ("-c",))
-    return controller.main(opts.get("-c", DEFAULT_CONFIG))
+    opts, _ = options(argv, ("-c", "--share", "--id"))
+    return controller.main(opts.get("-c", DEFAULT_CONFIG), opts.get("--share"), opts.get("--id"))
 
 
 def cmd_call(argv):

@@ -133,8 +133,13 @@ class Orders:
 
 
 class Controller:
-    def __init__(self, cfg):
+    def __init__(self, cfg, share=None, name=None):
         self.cfg = cfg
+        # share: a shared subscription group (the broker hands each message to
+        # one controller of the group): load shared, but each one's view is
+        # partial, since a home's digests are split by message, not by home
+        self.share = share
+        self.name = name
         from .agent import Loop  # the agent's poll loop: no other event loop to learn
         self.loop = Loop()
         self.started = plat.wall()
@@ -163,10 +168,13 @@ class Controller:
         user = cfg["mqtt_username"] or "controller"
         tls = (cfg["mqtt_ca"], cfg["mqtt_cert"], cfg["mqtt_key"]) if cfg["mqtt_ca"] else None
         self.client = c = mqtt.Client(
-            self.loop, host, port, "spin-controller-%s-%s" % (self.home, cfg["mqtt_agent"] or user),
+            self.loop, host, port, "spin-controller-%s-%s" % (self.home, self.name or cfg["mqtt_agent"] or user),
             keepalive=cfg["mqtt_keepalive"], username=user, password=cfg["mqtt_password"] or None,
             tls=tls, max_packet=1 << 24, clean=False)
-        c.on_up = lambda cl: cl.subscribe([("spin/%s/+/+" % self.home, 1)])
+        topic = "spin/%s/+/+" % self.home
+        if self.share:
+            topic = "$share/%s/%s" % (self.share, topic)
+        c.on_up = lambda cl: cl.subscribe([(topic, 1)])
         c.on_message = self.message
         c.start()
 
@@ -327,7 +335,7 @@ class Controller:
     # -- the view, as the API's read handlers ask for it ----------------------------
 
     def status(self):
-        return {"version": __version__, "role": "controller", "home": self.home,
+        return {"version": __version__, "role": "controller", "home": self.home, "share": self.share,
                 "uptime": int(plat.wall() - self.started), "agents": len(self.agents),
                 "devices": len(self.devices), "digests": self.digests, "repeats": self.repeats,
                 "malformed": self.malformed, "lag_p50": self.lag_at(0.5), "lag_p99": self.lag_at(0.99),
@@ -415,7 +423,7 @@ def rpc_route(controller, method, headers, body):
     return 200, json.dumps(out), "application/json"
 
 
-def main(config_path):
+def main(config_path, share=None, name=None):
     cfg, warnings = config.load(config_path)
     for w in warnings:
         plat.warn(w)
@@ -423,7 +431,10 @@ def main(config_path):
         plat.warn("%s: set mqtt_broker: the controller reads its agents there" % config_path)
         return 2
     from . import jsonrpc
-    c = Controller(cfg)
+    if share and not (config.topic_word(share) and name and config.topic_word(name)):
+        plat.warn("--share GROUP needs --id NAME, both letters, digits, - or _")
+        return 2
+    c = Controller(cfg, share, name)
     if cfg["rpc_socket"] or cfg["rpc_listen"]:
         server = jsonrpc.Server()
         server.routes["/"] = server.routes["/rpc"] = rpc_route
