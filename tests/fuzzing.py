@@ -12,6 +12,7 @@ One target per parser the router meets from outside (issue 13 item 2):
     api        a method and random arguments -> api.dispatch on a real agent
     mqtt       bytes from the broker -> mqtt.Reader, mqtt.decode, and each
                PUBLISH on the agent's cmd topic -> mqttlink.Link's orders
+    controller what agents publish -> controller.Controller.message
 
 A target is a callable taking bytes. It returns when the input was handled
 as the parser promises and raises otherwise: an exception other than the
@@ -620,6 +621,33 @@ def mqtt_target(data):
                 assert ack["message"] and h.decisions() == before, ack
 
 
+CONTROLLER_TOPICS = ("status", "digest", "device", "anomaly", "ack", "block", "cmd")
+_controller = []
+
+
+def controller_target(data):
+    """data[0]: the agent (of four) and the topic; the rest its payload.
+    A message is merged whole or not at all: one the controller refuses
+    counts as malformed and leaves the view as it was."""
+    from spin_lite import controller
+    if not _controller or _controller[0].digests > 5000:
+        cfg = config.defaults()
+        cfg.update(mqtt_broker="127.0.0.1", detect_mode="alert")
+        _controller[:] = [controller.Controller(cfg)]
+    c = _controller[0]
+    pick = data[0] if data else 0
+    topic = "spin/home/a%d/%s" % (pick & 3, CONTROLLER_TOPICS[(pick >> 2) % len(CONTROLLER_TOPICS)])
+    view = lambda: jsonrpc.json.dumps([c.digests, c.repeats, sorted(c.devices),  # noqa: E731
+                                       [c.device_info(m) for m in sorted(c.devices)]], sort_keys=True)
+    before, bad = view(), c.malformed
+    c.message(topic, data[1:], False)
+    if c.malformed > bad:
+        assert view() == before, topic
+    for m in c.devices:
+        assert addr.parse_mac(m) == m, m
+    assert len(c.lags) <= controller.LAGS_KEPT and len(c.seen) <= controller.SEEN_KEPT
+
+
 TARGETS = {
     "conntrack": conntrack_target,
     "dns": dns_target,
@@ -629,6 +657,7 @@ TARGETS = {
     "http": http_target,
     "api": api_target,
     "mqtt": mqtt_target,
+    "controller": controller_target,
 }
 
 

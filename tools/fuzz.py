@@ -42,11 +42,12 @@ MODULES = {
     "http": ["jsonrpc.py", "web.py"],
     "api": ["api.py"],
     "mqtt": ["mqtt.py", "mqttlink.py"],
+    "controller": ["controller.py"],
 }
 # longest input libFuzzer makes: room for a few of everything (snapshots,
 # packets, messages, sections) and still thousands of inputs a second
 MAX_LEN = {"conntrack": 4096, "dns": 8192, "dnsframe": 4096, "ubus": 4096, "uci": 1024,
-           "http": 4096, "api": 256, "mqtt": 2048}
+           "http": 4096, "api": 256, "mqtt": 2048, "controller": 2048}
 
 
 # -- seeds from the project's own test data ----------------------------------------
@@ -159,6 +160,21 @@ def seed():
         pub = mqtt.publish_packet("cmd", o, qos=1, pid=i + 1)
         _write("mqtt", "order-%d" % i, b"\0" + session + pub)
         _write("mqtt", "order-%d-bytewise" % i, b"\1" + session + mqtt.publish_packet("cmd", o))
+
+    row = {"mac": "02:00:00:00:00:04", "bytes_out": 100, "bytes_in": 1000, "packets_out": 2,
+           "packets_in": 3, "conns": 1, "unreplied": 0, "remotes": 1, "ports": 1,
+           "top": [["203.0.113.10", 1100]]}
+    msgs = {"status": (0, {"v": 1, "agent": "a0", "state": "online", "role": "ap", "version": "0.1"}),
+            "digest": (1, {"v": 1, "agent": "a0", "started": 5, "seq": 1, "t": 600, "bucket_seconds": 60,
+                           "devices": [row, {"mac": "02:00:00:00:00:05"}]}),
+            "device": (2, {"v": 1, "agent": "a0", "event": "appeared", "mac": "02:00:00:00:00:04",
+                           "device": {"name": "laptop", "ips": ["192.168.8.104"]}}),
+            "anomaly": (3, {"v": 1, "agent": "a0", "anomaly": {"mac": "02:00:00:00:00:05",
+                                                               "severity": "quarantine", "rule": "x",
+                                                               "action": "monitor"}}),
+            "ack": (4, {"v": 1, "agent": "a0", "id": "c1-1", "status": 0, "message": ""})}
+    for name, (topic, body) in msgs.items():
+        _write("controller", name, bytes([topic << 2]) + json.dumps(body).encode())
 
 
 # -- one parser under atheris --------------------------------------------------------

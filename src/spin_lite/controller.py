@@ -258,9 +258,7 @@ class Controller:
             self.merge(agent, t, row)
 
     def merge(self, agent, t, row):
-        mac = row["mac"]
-        if not isinstance(mac, str):
-            raise ValueError("mac")
+        mac = parse_mac(row["mac"])  # checked in check_row: here its written form
         d = self.devices.get(mac)
         if d is None:
             d = self.devices[mac] = Device(mac)
@@ -298,15 +296,19 @@ class Controller:
     def on_device(self, agent, msg):
         self._agent(agent)
         info = msg.get("device") or {}
-        mac = msg["mac"]
-        if msg.get("event") != "appeared" or not isinstance(mac, str):
+        if msg.get("event") != "appeared" or not isinstance(msg.get("mac"), str):
             return
+        mac = parse_mac(msg["mac"])
+        name, ips = info.get("name"), info.get("ips")
+        if name is not None and not isinstance(name, str) or \
+                ips is not None and not (isinstance(ips, list) and all(isinstance(i, str) for i in ips)):
+            raise ValueError("device of %s" % mac)
         d = self.devices.get(mac)
         if d is None:
             d = self.devices[mac] = Device(mac)
             d.agent = agent
-        d.name = info.get("name") or d.name
-        d.ips = info.get("ips") or d.ips
+        d.name = name or d.name
+        d.ips = ips or d.ips
 
     def on_anomaly(self, agent, msg):
         rec = msg["anomaly"]
