@@ -609,6 +609,7 @@ def mqtt_target(data):
             before = h.decisions()
             link.ring = []
             link.waiting = [0, 0]
+            link.ring_bytes = 0
             link._message(MQTT_CMD if topic.startswith("c") else topic, payload, retain)
             if not link.ring:
                 assert not topic.startswith("c")

@@ -35,6 +35,9 @@ ORDER_FIELDS = ("id", "method", "args")
 ORDER_MAX = 4096  # bytes; an order is a few hundred
 ORDERS_KEPT = 256  # answered order ids remembered, so a repeat is not done twice
 EVENTS_KEPT = 256  # device, anomaly, block and ack messages waiting, beside the digests
+# bytes the ring may hold whatever mqtt_queue says: a digest of 250 busy
+# devices is ~80 KB (bench/mqtt_rss.py), so 60 of them would be ~5 MB
+QUEUE_BYTES = 2 << 20
 
 
 def split_broker(text):
@@ -114,6 +117,7 @@ class Link:
         self.client = None
         self.ring = []  # [topic, payload bytes, pid or None, is a digest], oldest first
         self.waiting = [0, 0]  # events, digests in the ring
+        self.ring_bytes = 0
         self.dropped = 0  # digests
         self.events_dropped = 0
         self.digest_bytes = 0  # the last digest message's size
@@ -175,10 +179,12 @@ class Link:
                 self.client = None
                 self.ring = []
                 self.waiting = [0, 0]
+                self.ring_bytes = 0
 
     def status(self):
         s = self.client.status() if self.client else {"state": "off"}
         s.update({"topic": self.base, "queued": len(self.ring), "queue": self.cfg["mqtt_queue"],
+                  "queued_bytes": self.ring_bytes,
                   "dropped": self.dropped, "events_dropped": self.events_dropped, "sent": self.sent, "seq": self.seq,
                   "digest_bytes": self.digest_bytes,
                   "orders": self.orders, "orders_refused": self.orders_refused})
@@ -219,6 +225,7 @@ class Link:
         for i in range(len(self.ring)):
             if self.ring[i][2] == pid:
                 self.waiting[self.ring[i][3]] -= 1
+                self.ring_bytes -= len(self.ring[i][1])
                 del self.ring[i]
                 self.sent += 1
                 break
@@ -234,21 +241,27 @@ class Link:
         payload = plat.dumps(obj).encode()
         kind = 1 if what == "digest" else 0
         bound = self.cfg["mqtt_queue"] if kind else EVENTS_KEPT
-        if self.waiting[kind] >= bound:
-            for i in range(len(self.ring)):
-                if self.ring[i][3] == kind:  # the oldest of its kind: the newest matters most
-                    del self.ring[i]
-                    break
-            self.waiting[kind] -= 1
-            if kind:
-                self.dropped += 1
-            else:
-                self.events_dropped += 1
+        while self.waiting[kind] >= bound or (self.ring_bytes + len(payload) > QUEUE_BYTES
+                                               and self.waiting[kind]):
+            self._drop_oldest(kind)
         if kind:
             self.digest_bytes = len(payload)
         self.ring.append([self.base + what, payload, None, kind])
         self.waiting[kind] += 1
+        self.ring_bytes += len(payload)
         self._pump()
+
+    def _drop_oldest(self, kind):
+        for i in range(len(self.ring)):
+            if self.ring[i][3] == kind:  # the oldest of its kind: the newest matters most
+                self.ring_bytes -= len(self.ring[i][1])
+                del self.ring[i]
+                break
+        self.waiting[kind] -= 1
+        if kind:
+            self.dropped += 1
+        else:
+            self.events_dropped += 1
 
     # -- what the agent publishes ------------------------------------------------
 

@@ -116,3 +116,32 @@ def test_a_digest_message_names_idle_devices_by_their_mac_alone():
     assert m == {"v": 1, "agent": "router", "started": 0, "seq": 4, "t": 120, "bucket_seconds": 60,
                  "devices": [{"mac": "02:00:00:00:00:01", "bytes_out": 10, "bytes_in": 0, "top": []},
                              {"mac": "02:00:00:00:00:02"}]}
+
+
+def ring(queue):
+    link = mqttlink.Link({"mqtt_queue": queue})
+    link.base = "spin/home/router/"  # no client: the ring only keeps what it owes
+    return link
+
+
+def test_while_the_broker_is_away_the_oldest_digests_go_and_are_counted():
+    link = ring(3)
+    for seq in range(1, 6):
+        link.queue("digest", {"seq": seq})
+    for n in range(300):
+        link.queue("device", {"n": n})  # a burst of events costs no digest
+    digests = [e[1] for e in link.ring if e[3]]
+    assert digests == [b'{"seq":3}', b'{"seq":4}', b'{"seq":5}'] or \
+        digests == [b'{"seq": 3}', b'{"seq": 4}', b'{"seq": 5}']
+    assert link.dropped == 2 and link.events_dropped == 300 - mqttlink.EVENTS_KEPT
+    assert link.waiting == [mqttlink.EVENTS_KEPT, 3]
+    assert link.ring_bytes == sum(len(e[1]) for e in link.ring)
+
+
+def test_the_ring_holds_its_bytes_whatever_the_count():
+    link = ring(1000)
+    big = {"devices": "x" * 300000}
+    for _ in range(12):
+        link.queue("digest", big)
+    assert link.ring_bytes <= mqttlink.QUEUE_BYTES and link.dropped == 12 - link.waiting[1]
+    assert link.waiting[1] == mqttlink.QUEUE_BYTES // len(link.ring[0][1])
