@@ -77,6 +77,11 @@ def main(path):
         a.scan()
     a.scan = first_scan
     a.start()
+    pump = spec.get("pump") and a.mqtt is not None  # publishing on: let the loop send
+    for _ in range(400 if pump else 0):
+        if a.mqtt.client.is_up():
+            break
+        a.loop.run_once(20)
     first_kb = kb("VmRSS")
     snaps = spec["snaps"]
     closed_before = a.digests.open_n
@@ -85,13 +90,17 @@ def main(path):
         wall[0] += 60
         a.cfg["conntrack_file"] = snaps[i % len(snaps)]
         a.scan()
+        for _ in range(200 if pump else 0):
+            if not a.mqtt.ring:
+                break
+            a.loop.run_once(20)
     res = {
         "parts_kb": breakdown(a),
         "rss_kb": kb("VmRSS"), "hwm_kb": kb("VmHWM"), "import_kb": import_kb,
         "first_kb": first_kb, "started_kb": marks.get("parts_kb", 0), "devices": len(a.devices.table),
         "digest_devices": len(a.digests.devices), "closed": a.digests.open_n - closed_before,
         "flows": a.scanner.seen, "parts": [type(p).__name__ for p in a.parts],
-        "errors": a.errors,
+        "errors": a.errors, "mqtt": a.mqtt.status() if a.mqtt else None,
     }
     for p in a.parts:
         stop = getattr(p, "stop", None)

@@ -10,6 +10,9 @@ One target per parser the router meets from outside (issue 13 item 2):
     http       an HTTP request -> jsonrpc.parse_request, Server.respond
                (JSON-RPC, uhttpd-style /ubus, the page's files)
     api        a method and random arguments -> api.dispatch on a real agent
+    mqtt       bytes from the broker -> mqtt.Reader, mqtt.decode, and each
+               PUBLISH on the agent's cmd topic -> mqttlink.Link's orders
+    controller what agents publish -> controller.Controller.message
 
 A target is a callable taking bytes. It returns when the input was handled
 as the parser promises and raises otherwise: an exception other than the
@@ -26,7 +29,7 @@ import os
 import struct
 import tempfile
 
-from spin_lite import addr, api, config, conntrack, dnssnoop, jsonrpc, ubus, web
+from spin_lite import addr, api, config, conntrack, dnssnoop, jsonrpc, mqtt, mqttlink, ubus, web
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "data", "fuzz")
@@ -557,6 +560,95 @@ def api_target(data):
             assert h.decisions() == before, (method, args)
 
 
+# -- MQTT: what the broker sends the agent ------------------------------------------
+
+MQTT_CMD = "spin/home/router/cmd"
+MQTT_CHUNKS = (16384, 1, 7, 300)
+
+
+def _mqtt_link(h):
+    link = getattr(h, "mqtt_link", None)
+    if link is None:
+        cfg = dict(h.agent.cfg)
+        cfg.update(mqtt_broker="127.0.0.1", mqtt_agent="router", mqtt_queue=8)
+        link = h.mqtt_link = mqttlink.Link(cfg)
+        link.agent = h.agent
+        link.name = "router"
+        link.base = "spin/home/router/"  # no client: queue() only keeps what it would send
+    return link
+
+
+def mqtt_target(data):
+    """data[0] picks the chunk size the socket hands over; the rest is the
+    stream from the broker. Only ProtocolError may come out of the parser;
+    what it decodes is what a client may rely on; each order on the cmd
+    topic is answered on ack with a known status, and a refused one changes
+    no decision."""
+    h = home()
+    link = _mqtt_link(h)
+    size = MQTT_CHUNKS[data[0] % len(MQTT_CHUNKS)] if data else 1
+    stream = data[1:]
+    reader = mqtt.Reader(max_packet=mqttlink.ORDER_MAX + 1024)
+    for at in range(0, len(stream), size):
+        try:
+            packets = reader.feed(stream[at:at + size])
+        except mqtt.ProtocolError:
+            return  # the client drops the connection here
+        assert len(reader.buf) <= reader.max_packet + 5 + size
+        for kind, flags, body in packets:
+            try:
+                p = mqtt.decode(kind, flags, body)
+            except mqtt.ProtocolError:
+                return
+            assert p[0] in ("connack", "publish", "puback", "suback", "pingresp"), p
+            if p[0] != "publish":
+                continue
+            _, topic, payload, qos, retain, pid = p
+            assert isinstance(topic, str) and "+" not in topic and "#" not in topic
+            assert qos in (0, 1) and (pid > 0) == (qos == 1) and pid < 65536
+            before = h.decisions()
+            link.ring = []
+            link.waiting = [0, 0]
+            link.ring_bytes = 0
+            link._message(MQTT_CMD if topic.startswith("c") else topic, payload, retain)
+            if not link.ring:
+                assert not topic.startswith("c")
+                continue
+            topic_out, ack = link.ring[-1][:2]
+            assert topic_out == "spin/home/router/ack"
+            ack = jsonrpc.json.loads(ack)
+            assert ack["status"] in api.STATUS_NAMES and ack["status"] != api.UNKNOWN_ERROR, ack
+            if ack["status"]:
+                assert ack["message"] and h.decisions() == before, ack
+
+
+CONTROLLER_TOPICS = ("status", "digest", "device", "anomaly", "ack", "block", "cmd")
+_controller = []
+
+
+def controller_target(data):
+    """data[0]: the agent (of four) and the topic; the rest its payload.
+    A message is merged whole or not at all: one the controller refuses
+    counts as malformed and leaves the view as it was."""
+    from spin_lite import controller
+    if not _controller or _controller[0].digests > 5000:
+        cfg = config.defaults()
+        cfg.update(mqtt_broker="127.0.0.1", detect_mode="alert")
+        _controller[:] = [controller.Controller(cfg)]
+    c = _controller[0]
+    pick = data[0] if data else 0
+    topic = "spin/home/a%d/%s" % (pick & 3, CONTROLLER_TOPICS[(pick >> 2) % len(CONTROLLER_TOPICS)])
+    view = lambda: jsonrpc.json.dumps([c.digests, c.repeats, sorted(c.devices),  # noqa: E731
+                                       [c.device_info(m) for m in sorted(c.devices)]], sort_keys=True)
+    before, bad = view(), c.malformed
+    c.message(topic, data[1:], False)
+    if c.malformed > bad:
+        assert view() == before, topic
+    for m in c.devices:
+        assert addr.parse_mac(m) == m, m
+    assert len(c.lags) <= controller.LAGS_KEPT and len(c.seen) <= controller.SEEN_KEPT
+
+
 TARGETS = {
     "conntrack": conntrack_target,
     "dns": dns_target,
@@ -565,6 +657,8 @@ TARGETS = {
     "uci": uci_target,
     "http": http_target,
     "api": api_target,
+    "mqtt": mqtt_target,
+    "controller": controller_target,
 }
 
 

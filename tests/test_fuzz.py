@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from tests import fuzzing
 
 EXAMPLES = {"conntrack": 1500, "dns": 3000, "dnsframe": 3000, "ubus": 3000, "uci": 2000,
-            "http": 2000, "api": 1500}
+            "http": 2000, "api": 1500,
+            "mqtt": 1500, "controller": 1500}
 
 KEPT = [(name, fn) for name in sorted(fuzzing.TARGETS) for fn, _ in fuzzing.corpus(name)]
 

@@ -7,10 +7,12 @@ import os
 
 SRC = os.path.join(os.path.dirname(__file__), "..", "src", "spin_lite")
 
-INTERFACE = ("api", "jsonrpc", "ubus", "ubuslink", "web", "cli", "agent")
+INTERFACE = ("api", "jsonrpc", "ubus", "ubuslink", "web", "cli", "agent", "mqtt", "mqttlink",
+             "controller")
 # sources, model, actions and the shared vocabulary
 BELOW = ("conntrack", "ctevents", "neigh", "leases", "dnssnoop", "devices", "digest",
          "endpoints", "domains", "services", "names", "detect", "firewall", "blocks", "lanwatch",
+         "bridgecount",
          "capture", "addr", "errors")
 
 

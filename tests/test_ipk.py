@@ -499,6 +499,11 @@ def agent_imports():
     return found
 
 
+# stdlib modules only a feature the owner turns on imports, guarded by
+# `except ImportError` with a message naming the package: not a dependency
+OPTIONAL_FEATURE = {"ssl": "mqtt_ca (MQTT over TLS): python3-openssl"}
+
+
 def required_packages():
     needed = {"python3-light"}
     problems = []
@@ -514,6 +519,8 @@ def required_packages():
         if mod in OPENWRT_PY3_ABSENT:
             problems.append("%s: OpenWrt has no package with it (%s)" % (mod, where))
         elif mod in OPENWRT_PY3_SPLIT:
+            if mod in OPTIONAL_FEATURE and all(w[2] for w in where):
+                continue  # the owner installs it with the feature (README says which)
             needed.add(OPENWRT_PY3_SPLIT[mod])
     return needed, problems
 

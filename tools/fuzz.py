@@ -41,11 +41,13 @@ MODULES = {
     "uci": ["config.py"],
     "http": ["jsonrpc.py", "web.py"],
     "api": ["api.py"],
+    "mqtt": ["mqtt.py", "mqttlink.py"],
+    "controller": ["controller.py"],
 }
 # longest input libFuzzer makes: room for a few of everything (snapshots,
 # packets, messages, sections) and still thousands of inputs a second
 MAX_LEN = {"conntrack": 4096, "dns": 8192, "dnsframe": 4096, "ubus": 4096, "uci": 1024,
-           "http": 4096, "api": 256}
+           "http": 4096, "api": 256, "mqtt": 2048, "controller": 2048}
 
 
 # -- seeds from the project's own test data ----------------------------------------
@@ -146,6 +148,33 @@ def seed():
     _write("http", "file", b"\1GET /spin/index.html?v=1 HTTP/1.1\r\nHost: x\r\n\r\n")
     for i in range(4):
         _write("api", "draw-%d" % i, hashlib.sha256(b"%d" % i).digest())
+
+    from spin_lite import mqtt
+    orders = [b'{"id":"q1","method":"quarantine","args":{"mac":"02:00:00:00:00:01","reason":"x"}}',
+              b'{"id":2,"method":"release","args":{"mac":"02:00:00:00:00:01"}}',
+              b'{"id":"b1","method":"block","args":{"ip":"192.168.8.104","remote":"203.0.113.0/24"}}',
+              b'{"id":"u1","method":"unblock","args":{"id":1}}',
+              b'{"id":"x","method":"quarantine","args":{"mac":"02:00:zz"},"more":1}', b"not json"]
+    session = b"\x20\x02\x00\x00" + b"\x90\x03\x00\x01\x01" + b"\xd0\x00" + b"\x40\x02\x00\x02"
+    for i, o in enumerate(orders):
+        pub = mqtt.publish_packet("cmd", o, qos=1, pid=i + 1)
+        _write("mqtt", "order-%d" % i, b"\0" + session + pub)
+        _write("mqtt", "order-%d-bytewise" % i, b"\1" + session + mqtt.publish_packet("cmd", o))
+
+    row = {"mac": "02:00:00:00:00:04", "bytes_out": 100, "bytes_in": 1000, "packets_out": 2,
+           "packets_in": 3, "conns": 1, "unreplied": 0, "remotes": 1, "ports": 1,
+           "top": [["203.0.113.10", 1100]]}
+    msgs = {"status": (0, {"v": 1, "agent": "a0", "state": "online", "role": "ap", "version": "0.1"}),
+            "digest": (1, {"v": 1, "agent": "a0", "started": 5, "seq": 1, "t": 600, "bucket_seconds": 60,
+                           "devices": [row, {"mac": "02:00:00:00:00:05"}]}),
+            "device": (2, {"v": 1, "agent": "a0", "event": "appeared", "mac": "02:00:00:00:00:04",
+                           "device": {"name": "laptop", "ips": ["192.168.8.104"]}}),
+            "anomaly": (3, {"v": 1, "agent": "a0", "anomaly": {"mac": "02:00:00:00:00:05",
+                                                               "severity": "quarantine", "rule": "x",
+                                                               "action": "monitor"}}),
+            "ack": (4, {"v": 1, "agent": "a0", "id": "c1-1", "status": 0, "message": ""})}
+    for name, (topic, body) in msgs.items():
+        _write("controller", name, bytes([topic << 2]) + json.dumps(body).encode())
 
 
 # -- one parser under atheris --------------------------------------------------------

@@ -41,6 +41,11 @@ class Loop:
             except (OSError, KeyError, ValueError):
                 pass
 
+    def want_write(self, obj, on):
+        """Also wake a reader's callback when obj is writable (a connect
+        under way, bytes the socket did not take yet): the MQTT link."""
+        self.poll.modify(obj, select.POLLIN | (select.POLLOUT if on else 0))
+
     def call_later(self, seconds, fn):
         handle = [plat.monotonic_ms() + int(seconds * 1000), fn]
         self.timers.append(handle)
@@ -114,6 +119,8 @@ class Agent:
         self.table_max = None  # nf_conntrack_max, for the detector's table_hog rule
         self.events = None  # and ctevents.Events here
         self.captures = None  # and capture.Captures here
+        self.mqtt = None  # and mqttlink.Link here, when a broker is configured
+        self.bridgecount = None  # and bridgecount.BridgeCounts, on an access point
 
     # -- parts --------------------------------------------------------------
 
@@ -126,6 +133,12 @@ class Agent:
         self.parts.append(lanwatch.LanWatch(self.cfg))  # LAN-to-LAN attempts, from blocks' backend
         self.parts.append(names.Names(self.cfg))  # DNS names, owner names, ignore list
         self.parts.append(capture.Captures(self.cfg))  # a device's packets as pcap, on request
+        if self.cfg["bridge_uplink"]:
+            from . import bridgecount  # an access point: its clients' flows from the bridge
+            self.parts.append(bridgecount.BridgeCounts(self.cfg))
+        if self.cfg["mqtt_broker"]:
+            from . import mqttlink  # the client (and ssl, for TLS) only when a broker is set
+            self.parts.append(mqttlink.Link(self.cfg))
         if self.cfg["rpc_socket"] or self.cfg["rpc_listen"]:
             self.parts.append(jsonrpc.Server())
             from . import web  # the visualizer page and /ubus, on that same listener
@@ -341,6 +354,8 @@ class Agent:
             "detect": self.detect_status(),
             "events": self.events.status() if self.events else {"state": "off: not started"},
             "captures": self.captures.status() if self.captures else None,
+            "mqtt": self.mqtt.status() if self.mqtt else None,
+            "bridge": self.bridgecount.status() if self.bridgecount else None,
         }
 
     def detect_status(self):

@@ -1,6 +1,8 @@
 """The `spin` command: run the agent, call its API, watch the home live.
 
     spin agent [-c CONFIG]            run the agent in the foreground
+    spin controller [-c CONFIG] [--share GROUP --id NAME]
+                                      merge the agents of a home read from MQTT
     spin call [-c CONFIG] METHOD [JSON]
     spin top [-c CONFIG] [-n COUNT]   live table of devices, one refresh a scan
 
@@ -19,6 +21,7 @@ json = plat.json
 DEFAULT_CONFIG = os.getenv("SPIN_CONFIG") or "/etc/config/spin"
 
 USAGE = """usage: spin agent [-c CONFIG]
+       spin controller [-c CONFIG] [--share GROUP --id NAME]
        spin call [-c CONFIG] METHOD [JSON-ARGS]
        spin top [-c CONFIG] [-n COUNT]
        spin firewall print|check|flush [-c CONFIG]
@@ -72,6 +75,12 @@ def cmd_agent(argv):
     from . import agent
     opts, _ = options(argv, ("-c",))
     return agent.main(opts.get("-c", DEFAULT_CONFIG))
+
+
+def cmd_controller(argv):
+    from . import controller
+    opts, _ = options(argv, ("-c", "--share", "--id"))
+    return controller.main(opts.get("-c", DEFAULT_CONFIG), opts.get("--share"), opts.get("--id"))
 
 
 def cmd_call(argv):
@@ -298,7 +307,7 @@ def _agent_addresses(cfg, macs):
         return macs
 
 
-COMMANDS = {"agent": cmd_agent, "call": cmd_call, "top": cmd_top, "firewall": cmd_firewall}
+COMMANDS = {"agent": cmd_agent, "controller": cmd_controller, "call": cmd_call, "top": cmd_top, "firewall": cmd_firewall}
 
 
 def main(argv=None):

@@ -62,6 +62,17 @@ OPTIONS = {
     "watch_max": ("int", 4, "devices whose last packets are kept at once (watch), for the anomalies they may raise"),
     "watch_packets": ("int", 256, "packets kept per watched device (256 bytes of each)"),
     "capture_tcpdump": ("str", "tcpdump", "program that captures (OpenWrt's tcpdump-mini); empty or not installed: the agent's own AF_PACKET capture"),
+    "mqtt_broker": ("str", "", "MQTT broker host:port (1883 when no port) the agent publishes to and takes orders from; empty: no MQTT"),
+    "mqtt_home": ("str", "home", "the home's name in topics spin/<home>/<agent>/... (letters, digits, - and _)"),
+    "mqtt_agent": ("str", "", "this agent's name in topics and its MQTT user's usual name; empty: the hostname"),
+    "mqtt_username": ("str", "", "MQTT user name (the broker's password file); empty: none"),
+    "mqtt_password": ("str", "", "MQTT password"),
+    "mqtt_ca": ("str", "", "CA certificate file: set, the broker is reached over TLS and its certificate checked"),
+    "mqtt_cert": ("str", "", "client certificate file for TLS (optional)"),
+    "mqtt_key": ("str", "", "client certificate's key file (optional)"),
+    "mqtt_keepalive": ("int", 60, "seconds between MQTT keepalives (5..3600)"),
+    "bridge_uplink": ("str", "", "on a bridged access point: lan_ifname's port to the router; set, the agent counts its clients' IPv4 flows in nft table bridge spinap"),
+    "mqtt_queue": ("int", 60, "messages (digests first) kept while the broker is away; the oldest dropped and counted"),
 }
 
 DETECT_MODES = ("quarantine", "alert")
@@ -197,9 +208,39 @@ def load(path):
         warnings.append("spin.detect_mode: %r is not one of %s; using %r"
                         % (cfg["detect_mode"], " | ".join(DETECT_MODES), OPTIONS["detect_mode"][1]))
         cfg["detect_mode"] = OPTIONS["detect_mode"][1]
+    _check_mqtt(cfg, warnings)
     _, bad = detect.parse_thresholds(cfg["detect_threshold"])
     warnings.extend("spin.%s" % w for w in bad)
     return cfg, warnings
+
+
+def topic_word(text):
+    """A name that may stand between slashes of a topic: no wildcard, no slash."""
+    return 0 < len(text) <= 64 and all(c.isalpha() or c.isdigit() or c in "-_" for c in text)
+
+
+def _check_mqtt(cfg, warnings):
+    for key in ("mqtt_home", "mqtt_agent"):
+        if cfg[key] and not topic_word(cfg[key]):
+            warnings.append("spin.%s: %r is not 1..64 letters, digits, - or _; using %r"
+                            % (key, cfg[key], OPTIONS[key][1]))
+            cfg[key] = OPTIONS[key][1]
+    if not cfg["mqtt_home"]:
+        cfg["mqtt_home"] = OPTIONS["mqtt_home"][1]
+    broker = cfg["mqtt_broker"]
+    if broker:
+        host, sep, port = broker.rpartition(":")
+        ok = bool(host.strip("[]")) and port.isdigit() and 0 < int(port) < 65536 if sep \
+            else bool(broker) and ":" not in broker
+        if not ok:
+            warnings.append("spin.mqtt_broker: %r is not host or host:port; MQTT off" % broker)
+            cfg["mqtt_broker"] = ""
+    if not 5 <= cfg["mqtt_keepalive"] <= 3600:
+        warnings.append("spin.mqtt_keepalive: %d is outside 5..3600; using 60" % cfg["mqtt_keepalive"])
+        cfg["mqtt_keepalive"] = 60
+    if cfg["mqtt_queue"] < 1:
+        warnings.append("spin.mqtt_queue: must be at least 1; using %r" % OPTIONS["mqtt_queue"][1])
+        cfg["mqtt_queue"] = OPTIONS["mqtt_queue"][1]
 
 
 def static_hosts(path):

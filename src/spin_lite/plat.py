@@ -447,6 +447,59 @@ def poll_fd(obj):
     return obj.fileno()
 
 
+def dumps(obj):
+    """JSON without the spaces (MQTT messages): MicroPython's json takes
+    separators only in newer builds."""
+    try:
+        return json.dumps(obj, separators=(",", ":"))
+    except TypeError:
+        return json.dumps(obj)
+
+
+# -- non-blocking sockets and TLS (the MQTT link) ------------------------------
+
+EAGAIN = 11
+EINPROGRESS = 115
+
+
+def would_block(e):
+    """A non-blocking call that has to wait: EAGAIN / EINPROGRESS, or ssl's
+    want-read/want-write (CPython; their errno is SSL's, not the OS's)."""
+    return getattr(e, "errno", None) in (EAGAIN, EINPROGRESS) or \
+        type(e).__name__ in ("SSLWantReadError", "SSLWantWriteError")
+
+
+def tls_wants_write(e):
+    return type(e).__name__ == "SSLWantWriteError"
+
+
+def tls_wrap(sock, hostname, ca_file, cert_file="", key_file=""):
+    """A TLS client socket over a connected non-blocking one, the broker's
+    certificate checked against ca_file (and its name), an optional client
+    certificate. ssl is imported here, only when TLS is configured (it
+    costs megabytes on CPython). On MicroPython the handshake runs on the
+    first read or write (its ssl has no separate non-blocking handshake)."""
+    try:
+        import ssl
+    except ImportError:  # OpenWrt: python3-openssl, installed with the feature
+        raise OSError(95, "no ssl module here: MQTT over TLS needs python3-openssl")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cafile=ca_file)
+    if cert_file:
+        ctx.load_cert_chain(cert_file, key_file or None)
+    return ctx.wrap_socket(sock, server_hostname=hostname, do_handshake_on_connect=False)
+
+
+def tls_handshake(sock):
+    """Advance the handshake: True when done; raises what would_block knows
+    while it must wait."""
+    hs = getattr(sock, "do_handshake", None)
+    if hs is not None:
+        hs()
+    return True
+
+
 # -- signals --------------------------------------------------------------
 
 def install_signals(on_term, on_hup):

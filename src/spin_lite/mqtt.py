@@ -1,0 +1,550 @@
+"""A small MQTT 3.1.1 client, driven by the agent's poll loop.
+
+Only imported when a broker is configured (option mqtt_broker). It
+speaks 3.1.1, not 5: every broker has it, its packets are a third of
+5's to parse (no properties), and mosquitto gives 3.1.1 clients the
+shared subscriptions (`$share/group/...`) that several controllers
+split a home's load with. What it does: CONNECT with username, password
+and a last will; PUBLISH at QoS 0 or 1, retained or not; SUBSCRIBE;
+PINGREQ keepalive; reconnect with a doubling backoff; TLS through
+`plat.tls_wrap` (CA file, optional client certificate).
+
+It never blocks: the socket is non-blocking, the connect completes in
+the loop (woken for writing while it is under way or while bytes wait),
+and publish() only appends to a bounded buffer. What the broker sends
+goes through a strict parser (`Reader`, `decode`): a packet a 3.1.1
+broker may not send us, a length or flag out of place, a topic that is
+not UTF-8 or holds a wildcard, drops the connection with a note and
+changes nothing else; the client connects again after its backoff.
+
+The common subset of CPython and MicroPython: struct with '>' only,
+OSError tested by errno (plat.would_block), no select.POLLOUT name
+needed here (the loop owns poll).
+"""
+
+import struct
+
+from . import plat
+
+# packet types (the high nibble of the first byte)
+CONNECT, CONNACK, PUBLISH, PUBACK = 1, 2, 3, 4
+SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 12, 13, 14
+
+PINGREQ_PACKET = b"\xc0\x00"
+DISCONNECT_PACKET = b"\xe0\x00"
+
+CONNACK_REASONS = {
+    1: "unacceptable protocol version", 2: "client id rejected", 3: "server unavailable",
+    4: "bad user name or password", 5: "not authorised",
+}
+
+MAX_PACKET = 1 << 18  # what we accept from the broker (an order is < 1 KB)
+MAX_BUFFER = 1 << 20  # bytes waiting for the socket; past it publish() refuses
+MAX_TOPIC = 512
+
+
+class ProtocolError(ValueError):
+    """The broker sent something MQTT 3.1.1 does not allow here."""
+
+
+# -- encoding ---------------------------------------------------------------
+
+def varlen(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | 0x80 if n else b)
+        if not n:
+            return bytes(out)
+
+
+def text(s):
+    b = s.encode("utf-8") if isinstance(s, str) else bytes(s)
+    if len(b) > 65535:
+        raise ValueError("MQTT string longer than 65535 bytes")
+    return struct.pack(">H", len(b)) + b
+
+
+def packet(first, body):
+    return bytes([first]) + varlen(len(body)) + body
+
+
+def connect_packet(client_id, keepalive, username=None, password=None, will=None, clean=True):
+    """will: (topic, payload bytes, retain) or None; will QoS is 1. An
+    agent asks for a clean session (its ring, not the broker, keeps what
+    it owes); a controller keeps its session, so what agents published
+    while it was away waits for it at the broker."""
+    flags = 0x02 if clean else 0
+    tail = text(client_id)
+    if will is not None:
+        flags |= 0x04 | (1 << 3) | (0x20 if will[2] else 0)
+        tail += text(will[0]) + text(will[1])
+    if username:
+        flags |= 0x80
+        tail += text(username)
+        if password:
+            flags |= 0x40
+            tail += text(password)
+    body = text("MQTT") + bytes([4, flags]) + struct.pack(">H", keepalive) + tail
+    return packet(CONNECT << 4, body)
+
+
+def publish_packet(topic, payload, qos=0, retain=False, pid=0, dup=False):
+    first = (PUBLISH << 4) | (qos << 1) | (1 if retain else 0) | (0x08 if dup and qos else 0)
+    body = text(topic) + (struct.pack(">H", pid) if qos else b"") + payload
+    return packet(first, body)
+
+
+def subscribe_packet(pid, topics):
+    """topics: [(filter, max qos)]."""
+    body = struct.pack(">H", pid)
+    for t, q in topics:
+        body += text(t) + bytes([q])
+    return packet((SUBSCRIBE << 4) | 0x02, body)
+
+
+def puback_packet(pid):
+    return packet(PUBACK << 4, struct.pack(">H", pid))
+
+
+# -- decoding (strict) ------------------------------------------------------
+
+class Reader:
+    """Bytes from the broker -> [(type, flags, body)], whole packets only."""
+
+    def __init__(self, max_packet=MAX_PACKET):
+        self.buf = b""
+        self.max_packet = max_packet
+
+    def feed(self, data):
+        self.buf += data
+        out = []
+        while True:
+            buf = self.buf
+            if len(buf) < 2:
+                return out
+            n = 0
+            shift = 0
+            i = 1
+            while True:
+                if i >= len(buf):
+                    return out  # the length is not all here yet
+                b = buf[i]
+                n |= (b & 0x7F) << shift
+                i += 1
+                if not b & 0x80:
+                    break
+                shift += 7
+                if i > 4:
+                    raise ProtocolError("remaining length longer than 4 bytes")
+            if i > 2 and buf[i - 1] == 0:
+                raise ProtocolError("remaining length not in its shortest form")
+            if n > self.max_packet:
+                raise ProtocolError("packet of %d bytes is over %d" % (n, self.max_packet))
+            if len(buf) < i + n:
+                return out
+            out.append((buf[0] >> 4, buf[0] & 0x0F, buf[i:i + n]))
+            self.buf = buf[i + n:]
+
+
+def _pid(body):
+    pid = struct.unpack(">H", body[:2])[0]
+    if pid == 0:
+        raise ProtocolError("packet id 0")
+    return pid
+
+
+def check_topic(topic, wildcards=False):
+    """A topic name's text, or ProtocolError."""
+    try:
+        t = topic.decode("utf-8") if not isinstance(topic, str) else topic
+    except UnicodeError:
+        raise ProtocolError("topic is not UTF-8")
+    if not t or len(t) > MAX_TOPIC or "\x00" in t:
+        raise ProtocolError("empty, long or NUL topic")
+    if not wildcards and ("+" in t or "#" in t):
+        raise ProtocolError("wildcard in a published topic")
+    return t
+
+
+def decode(kind, flags, body):
+    """One packet a broker may send a client -> a tuple:
+    ("connack", session_present, code) | ("publish", topic, payload, qos,
+    retain, pid) | ("puback", pid) | ("suback", pid, [codes]) | ("pingresp",)."""
+    if kind == PUBLISH:
+        qos = (flags >> 1) & 3
+        if qos > 1:
+            raise ProtocolError("PUBLISH at QoS %d: we subscribe at 1 at most" % qos)
+        if qos == 0 and flags & 0x08:
+            raise ProtocolError("DUP set on a QoS 0 PUBLISH")
+        if len(body) < 2:
+            raise ProtocolError("PUBLISH without a topic")
+        tl = struct.unpack(">H", body[:2])[0]
+        at = 2 + tl
+        if at + (2 if qos else 0) > len(body):
+            raise ProtocolError("PUBLISH topic runs past the packet")
+        topic = check_topic(body[2:at])
+        pid = 0
+        if qos:
+            pid = _pid(body[at:at + 2])
+            at += 2
+        return ("publish", topic, body[at:], qos, bool(flags & 1), pid)
+    if flags != 0:
+        raise ProtocolError("flags %d on packet type %d" % (flags, kind))
+    if kind == CONNACK:
+        if len(body) != 2 or body[0] > 1:
+            raise ProtocolError("CONNACK of %d bytes, flags %r" % (len(body), body[:1]))
+        if body[1] > 5:
+            raise ProtocolError("CONNACK return code %d" % body[1])
+        return ("connack", bool(body[0]), body[1])
+    if kind == PUBACK:
+        if len(body) != 2:
+            raise ProtocolError("PUBACK of %d bytes" % len(body))
+        return ("puback", _pid(body))
+    if kind == SUBACK:
+        if len(body) < 3:
+            raise ProtocolError("SUBACK of %d bytes" % len(body))
+        codes = list(body[2:])
+        for c in codes:
+            if c not in (0, 1, 2, 0x80):
+                raise ProtocolError("SUBACK code %d" % c)
+        return ("suback", _pid(body), codes)
+    if kind == PINGRESP:
+        if body:
+            raise ProtocolError("PINGRESP with a body")
+        return ("pingresp",)
+    raise ProtocolError("packet type %d is not one a broker sends a client" % kind)
+
+
+# -- the client ---------------------------------------------------------------
+
+class Client:
+    """One connection to one broker, kept up from the loop.
+
+    on_up(client) runs after each CONNACK (subscribe and publish status
+    there); on_message(topic, payload) for each PUBLISH received;
+    on_ack(pid) when the broker acknowledges our QoS 1 PUBLISH;
+    on_down(client, why) when the connection is lost."""
+
+    def __init__(self, loop, host, port, client_id, keepalive=60, username=None,
+                 password=None, will=None, tls=None, max_packet=MAX_PACKET,
+                 backoff_min=1, backoff_max=60, clean=True):
+        self.loop = loop
+        self.host = host
+        self.port = port
+        self.client_id = client_id
+        self.keepalive = keepalive
+        self.username = username
+        self.password = password
+        self.will = will
+        self.tls = tls  # (ca_file, cert_file or "", key_file or "") or None
+        self.max_packet = max_packet
+        self.backoff_min = backoff_min
+        self.backoff_max = backoff_max
+        self.backoff = backoff_min
+        self.clean = clean
+        self.on_up = None
+        self.on_message = None
+        self.on_ack = None
+        self.on_down = None
+        self.sock = None
+        self.state = "down"  # down | connecting | handshake | connack | up
+        self.out = b""
+        self.reader = None
+        self.next_pid = 0
+        self.inflight = {}  # pid -> None (QoS 1 publishes awaiting PUBACK)
+        self.timers = []
+        self.last_in = 0
+        self.last_out = 0
+        self.stopped = False
+        self.writing = False
+        # counters for status
+        self.connects = 0
+        self.drops = 0
+        self.malformed = 0
+        self.received = 0
+        self.published = 0
+        self.acked = 0
+        self.last_error = ""
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def start(self):
+        self.stopped = False
+        self._connect()
+
+    def stop(self, farewell=b""):
+        """farewell: packets to send before DISCONNECT (best effort, at once)."""
+        self.stopped = True
+        if self.state == "up" and self.sock is not None:
+            try:
+                self.sock.setblocking(True)
+                self.sock.settimeout(2)
+                data = self.out + farewell + DISCONNECT_PACKET
+                while data:
+                    n = self.sock.send(data)
+                    data = data[n:]
+            except OSError:
+                pass
+        self._close()
+
+    def _later(self, seconds, fn):
+        h = self.loop.call_later(seconds, fn)
+        self.timers.append(h)
+        return h
+
+    def _cancel_timers(self):
+        for h in self.timers:
+            self.loop.cancel(h)
+        self.timers = []
+
+    def _connect(self):
+        self._cancel_timers()
+        if self.stopped:
+            return
+        import socket  # here: the codec above also runs where there are no sockets (WebAssembly)
+        try:
+            ai = socket.getaddrinfo(self.host, self.port)[0]
+            s = socket.socket(ai[0], socket.SOCK_STREAM)
+        except OSError as e:
+            self._retry("cannot resolve %s: %s" % (self.host, e))
+            return
+        s.setblocking(False)
+        try:
+            s.connect(ai[-1])
+        except OSError as e:
+            if not plat.would_block(e):
+                s.close()
+                self._retry("connect: %s" % e)
+                return
+        self.sock = s
+        self.state = "connecting"
+        self.out = b""
+        self.reader = Reader(self.max_packet)
+        self.inflight = {}
+        self.loop.add_reader(s, self._ready)
+        self._want_write(True)
+        # a broker that takes the TCP connection but never answers
+        self._later(max(10, self.keepalive), lambda: self._drop("no CONNACK in time")
+                    if self.state != "up" else None)
+
+    def _retry(self, why):
+        self.last_error = why
+        delay = self.backoff
+        self.backoff = min(self.backoff_max, self.backoff * 2)
+        self._later(delay, self._connect)
+
+    def _close(self):
+        self._cancel_timers()
+        if self.sock is not None:
+            self.loop.remove_reader(self.sock)
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+        self.sock = None
+        self.writing = False
+        self.state = "down"
+        self.out = b""
+        self.inflight = {}
+
+    def _drop(self, why, malformed=False):
+        if self.sock is None:
+            return
+        was_up = self.state == "up"
+        self.drops += 1
+        if malformed:
+            self.malformed += 1
+        plat.warn("mqtt %s:%d: %s" % (self.host, self.port, why))
+        self._close()
+        self._retry(why)
+        if self.on_down is not None:
+            self.on_down(self, why, was_up)
+
+    # -- the loop's callback ----------------------------------------------------
+
+    def _want_write(self, on):
+        if on != self.writing and self.sock is not None:
+            self.writing = on
+            self.loop.want_write(self.sock, on)
+
+    def _ready(self):
+        if self.sock is None:
+            return
+        if self.state == "connecting":
+            if self.tls:
+                try:
+                    self.sock = plat.tls_wrap(self.sock, self.host, *self.tls)
+                except (OSError, ValueError) as e:
+                    self._drop("TLS: %s" % e)
+                    return
+                self.state = "handshake"
+            else:
+                self._send_connect()
+        if self.state == "handshake":
+            try:
+                done = plat.tls_handshake(self.sock)
+            except OSError as e:
+                if not plat.would_block(e):
+                    self._drop("TLS handshake: %s" % e)
+                    return
+                self._want_write(plat.tls_wants_write(e))
+                return
+            if not done:
+                return
+            self._send_connect()
+        if not self._flush():
+            return
+        self._receive()
+
+    def _send_connect(self):
+        self.state = "connack"
+        self.out = connect_packet(self.client_id, self.keepalive, self.username,
+                                  self.password, self.will, self.clean) + self.out
+
+    def _flush(self):
+        while self.out:
+            try:
+                n = self.sock.send(self.out)
+            except OSError as e:
+                if plat.would_block(e):
+                    self._want_write(True)
+                    return True
+                self._drop("send: %s" % e)
+                return False
+            if not n:
+                break
+            self.out = self.out[n:]
+            self.last_out = plat.monotonic_ms()
+        self._want_write(False)
+        return True
+
+    def _receive(self):
+        # TLS may hold decrypted bytes poll cannot see: read until it would block
+        for _ in range(64):
+            try:
+                data = self.sock.recv(16384)
+            except OSError as e:
+                if plat.would_block(e):
+                    return
+                self._drop("recv: %s" % e)
+                return
+            if not data:
+                self._drop("the broker closed the connection")
+                return
+            self.last_in = plat.monotonic_ms()
+            try:
+                for kind, flags, body in self.reader.feed(data):
+                    self._handle(decode(kind, flags, body))
+                    if self.sock is None:
+                        return
+            except ProtocolError as e:
+                self._drop("malformed packet from the broker: %s" % e, malformed=True)
+                return
+
+    def _handle(self, p):
+        kind = p[0]
+        if self.state == "connack":
+            if kind != "connack":
+                raise ProtocolError("%s before CONNACK" % kind)
+            if p[2] != 0:
+                why = "refused: %s" % CONNACK_REASONS.get(p[2], p[2])
+                self.drops += 1
+                plat.warn("mqtt %s:%d: %s" % (self.host, self.port, why))
+                self._close()
+                self._retry(why)
+                return
+            self.state = "up"
+            self.connects += 1
+            self.backoff = self.backoff_min
+            self.last_error = ""
+            self._cancel_timers()
+            self._keepalive_timer()
+            if self.on_up is not None:
+                self.on_up(self)
+            self._flush()
+            return
+        if kind == "connack":
+            raise ProtocolError("a second CONNACK")
+        if kind == "publish":
+            _, topic, payload, qos, retain, pid = p
+            self.received += 1
+            if qos:
+                self.out += puback_packet(pid)
+                self._flush()
+            if self.on_message is not None:
+                self.on_message(topic, payload, retain)
+        elif kind == "puback":
+            if p[1] in self.inflight:
+                del self.inflight[p[1]]
+                self.acked += 1
+                if self.on_ack is not None:
+                    self.on_ack(p[1])
+        elif kind == "suback":
+            if 0x80 in p[2]:
+                self.last_error = "a subscription was refused (ACL?)"
+                plat.warn("mqtt %s:%d: %s" % (self.host, self.port, self.last_error))
+
+    def _keepalive_timer(self):
+        if not self.keepalive:
+            return
+        period = max(1, self.keepalive // 2)
+
+        def tick():
+            if self.state != "up":
+                return
+            now = plat.monotonic_ms()
+            if now - self.last_in > self.keepalive * 1500:
+                self._drop("no word from the broker for %d s" % (self.keepalive * 3 // 2))
+                return
+            self.out += PINGREQ_PACKET
+            self._flush()
+            self._later(period, tick)
+        self._later(period, tick)
+
+    # -- sending --------------------------------------------------------------
+
+    def is_up(self):
+        return self.state == "up"
+
+    def room(self):
+        return len(self.out) < MAX_BUFFER
+
+    def publish(self, topic, payload, qos=0, retain=False):
+        """Queue a PUBLISH; returns its packet id (QoS 1), 0 (QoS 0), or
+        None when the connection is not up or its buffer is full."""
+        if self.state != "up" or not self.room():
+            return None
+        pid = 0
+        if qos:
+            pid = self._new_pid()
+            self.inflight[pid] = None
+        if not isinstance(payload, bytes):
+            payload = payload.encode("utf-8")
+        self.out += publish_packet(topic, payload, qos, retain, pid)
+        self.published += 1
+        self._flush()
+        return pid
+
+    def subscribe(self, topics):
+        if self.state != "up":
+            return None
+        pid = self._new_pid()
+        self.out += subscribe_packet(pid, topics)
+        self._flush()
+        return pid
+
+    def _new_pid(self):
+        for _ in range(65535):
+            self.next_pid = self.next_pid % 65535 + 1
+            if self.next_pid not in self.inflight:
+                return self.next_pid
+        raise ValueError("no free packet id")
+
+    def status(self):
+        return {"state": self.state, "broker": "%s:%d" % (self.host, self.port),
+                "tls": bool(self.tls), "connects": self.connects, "drops": self.drops,
+                "malformed": self.malformed, "received": self.received,
+                "published": self.published, "acked": self.acked,
+                "inflight": len(self.inflight), "last_error": self.last_error}

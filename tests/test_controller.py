@@ -1,0 +1,103 @@
+"""The controller's merged view, fed the messages agents publish (what
+arrives over MQTT, without the broker: tests/test_mqtt_home.py has it)."""
+
+import json
+
+from spin_lite import config, controller
+
+LAPTOP = "02:00:00:00:00:04"
+
+
+def home():
+    cfg = config.defaults()
+    cfg["mqtt_broker"] = "127.0.0.1"
+    return controller.Controller(cfg)
+
+
+def digest(agent, seq, t, rows, started=100):
+    return json.dumps({"v": 1, "agent": agent, "started": started, "seq": seq, "t": t,
+                       "bucket_seconds": 60, "devices": rows}).encode()
+
+
+def row(mac, out, inn):
+    return {"mac": mac, "bytes_out": out, "bytes_in": inn, "packets_out": 1, "packets_in": 1,
+            "conns": 1, "unreplied": 0, "remotes": 1, "ports": 1, "top": [["203.0.113.10", out + inn]]}
+
+
+def test_a_roaming_laptop_is_one_device_with_one_timeline():
+    c = home()
+    c.message("spin/home/ap1/digest", digest("ap1", 1, 600, [row(LAPTOP, 100, 1000)]), False)
+    # the router behind ap1 sees the same minute's flows: the same traffic, not twice
+    c.message("spin/home/router/digest", digest("router", 1, 600, [row(LAPTOP, 90, 1000)]), False)
+    c.message("spin/home/ap2/digest", digest("ap2", 1, 660, [row(LAPTOP, 50, 500)]), False)
+    assert list(c.devices) == [LAPTOP]
+    d = c.device_info(LAPTOP)
+    assert d["agent"] == "ap2" and set(d["agents"]) == {"ap1", "router", "ap2"}
+    points = c.history(LAPTOP, 60)["points"]
+    assert [(p["t"], p["bytes_out"], p["bytes_in"]) for p in points] == [(600, 100, 1000), (660, 50, 500)]
+
+
+def test_a_repeat_is_ignored_and_a_lost_digest_is_a_gap():
+    c = home()
+    for seq in (1, 2, 2, 4):
+        c.message("spin/home/ap1/digest", digest("ap1", seq, 600 + 60 * seq, [{"mac": LAPTOP}]), False)
+    a = c.agent_list()["agents"][0]
+    assert (a["digests"], a["repeats"], a["gaps"], a["last_seq"]) == (3, 1, 1, 4)
+    # the agent restarts: its numbers start again, no gap for that
+    c.message("spin/home/ap1/digest", digest("ap1", 1, 900, [{"mac": LAPTOP}], started=200), False)
+    assert c.agent_list()["agents"][0]["gaps"] == 1
+
+
+def test_a_malformed_digest_changes_nothing():
+    c = home()
+    c.message("spin/home/ap1/digest", digest("ap1", 1, 600, [row(LAPTOP, 100, 1000)]), False)
+    before = json.dumps((c.digests, c.history(LAPTOP, 60), c.agent_list()), sort_keys=True)
+    bad = [b"{", b"[]", digest("ap1", 2, 660, [row(LAPTOP, 1, 1), {"mac": "zz"}]),
+           digest("ap1", 2, 660, [row(LAPTOP, -5, 1)]), digest("ap1", 2, 660, "x"),
+           digest("ap1", 2, 660, [dict(row(LAPTOP, 1, 1), top=[["a"]])]),
+           json.dumps({"v": 2, "seq": 2, "t": 660, "devices": []}).encode()]
+    for payload in bad:
+        c.message("spin/home/ap1/digest", payload, False)
+    assert c.malformed == len(bad)
+    assert json.dumps((c.digests, c.history(LAPTOP, 60), c.agent_list()), sort_keys=True) == before
+    # other homes and wildcards in names are not ours
+    c.message("spin/other/ap1/digest", digest("ap1", 3, 720, [row(LAPTOP, 1, 1)]), False)
+    assert c.digests == 1
+
+
+def test_status_and_the_will_say_who_is_online():
+    c = home()
+    c.message("spin/home/ap1/status", b'{"v":1,"agent":"ap1","state":"online","version":"0.1"}', True)
+    assert c.agent_list()["agents"][0]["state"] == "online"
+    c.message("spin/home/ap1/status", b'{"v":1,"agent":"ap1","state":"offline"}', True)
+    assert c.agent_list()["agents"][0]["state"] == "offline"
+
+
+def test_the_api_serves_the_view_and_agents_behind_the_token():
+    from spin_lite import jsonrpc
+    c = home()
+    c.cfg["token"] = "s3cret"
+    c.message("spin/home/ap1/digest", digest("ap1", 1, 600, [row(LAPTOP, 100, 1000)]), False)
+    server = jsonrpc.Server()
+    server.routes["/"] = server.routes["/rpc"] = controller.rpc_route
+
+    def post(body, token=None):
+        headers = {"authorization": "Bearer " + token} if token else {}
+        raw = server.respond(c, ("POST", "/", headers, json.dumps(body).encode()), True)
+        head, _, out = raw.partition(b"\r\n\r\n")
+        return int(head.split(b" ")[1]), json.loads(out)
+    call = {"jsonrpc": "2.0", "id": 1, "method": "agents", "params": {}}
+    assert post(call)[0] == 401
+    assert post(call, "guess")[0] == 401
+    code, reply = post(call, "s3cret")
+    assert code == 200 and [a["agent"] for a in reply["result"]["agents"]] == ["ap1"]
+    code, reply = post(dict(call, method="device", params={"mac": LAPTOP}), "s3cret")
+    assert reply["result"]["agent"] == "ap1"
+    # the same validation as the agent's API; methods only an agent has are not here
+    code, reply = post(dict(call, method="quarantine", params={"mac": "nope"}), "s3cret")
+    assert reply["error"]["data"]["status_name"] == "INVALID_ARGUMENT"
+    code, reply = post(dict(call, method="flows", params={}), "s3cret")
+    assert reply["error"]["data"]["status_name"] == "METHOD_NOT_FOUND"
+    # no broker connection here: an order says it could not be sent
+    code, reply = post(dict(call, method="quarantine", params={"mac": LAPTOP}), "s3cret")
+    assert reply["error"]["data"]["status_name"] == "NOT_FOUND" and "broker" in reply["error"]["message"]
