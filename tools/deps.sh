@@ -18,14 +18,15 @@ if [ -n "$missing" ]; then
     echo "deps: apt-get install$missing"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
-    # the DNS servers run only inside the simulated home's namespaces: the
-    # host's own copies that the packages just enabled must not take its
-    # port 53 or (unbound-resolvconf) its /etc/resolv.conf
+    # the DNS servers and the MQTT broker run only where the tests start
+    # them: the host's own copies that the packages just enabled must not
+    # take its port 53 or 1883 or (unbound-resolvconf) its /etc/resolv.conf
     for p in $missing; do
         case "$p" in
         bind9) units="named" ;;
         unbound) units="unbound unbound-resolvconf" ;;
         nsd) units="nsd" ;;
+        mosquitto) units="mosquitto" ;;
         *) continue ;;
         esac
         if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
