@@ -22,8 +22,8 @@ touch a device, are left out and counted.
 
 `parse` turns a snapshot into Flow records (the `flows` API and the tests);
 `Scanner` is the hot path of every scan: between scans it keeps a fixed
-flow table in preallocated arrays (about 52 B a slot on both interpreters,
-sized by max_flows), found by an integer hash of each line's protocol and
+flow table in arrays of slots (about 52 B a slot on both interpreters,
+starting at 4,096 slots and doubling as flows come, up to max_flows), found by an integer hash of each line's protocol and
 original tuple, checked by a second independent one; a slot holds a crc32
 of the line from its tuple on, and the slot that came after it in the last
 read, so an idle flow costs two find()s and one crc32 in the read buffer,
@@ -298,6 +298,11 @@ def key_check(key):
     return hash(key) & 0xFFFFFFFF
 
 
+# a slot's arrays and their item types (the index, idx, is apart: it has
+# twice as many cells); nxt has one cell more, the first line's
+SLOT_ARRAYS = (("h1", "I"), ("h2", "I"), ("sums", "I"), ("dev", "H"), ("mark", "B"),
+               ("flags", "B"), ("ob", "Q"), ("rb", "Q"), ("op", "I"), ("rp", "I"), ("nxt", "I"))
+
 # slots the last sweep freed that ended() still recognises: flows that died
 # while the snapshot was read, whose DESTROY event is read after it
 SWEPT_KEPT = 256
@@ -314,9 +319,8 @@ def _final_delta(o, op, ob, rp, rb):
 class Scanner:
     """Turns successive snapshots into per-scan deltas.
 
-    Between scans it keeps a fixed-size flow table: max_flows slots in
-    preallocated arrays, found through an open-addressed index (linear
-    probing, twice as many cells as slots, `idx` holds slot + 1). A flow's
+    Between scans it keeps a flow table in arrays of slots, found through
+    an open-addressed index (linear probing, twice as many cells as slots, `idx` holds slot + 1). A flow's
     key is its protocol column and original tuple; a slot holds the key's
     crc32 (`key_hash`, injectable for tests) and a second, independent
     checksum of it (`key_check`): a slot is the flow's only when both
@@ -348,34 +352,33 @@ class Scanner:
     and not kept, and counted in `dropped` (this scan) and `dropped_total`.
     A flow of a scan that failed half way keeps what it reported.
 
-    The agent sizes the table by its max_flows setting; the default here
-    (4,096 slots, about 200 KB) suits the tests and small uses."""
+    The arrays start with `initial` slots (4,096, about 210 KB) and
+    double when a new flow finds them full (`grown` counts it), up to
+    max_flows (the agent's setting): a home with 16k flows holds 16k
+    slots, not the 65,536 a router's nf_conntrack_max allows. A growth
+    extends each array in place and makes the index anew (`_grow`); the
+    table never shrinks (a flood's peak stays allocated, bounded by
+    max_flows)."""
 
-    def __init__(self, lan, max_flows=4096):
+    def __init__(self, lan, max_flows=4096, initial=4096):
         self.lan = lan
         self.prev_lan = lan
         self.key_hash = binascii.crc32
         self.key_check = key_check
-        self.max_flows = n = max(1, int(max_flows))
-        cells = 2
-        while cells < 2 * n:
-            cells *= 2
-        self.mask = cells - 1
-        self.idx = array("I", [0] * cells)
-        z = [0] * n
-        self.h1 = array("I", z)
-        self.h2 = array("I", z)
-        self.sums = array("I", z)
-        self.dev = array("H", z)
-        self.mark = array("B", z)
-        self.flags = array("B", z)
-        self.ob = array("Q", z)   # bytes and packets each way, as the
-        self.rb = array("Q", z)   # original and the reply tuple count them
-        self.op = array("I", z)   # (packets wrap at 2**32: deltas are
-        self.rp = array("I", z)   # taken modulo it)
-        # per slot, and in cell n for the first line: the slot of the line
-        # that came next in the last scan (a guess: checked, never trusted)
-        self.nxt = array("I", [0] * (n + 1))
+        self.max_flows = max(1, int(max_flows))
+        self.cap = 0  # slots the arrays hold now: grows by doubling up to max_flows
+        # per slot: h1, h2 the key's two checksums, sums the line's, dev
+        # the owner, mark the last scan that met it, flags; ob, rb, op, rp
+        # bytes and packets each way as the original and the reply tuple
+        # count them (packets wrap at 2**32: deltas are taken modulo it);
+        # nxt the slot of the line that came next in the last scan (a
+        # guess: checked, never trusted), and in cell cap the first line's
+        for name, code in SLOT_ARRAYS:
+            setattr(self, name, array(code))
+        self.nxt.append(0)
+        self.used = 0
+        self.grown = 0
+        self._grow(min(self.max_flows, max(1, int(initial))))
         self.buf = None  # scan_file's read buffer, made at its first read
         self.used = 0
         self.scan_mark = 0
@@ -392,12 +395,38 @@ class Scanner:
 
     def nbytes(self):
         """The flow table's size in bytes (its arrays' items)."""
-        t = 0
-        for a, code in ((self.idx, "I"), (self.h1, "I"), (self.h2, "I"), (self.sums, "I"),
-                        (self.dev, "H"), (self.mark, "B"), (self.flags, "B"), (self.ob, "Q"),
-                        (self.rb, "Q"), (self.op, "I"), (self.rp, "I"), (self.nxt, "I")):
-            t += len(a) * struct.calcsize(code)
+        t = len(self.idx) * 4
+        for name, code in SLOT_ARRAYS:
+            t += len(getattr(self, name)) * struct.calcsize(code)
         return t
+
+    def _grow(self, n):
+        """Make the arrays hold n slots (more than now): the slot arrays
+        are extended in place (each one reallocated, so the transient is
+        one array's old copy at a time) and the index, twice as many cells,
+        is made anew and the used slots put back in it: for that moment the
+        old and the new index are both alive."""
+        old = self.cap
+        k = n - old
+        for name, code in SLOT_ARRAYS:
+            _extend_zeros(getattr(self, name), code, k)
+        self.nxt[n] = self.nxt[old]  # the first line's guess moves to its cell
+        cells = 2
+        while cells < 2 * n:
+            cells *= 2
+        self.idx = None  # the old index goes before the new one is made
+        idx = array("I")
+        _extend_zeros(idx, "I", cells)
+        mask = cells - 1
+        H1 = self.h1
+        for s in range(self.used):
+            i = H1[s] & mask
+            while idx[i]:
+                i = (i + 1) & mask
+            idx[i] = s + 1
+        self.idx = idx
+        self.mask = mask
+        self.cap = n
 
     def scan(self, chunks, sink):
         """Feed one snapshot, given as byte chunks. For each flow that is
@@ -438,7 +467,7 @@ class Scanner:
         lan_kind = self.lan.kind
         counted = COUNTED  # a local: MicroPython looks a global up by name each time
         cnt = [0] * len(self.devs)  # idle flows per device index
-        prev = self.max_flows  # nxt's cell for the first line
+        prev = self.cap  # nxt's cell for the first line
         seen = uncounted = malformed = skipped = hits = dropped = idle = 0
         for buf, end in blocks:
             mv = memoryview(buf)
@@ -540,6 +569,7 @@ class Scanner:
                     if s < 0:
                         s = self.used - 1
                         used = self.used if fast else 0
+                        idx, mask = self.idx, self.mask  # a new slot may have grown the table
                     NXT[prev] = s
                     prev = s
                 elif r == 3:
@@ -687,7 +717,13 @@ class Scanner:
             same = not new and fl == ofl and not (d[0] or d[1] or d[2] or d[3])
         else:
             s = self.used
-            if s >= self.max_flows or len(self.devs) > 65534 and dev not in self.devix:
+            if s >= self.cap and self.cap < self.max_flows:
+                # the table is full at this size: twice the room, and the
+                # free cell this line's probe found is in the old index
+                self._grow(min(2 * self.cap, self.max_flows))
+                self.grown += 1
+                i = self._free_cell(h)
+            if s >= self.cap or len(self.devs) > 65534 and dev not in self.devix:
                 sink(dev, remote, rport, e.proto, 0, 0, 0, 0, True, e.unreplied)
                 return 4 if counted else 5
             self.used = s + 1
@@ -744,6 +780,14 @@ class Scanner:
         if o is not None and o[0] == h2:
             return _final_delta(o[1:], op, ob, rp, rb)
         return None
+
+    def _free_cell(self, h):
+        """The empty index cell a probe for hash h ends at."""
+        idx, mask = self.idx, self.mask
+        i = h & mask
+        while idx[i]:
+            i = (i + 1) & mask
+        return i
 
     def _cell(self, s):
         """The index cell that points at slot s."""
@@ -855,6 +899,18 @@ def _reads(path, buf):
     if fill:
         buf[fill] = 10  # the last line had no newline
         yield buf, fill + 1
+
+
+def _extend_zeros(a, code, k):
+    """k zero items more at the end of array a of type code (MicroPython's
+    arrays do not say theirs), a few at a time: a list of k zeros first
+    would cost 8 B an item on the heap."""
+    z = array(code, [0] * 512)
+    while k >= 512:
+        a.extend(z)
+        k -= 512
+    if k:
+        a.extend(array(code, [0] * k))
 
 
 def _plain_end(text, sp, end):

@@ -469,3 +469,42 @@ def test_an_evening_adds_up_when_most_hashes_collide():
         def check(sc, live):
             assert sc.used == sum(live.values()) and sc.dropped == 0
         _an_evening(sc, "conntrack-acct.txt", _dice(100 + seed), 5, check)
+
+
+def test_the_table_grows_mid_evening_and_colliding_flows_stay_apart():
+    import binascii
+    for seed in range(2):
+        sc = conntrack.Scanner(lan(), 4096, initial=8)
+        # 8 distinct hashes, whose home cells move as the index doubles
+        sc.key_hash = lambda key: (binascii.crc32(key) & 7) * 40503
+        sizes = []
+
+        def check(sc, live):
+            assert sc.used == sum(live.values()) and sc.dropped == 0
+            assert sc.used <= sc.cap <= sc.max_flows and len(sc.idx) >= 2 * sc.cap
+            sizes.append(sc.cap)
+        _an_evening(sc, "conntrack-acct.txt", _dice(200 + seed), 5, check)
+        # the first read alone outgrew 8 slots several times over, and new
+        # flows later in the evening may have doubled it again
+        assert sc.grown >= 4 and sizes[0] >= 256 and sizes == sorted(sizes)
+        assert sc.nbytes() < 52 * 2 * sc.cap
+
+
+def test_a_growing_table_stops_at_max_flows_and_counts_what_it_drops():
+    n, k = 20, 5
+    sc = conntrack.Scanner(lan(), n, initial=4)
+    small = sc.nbytes()
+    text = b"\n".join(_syn(4000 + i) for i in range(n + k))
+    calls, live = scan(sc, text)
+    assert sc.cap == n and sc.grown == 3  # 4 -> 8 -> 16 -> 20
+    assert live == {BULB: n + k} and sc.used == n and sc.dropped == k and sc.dropped_total == k
+    assert len(calls) == n + k and sum(x[4] for x in calls) == 60 * n
+    full = sc.nbytes()
+    assert full > 4 * small
+    # the kept flows are idle next time, the dropped ones still not kept,
+    # and the table does not grow past its cap
+    moved = text.replace(b"sport=4003 dport=23 packets=1 bytes=60",
+                         b"sport=4003 dport=23 packets=2 bytes=160")
+    calls, live = scan(sc, moved)
+    assert sc.cap == n and sc.nbytes() == full and sc.dropped == k and sc.dropped_total == 2 * k
+    assert sorted((x[4], x[8]) for x in calls) == [(0, True)] * k + [(100, False)]
