@@ -35,7 +35,7 @@ import binascii
 import struct
 from array import array
 
-from . import addr
+from . import addr, plat
 
 READ_SIZE = 32768  # one read() of /proc: bigger reads cost more (§2), smaller ones more calls
 
@@ -288,6 +288,10 @@ def parse(text, lan):
 COUNTED = 1  # a slot's flags: the line had counters (nf_conntrack_acct)
 UNREPLIED = 2  # ... and [UNREPLIED]
 INBOUND = 4  # ... the device is the reply's source (a port forward)
+# ... and from bit 3 on, its protocol's place in PROTOS (0: another one), so a
+# moved line need not read its protocol column again
+PROTOS = (None, b"tcp", b"udp", b"icmp", b"icmpv6", b"udplite", b"sctp", b"dccp")
+PROTO_CODE = {b"tcp": 1, b"udp": 2, b"icmp": 3, b"icmpv6": 4, b"udplite": 5, b"sctp": 6, b"dccp": 7}
 
 def key_check(key):
     """The second, independent checksum of a flow's key: the interpreter's
@@ -409,14 +413,14 @@ class Scanner:
         old = self.cap
         k = n - old
         for name, code in SLOT_ARRAYS:
-            _extend_zeros(getattr(self, name), code, k)
+            # one reallocation each (of the old items and k zeros)
+            getattr(self, name).extend(plat.zeros(code, k))
         self.nxt[n] = self.nxt[old]  # the first line's guess moves to its cell
         cells = 2
         while cells < 2 * n:
             cells *= 2
         self.idx = None  # the old index goes before the new one is made
-        idx = array("I")
-        _extend_zeros(idx, "I", cells)
+        idx = plat.zeros("I", cells)
         mask = cells - 1
         H1 = self.h1
         for s in range(self.used):
@@ -614,14 +618,16 @@ class Scanner:
             if q < 0 or r < 0 or w < 0 or x < 0:
                 return False
             c = (int(mv[b + 9:q]), int(mv[q + 7:r]), int(mv[w + 9:x]), int(mv[x + 7:y if y > 0 else e]))
-            f1 = find(b" ", p + 9, a) + 1
-            proto = bytes(mv[f1:find(b" ", f1, a)])
+            fl = self.flags[s]
+            proto = PROTOS[fl >> 3]
+            if proto is None:
+                f1 = find(b" ", p + 9, a) + 1
+                proto = bytes(mv[f1:find(b" ", f1, a)])
             d0 = find(b" ", a, b)
             d1 = find(b" ", d0 + 1, b)
             if d1 < 0:
                 d1 = b
             ported = proto in PORTED
-            fl = self.flags[s]
             if fl & INBOUND:
                 remote = self.lan.kind(bytes(mv[a:d0]))[1]
                 rport = int(mv[d1 + 7:find(b" ", d1 + 1, b)]) if ported else 0
@@ -636,7 +642,7 @@ class Scanner:
             d = c
         else:
             d = ((c[0] - o[0]) & 0xFFFFFFFF, c[1] - o[1], (c[2] - o[2]) & 0xFFFFFFFF, c[3] - o[3])
-        nfl = COUNTED | (UNREPLIED if um else 0) | (fl & INBOUND)
+        nfl = (fl & ~UNREPLIED) | (UNREPLIED if um else 0)  # counted, or it would not be here
         self.sums[s] = chk
         self.mark[s] = mk
         self.flags[s] = nfl
@@ -701,7 +707,8 @@ class Scanner:
             self.acct = True
         elif self.acct is None:
             self.acct = False
-        fl = (COUNTED if counted else 0) | (UNREPLIED if e.unreplied else 0) | (INBOUND if inbound else 0)
+        fl = (COUNTED if counted else 0) | (UNREPLIED if e.unreplied else 0) | (INBOUND if inbound else 0) \
+            | PROTO_CODE.get(e.proto, 0) << 3
         live[dev] = live.get(dev, 0) + 1
         d = c
         new = True
@@ -899,18 +906,6 @@ def _reads(path, buf):
     if fill:
         buf[fill] = 10  # the last line had no newline
         yield buf, fill + 1
-
-
-def _extend_zeros(a, code, k):
-    """k zero items more at the end of array a of type code (MicroPython's
-    arrays do not say theirs), a few at a time: a list of k zeros first
-    would cost 8 B an item on the heap."""
-    z = array(code, [0] * 512)
-    while k >= 512:
-        a.extend(z)
-        k -= 512
-    if k:
-        a.extend(array(code, [0] * k))
 
 
 def _plain_end(text, sp, end):
