@@ -419,7 +419,9 @@ class Scanner:
         cells = 2
         while cells < 2 * n:
             cells *= 2
-        self.idx = None  # the old index goes before the new one is made
+        # the old index can go before the new one is made (outside a scan;
+        # a scan that grew the table drops its own reference right after)
+        self.idx = None
         idx = plat.zeros("I", cells)
         mask = cells - 1
         H1 = self.h1
