@@ -508,3 +508,28 @@ def test_a_growing_table_stops_at_max_flows_and_counts_what_it_drops():
     calls, live = scan(sc, moved)
     assert sc.cap == n and sc.nbytes() == full and sc.dropped == k and sc.dropped_total == 2 * k
     assert sorted((x[4], x[8]) for x in calls) == [(0, True)] * k + [(100, False)]
+
+
+def test_the_address_cache_answers_as_a_fresh_lookup_and_stays_bounded_in_bytes():
+    tokens = [b"dst=198.18.0.9", b"src=192.168.8.188", b"src=192.0.2.2", b"dst=192.168.08.188",
+              b"dst=2001:0db8:0741:0000:0000:0000:0000:000b", b"src=fd00:0008:0000:0000:0000:0000:0000:01e4",
+              b"dst=300.1.1.1"]
+    cached = lan()
+    for tok in tokens:
+        fresh = lan().kind(tok)
+        assert cached.kind(tok) == fresh and cached.kind(tok) == fresh, tok  # a miss, then a hit
+    assert cached.kind(b"dst=192.168.08.188") == (conntrack.LAN, BULB)
+    assert cached.kind(b"dst=2001:0db8:0741:0000:0000:0000:0000:000b") == (conntrack.OTHER, "2001:db8:741::b")
+    # IPv4 as the kernel writes it is kept as its kind alone
+    assert cached.cache[b"dst=198.18.0.9"] == conntrack.OTHER
+    # a neighbourhood of scanned addresses empties the cache at its bound
+    # in bytes, long before its bound in entries
+    saved = conntrack.LAN_CACHE_BYTES
+    conntrack.LAN_CACHE_BYTES = 4096
+    try:
+        for i in range(2000):
+            tok = b"dst=198.19.%d.%d" % (i >> 8, i & 255)
+            assert cached.kind(tok) == (conntrack.OTHER, tok[4:].decode())
+            assert cached.cache_bytes <= 4096 + 200 and len(cached.cache) < 60
+    finally:
+        conntrack.LAN_CACHE_BYTES = saved
