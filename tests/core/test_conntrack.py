@@ -533,3 +533,18 @@ def test_the_address_cache_answers_as_a_fresh_lookup_and_stays_bounded_in_bytes(
             assert cached.cache_bytes <= 4096 + 200 and len(cached.cache) < 60
     finally:
         conntrack.LAN_CACHE_BYTES = saved
+
+
+def test_a_full_table_read_twice_in_one_snapshot_reports_its_drops_once():
+    n, k = 4, 3
+    sc = conntrack.Scanner(lan(), n)
+    lines = [_syn(5000 + i) for i in range(n + k)]
+    scan(sc, b"\n".join(lines))
+    calls, _ = scan(sc, b"\n".join(lines))
+    assert len(calls) == k and sc.dropped == k
+    # a kept flow moves and one line is read twice (the table moved under
+    # the reader): the moved flow reports once, each dropped one once
+    lines[1] = _syn(5001, packets=2, nbytes=160)
+    calls, live = scan(sc, b"\n".join(lines + [lines[2]]))
+    assert sorted((x[4], x[8]) for x in calls) == [(0, True)] * k + [(100, False)]
+    assert live == {BULB: n + k} and sc.dropped == k and sc.used == n
