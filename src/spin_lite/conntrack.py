@@ -151,8 +151,9 @@ def _ip(tok):
 
 
 # the address cache's bound, in bytes as MicroPython's heap counts them
-# (about 80 B an IPv4 entry with its key, 180 B an IPv6 one) and entries
-LAN_CACHE_BYTES = 524288
+# (about 145 B an IPv4 entry with its key and text, 200 B an IPv6 one) and
+# entries: 768 KB holds the ~4,000 remotes of a busy home
+LAN_CACHE_BYTES = 786432
 LAN_CACHE_ENTRIES = 8192
 
 
@@ -160,12 +161,14 @@ class Lan:
     """Decides what an address is: a LAN device, the router, or other.
 
     Answers are cached by the raw token, so a scan of thousands of flows
-    converts each distinct address once. An address the kernel wrote as
-    its normalised text (every IPv4 one) is cached as its kind alone, and
-    its text cut from the token again when asked: a kept text and a tuple
-    would double the cache (measured on MicroPython: 178 B an entry, 730 KB
-    for the 4,092 addresses of a 16k-flow home). The cache is emptied when
-    it passes LAN_CACHE_BYTES or LAN_CACHE_ENTRIES."""
+    converts each distinct address once, and every flow to one remote
+    gets the same text object (the digests of many devices key by it, so
+    a text made anew each call would be kept once per device). A remote's
+    entry is its text alone, the kind OTHER implied: a (kind, text) tuple
+    for each would cost 32 B an entry more on MicroPython's heap (178 B an
+    entry measured with it, 730 KB for the 4,092 addresses of a 16k-flow
+    home). The cache is emptied when it passes LAN_CACHE_BYTES or
+    LAN_CACHE_ENTRIES."""
 
     def __init__(self, prefixes, router_ips):
         self.nets = []
@@ -185,8 +188,8 @@ class Lan:
         """(kind, ip text) for a raw b'src=...' or b'dst=...' token."""
         hit = self.cache.get(tok)
         if hit is not None:
-            if type(hit) is int:
-                return (hit, tok[tok.find(b"=") + 1:].decode())
+            if type(hit) is str:
+                return (OTHER, hit)
             return hit
         if len(self.cache) >= LAN_CACHE_ENTRIES or self.cache_bytes > LAN_CACHE_BYTES:
             self.cache = {}
@@ -206,12 +209,12 @@ class Lan:
                     k = LAN
                     break
         hit = (k, ip)
-        if tok[tok.find(b"=") + 1:] == ip.encode():
-            self.cache[tok] = k
-            self.cache_bytes += 80 + len(tok)
+        if k == OTHER:
+            self.cache[tok] = ip
+            self.cache_bytes += 112 + len(tok) + len(ip)
         else:
             self.cache[tok] = hit
-            self.cache_bytes += 112 + len(tok) + len(ip)
+            self.cache_bytes += 144 + len(tok) + len(ip)
         return hit
 
 

@@ -520,8 +520,9 @@ def test_the_address_cache_answers_as_a_fresh_lookup_and_stays_bounded_in_bytes(
         assert cached.kind(tok) == fresh and cached.kind(tok) == fresh, tok  # a miss, then a hit
     assert cached.kind(b"dst=192.168.08.188") == (conntrack.LAN, BULB)
     assert cached.kind(b"dst=2001:0db8:0741:0000:0000:0000:0000:000b") == (conntrack.OTHER, "2001:db8:741::b")
-    # IPv4 as the kernel writes it is kept as its kind alone
-    assert cached.cache[b"dst=198.18.0.9"] == conntrack.OTHER
+    # a remote is kept as its text alone, one text object for every flow to it
+    assert cached.cache[b"dst=198.18.0.9"] == "198.18.0.9"
+    assert cached.kind(b"dst=198.18.0.9")[1] is cached.kind(b"dst=198.18.0.9")[1]
     # a neighbourhood of scanned addresses empties the cache at its bound
     # in bytes, long before its bound in entries
     saved = conntrack.LAN_CACHE_BYTES
