@@ -501,7 +501,8 @@ def mpy_scan(agent, snaps, idle, moved, work):
                     % (res["modules"] / 1048576.0, res["table"] / 1048576.0, res["slots"], res["grown"],
                        res["table"] / max(1, res["flows"]),
                        (res["in_use"] - res["modules"] - res["table"]) / 1048576.0))
-                out("    one more doubling of the table (%d -> %.2f MB) allocates %.2f MB for a moment"
+                out("    one more doubling of the table (%d slots -> %.2f MB) allocates %.2f MB with no collection"
+                    " between (its garbage included; alive at once at most: the new table and the old index)"
                     % (res["slots"], res["grown_table"] / 1048576.0, res["grow_peak"] / 1048576.0))
         out("  CPython in this run (wall): idle %.1f, moved %.1f"
             % (median(idle.wall) * 1e3, median(moved.wall) * 1e3))
