@@ -41,7 +41,7 @@ def size(obj):
 
 def breakdown(a):
     """KB held by the flow table, the address cache and the digests."""
-    flows = a.scanner.nbytes()  # preallocated arrays, sized by max_flows
+    flows = a.scanner.nbytes()  # arrays of slots, grown with the flows up to max_flows
     digests = 0
     for d in a.digests.devices.values():
         digests += sys.getsizeof(d.open) + size(d.per_remote)

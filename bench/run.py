@@ -49,6 +49,7 @@ INTERVALS = (1, 5, 30)
 IDLE_TARGET = 1.3        # CPython idle scan
 MOVED_TARGET = 3.0       # CPython, every flow moved
 MPY_IDLE_TARGET = 2.0    # MicroPython idle scan, against its own read
+MPY_HEAP_TARGET_MB = 2   # MicroPython heap in use, 16k flows, 250 devices
 RSS_TARGET_MB = 16
 # DESIGN §9 reference figures, in units of one bare read of the table
 SPIND_PER_MIN = 2 * 60 * 1.65      # two netlink dumps a second, 1.65 x read each
@@ -245,6 +246,10 @@ def median(xs):
     return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
 
 
+def _nothing(*flow):
+    """A scan's sink that keeps nothing: the scanner's own cost."""
+
+
 def verdict(ratio, target):
     return "target met" if ratio <= target else "target MISSED"
 
@@ -332,6 +337,19 @@ def inside(work, ns, scan_only=False):
         shm_idle.add(timed(agent.scan))
     moved_flows = s.seen
 
+    # -- the conntrack part alone: a scanner of its own, a sink that keeps
+    # nothing (the rest of a moved scan is the digests' add, the agent's)
+    from spin_lite import conntrack
+    bare = conntrack.Scanner(s.lan, cfg["max_flows"])
+    bare.scan_file(snaps[0], _nothing)
+    ct_moved, ct_idle = Series(), Series()
+    for path in snaps[1:]:
+        ct_moved.add(timed(bare.scan_file, path, _nothing))
+    bare.scan_file("/proc/net/nf_conntrack", _nothing)
+    for _ in range(RUNS):
+        ct_idle.add(timed(bare.scan_file, "/proc/net/nf_conntrack", _nothing))
+    del bare
+
     r = proc_read.med
     out()
     out("== scan vs bare read (process CPU ms over %d runs: median min max (wall median))" % RUNS)
@@ -343,6 +361,8 @@ def inside(work, ns, scan_only=False):
         ("(b) moved scan, tmpfs copy", moved),
         ("    bare read of the tmpfs copy", shm_read),
         ("    idle scan of the tmpfs copy", shm_idle),
+        ("conntrack alone: idle scan, /proc", ct_idle),
+        ("    moved scan, tmpfs copy", ct_moved),
     )
     for label, ser in rows:
         if ser is None:
@@ -359,6 +379,10 @@ def inside(work, ns, scan_only=False):
     out("  ratio (b) for /proc: (/proc read + moved parse %.1f ms) / /proc read: %.2f   (target <= %.0f: %s)"
         % (moved_parse * 1e3, moved_proc, MOVED_TARGET, verdict(moved_proc, MOVED_TARGET)))
     out("  (b) scans saw %d flows, every one moved" % moved_flows)
+    out("  conntrack alone (Scanner.scan_file, a sink keeping nothing): idle %.2f x read, moved parse"
+        " %.1f ms = %.0f%% of the agent's moved parse (the rest: digests, devices, tick)"
+        % (ct_idle.med / r, (ct_moved.med - shm_read.med) * 1e3,
+           100.0 * (ct_moved.med - shm_read.med) / max(moved_parse, 1e-9)))
 
     out()
     out("== CPU per minute (scan CPU x scans a minute); 1 read = %.1f ms" % (r * 1e3))
@@ -451,25 +475,37 @@ def mpy_scan(agent, snaps, idle, moved, work):
             json.dump({"src": SRC, "snaps": snaps[:4], "runs": 3,
                        "lan": agent.lan_nets, "router": sorted(agent.router_ips),
                        "by_ip": agent.devices.by_ip}, f)
-        # 2 MB (the default) to 8 MB heaps cannot hold a 16k-flow table
-        # (measured: MemoryError); collections keep the survivors together
-        # (without, a 64 MB heap fails, fragmented, with 62 MB free), and
-        # with 16k live objects to mark, how often they run decides the time
+        # the first heap is spin-micropython's default (files/usr/bin/spin.micropython,
+        # SPIN_HEAP_KB) with the threshold the agent sets (plat.tune_gc);
+        # the second a big heap, for the speed without memory pressure
         out("== MicroPython: Scanner.scan + digests, wall ms, median of 3 (parse only; this port's RSS"
             " includes CPython's)")
-        for heap, every in (("16M", "1M"), ("32M", "8M")):
-            n = int(every[:-1]) << 20
+        for heap, every in (("8192K", "agent"), ("32M", str(8 << 20))):
             res = probe([mpy, "-X", "heapsize=" + heap, os.path.join(HERE, "mpy_scan.py"),
-                         os.path.join(work, "mpy.json"), str(n)], work, timeout=100)
+                         os.path.join(work, "mpy.json"), every], work, timeout=100)
             if res is None or "error" in res:
                 out("  heap %s, gc.threshold %s: failed: %s"
                     % (heap, every, (res or {}).get("error", "no output")))
                 continue
             ratio = res["idle"] / res["read"]
-            out("  %s, heap %s, gc.threshold %s: bare read /proc %.1f, idle scan /proc %.1f (%.1f x read,"
+            out("  %s, heap %s, gc.threshold %d KB: bare read /proc %.1f, idle scan /proc %.1f (%.1f x read,"
                 " target <= %.0f: %s), moved scan tmpfs %.1f (tmpfs read %.1f)"
-                % (res["version"], heap, every, res["read"], res["idle"], ratio, MPY_IDLE_TARGET,
-                   verdict(ratio, MPY_IDLE_TARGET), res["moved"], res["shm_read"]))
+                % (res["version"], heap, res["threshold"] // 1024, res["read"], res["idle"], ratio,
+                   MPY_IDLE_TARGET, verdict(ratio, MPY_IDLE_TARGET), res["moved"], res["shm_read"]))
+            if heap == "8192K":
+                mb = res["in_use"] / 1048576.0
+                out("  heap in use after the first scans (gc.collect, gc.mem_alloc), %d flows, %d devices:"
+                    " %.2f MB (target <= %.0f MB: %s)"
+                    % (res["flows"], len(set(agent.devices.by_ip.values())), mb, MPY_HEAP_TARGET_MB,
+                       verdict(mb, MPY_HEAP_TARGET_MB)))
+                out("    of it: interpreter + modules %.2f MB; flow table %.2f MB (%d slots, grown %d times,"
+                    " %.0f B/flow); digests, caches, buffer %.2f MB"
+                    % (res["modules"] / 1048576.0, res["table"] / 1048576.0, res["slots"], res["grown"],
+                       res["table"] / max(1, res["flows"]),
+                       (res["in_use"] - res["modules"] - res["table"]) / 1048576.0))
+                out("    one more doubling of the table (%d slots -> %.2f MB) allocates %.2f MB with no collection"
+                    " between (its garbage included; alive at once at most: the new table and the old index)"
+                    % (res["slots"], res["grown_table"] / 1048576.0, res["grow_peak"] / 1048576.0))
         out("  CPython in this run (wall): idle %.1f, moved %.1f"
             % (median(idle.wall) * 1e3, median(moved.wall) * 1e3))
 

@@ -22,8 +22,8 @@ touch a device, are left out and counted.
 
 `parse` turns a snapshot into Flow records (the `flows` API and the tests);
 `Scanner` is the hot path of every scan: between scans it keeps a fixed
-flow table in preallocated arrays (about 52 B a slot on both interpreters,
-sized by max_flows), found by an integer hash of each line's protocol and
+flow table in arrays of slots (about 52 B a slot on both interpreters,
+starting at 4,096 slots and doubling as flows come, up to max_flows), found by an integer hash of each line's protocol and
 original tuple, checked by a second independent one; a slot holds a crc32
 of the line from its tuple on, and the slot that came after it in the last
 read, so an idle flow costs two find()s and one crc32 in the read buffer,
@@ -35,7 +35,7 @@ import binascii
 import struct
 from array import array
 
-from . import addr
+from . import addr, plat
 
 READ_SIZE = 32768  # one read() of /proc: bigger reads cost more (§2), smaller ones more calls
 
@@ -150,11 +150,25 @@ def _ip(tok):
     return addr.parse_ip(_value(tok).decode())
 
 
+# the address cache's bound, in bytes as MicroPython's heap counts them
+# (about 145 B an IPv4 entry with its key and text, 200 B an IPv6 one) and
+# entries: 768 KB holds the ~4,000 remotes of a busy home
+LAN_CACHE_BYTES = 786432
+LAN_CACHE_ENTRIES = 8192
+
+
 class Lan:
     """Decides what an address is: a LAN device, the router, or other.
 
     Answers are cached by the raw token, so a scan of thousands of flows
-    converts each distinct address once."""
+    converts each distinct address once, and every flow to one remote
+    gets the same text object (the digests of many devices key by it, so
+    a text made anew each call would be kept once per device). A remote's
+    entry is its text alone, the kind OTHER implied: a (kind, text) tuple
+    for each would cost 32 B an entry more on MicroPython's heap (178 B an
+    entry measured with it, 730 KB for the 4,092 addresses of a 16k-flow
+    home). The cache is emptied when it passes LAN_CACHE_BYTES or
+    LAN_CACHE_ENTRIES."""
 
     def __init__(self, prefixes, router_ips):
         self.nets = []
@@ -168,14 +182,18 @@ class Lan:
             self.nets.append((v6, n & mask, mask))
         self.router = set(router_ips)
         self.cache = {}
+        self.cache_bytes = 0
 
     def kind(self, tok):
         """(kind, ip text) for a raw b'src=...' or b'dst=...' token."""
         hit = self.cache.get(tok)
         if hit is not None:
+            if type(hit) is str:
+                return (OTHER, hit)
             return hit
-        if len(self.cache) > 8192:
+        if len(self.cache) >= LAN_CACHE_ENTRIES or self.cache_bytes > LAN_CACHE_BYTES:
             self.cache = {}
+            self.cache_bytes = 0
         try:
             ip = _ip(tok)
             v6 = ":" in ip
@@ -183,14 +201,20 @@ class Lan:
         except (ValueError, UnicodeError):
             return (BAD, None)
         if ip in self.router:
-            hit = (ROUTER, ip)
+            k = ROUTER
         else:
-            hit = (OTHER, ip)
+            k = OTHER
             for nv6, net, mask in self.nets:
                 if nv6 == v6 and n & mask == net:
-                    hit = (LAN, ip)
+                    k = LAN
                     break
-        self.cache[tok] = hit
+        hit = (k, ip)
+        if k == OTHER:
+            self.cache[tok] = ip
+            self.cache_bytes += 112 + len(tok) + len(ip)
+        else:
+            self.cache[tok] = hit
+            self.cache_bytes += 144 + len(tok) + len(ip)
         return hit
 
 
@@ -288,6 +312,10 @@ def parse(text, lan):
 COUNTED = 1  # a slot's flags: the line had counters (nf_conntrack_acct)
 UNREPLIED = 2  # ... and [UNREPLIED]
 INBOUND = 4  # ... the device is the reply's source (a port forward)
+# ... and from bit 3 on, its protocol's place in PROTOS (0: another one), so a
+# moved line need not read its protocol column again
+PROTOS = (None, b"tcp", b"udp", b"icmp", b"icmpv6", b"udplite", b"sctp", b"dccp")
+PROTO_CODE = {b"tcp": 1, b"udp": 2, b"icmp": 3, b"icmpv6": 4, b"udplite": 5, b"sctp": 6, b"dccp": 7}
 
 def key_check(key):
     """The second, independent checksum of a flow's key: the interpreter's
@@ -297,6 +325,11 @@ def key_check(key):
     one length that collide under one seed collide under every seed."""
     return hash(key) & 0xFFFFFFFF
 
+
+# a slot's arrays and their item types (the index, idx, is apart: it has
+# twice as many cells); nxt has one cell more, the first line's
+SLOT_ARRAYS = (("h1", "I"), ("h2", "I"), ("sums", "I"), ("dev", "H"), ("mark", "B"),
+               ("flags", "B"), ("ob", "Q"), ("rb", "Q"), ("op", "I"), ("rp", "I"), ("nxt", "I"))
 
 # slots the last sweep freed that ended() still recognises: flows that died
 # while the snapshot was read, whose DESTROY event is read after it
@@ -314,9 +347,8 @@ def _final_delta(o, op, ob, rp, rb):
 class Scanner:
     """Turns successive snapshots into per-scan deltas.
 
-    Between scans it keeps a fixed-size flow table: max_flows slots in
-    preallocated arrays, found through an open-addressed index (linear
-    probing, twice as many cells as slots, `idx` holds slot + 1). A flow's
+    Between scans it keeps a flow table in arrays of slots, found through
+    an open-addressed index (linear probing, twice as many cells as slots, `idx` holds slot + 1). A flow's
     key is its protocol column and original tuple; a slot holds the key's
     crc32 (`key_hash`, injectable for tests) and a second, independent
     checksum of it (`key_check`): a slot is the flow's only when both
@@ -348,34 +380,33 @@ class Scanner:
     and not kept, and counted in `dropped` (this scan) and `dropped_total`.
     A flow of a scan that failed half way keeps what it reported.
 
-    The agent sizes the table by its max_flows setting; the default here
-    (4,096 slots, about 200 KB) suits the tests and small uses."""
+    The arrays start with `initial` slots (4,096, about 210 KB) and
+    double when a new flow finds them full (`grown` counts it), up to
+    max_flows (the agent's setting): a home with 16k flows holds 16k
+    slots, not the 65,536 a router's nf_conntrack_max allows. A growth
+    extends each array in place and makes the index anew (`_grow`); the
+    table never shrinks (a flood's peak stays allocated, bounded by
+    max_flows)."""
 
-    def __init__(self, lan, max_flows=4096):
+    def __init__(self, lan, max_flows=4096, initial=4096):
         self.lan = lan
         self.prev_lan = lan
         self.key_hash = binascii.crc32
         self.key_check = key_check
-        self.max_flows = n = max(1, int(max_flows))
-        cells = 2
-        while cells < 2 * n:
-            cells *= 2
-        self.mask = cells - 1
-        self.idx = array("I", [0] * cells)
-        z = [0] * n
-        self.h1 = array("I", z)
-        self.h2 = array("I", z)
-        self.sums = array("I", z)
-        self.dev = array("H", z)
-        self.mark = array("B", z)
-        self.flags = array("B", z)
-        self.ob = array("Q", z)   # bytes and packets each way, as the
-        self.rb = array("Q", z)   # original and the reply tuple count them
-        self.op = array("I", z)   # (packets wrap at 2**32: deltas are
-        self.rp = array("I", z)   # taken modulo it)
-        # per slot, and in cell n for the first line: the slot of the line
-        # that came next in the last scan (a guess: checked, never trusted)
-        self.nxt = array("I", [0] * (n + 1))
+        self.max_flows = max(1, int(max_flows))
+        self.cap = 0  # slots the arrays hold now: grows by doubling up to max_flows
+        # per slot: h1, h2 the key's two checksums, sums the line's, dev
+        # the owner, mark the last scan that met it, flags; ob, rb, op, rp
+        # bytes and packets each way as the original and the reply tuple
+        # count them (packets wrap at 2**32: deltas are taken modulo it);
+        # nxt the slot of the line that came next in the last scan (a
+        # guess: checked, never trusted), and in cell cap the first line's
+        for name, code in SLOT_ARRAYS:
+            setattr(self, name, array(code))
+        self.nxt.append(0)
+        self.used = 0
+        self.grown = 0
+        self._grow(min(self.max_flows, max(1, int(initial))))
         self.buf = None  # scan_file's read buffer, made at its first read
         self.used = 0
         self.scan_mark = 0
@@ -392,12 +423,40 @@ class Scanner:
 
     def nbytes(self):
         """The flow table's size in bytes (its arrays' items)."""
-        t = 0
-        for a, code in ((self.idx, "I"), (self.h1, "I"), (self.h2, "I"), (self.sums, "I"),
-                        (self.dev, "H"), (self.mark, "B"), (self.flags, "B"), (self.ob, "Q"),
-                        (self.rb, "Q"), (self.op, "I"), (self.rp, "I"), (self.nxt, "I")):
-            t += len(a) * struct.calcsize(code)
+        t = len(self.idx) * 4
+        for name, code in SLOT_ARRAYS:
+            t += len(getattr(self, name)) * struct.calcsize(code)
         return t
+
+    def _grow(self, n):
+        """Make the arrays hold n slots (more than now): the slot arrays
+        are extended in place (each one reallocated, so the transient is
+        one array's old copy at a time) and the index, twice as many cells,
+        is made anew and the used slots put back in it: for that moment the
+        old and the new index are both alive."""
+        old = self.cap
+        k = n - old
+        for name, code in SLOT_ARRAYS:
+            # one reallocation each (of the old items and k zeros)
+            getattr(self, name).extend(plat.zeros(code, k))
+        self.nxt[n] = self.nxt[old]  # the first line's guess moves to its cell
+        cells = 2
+        while cells < 2 * n:
+            cells *= 2
+        # the old index can go before the new one is made (outside a scan;
+        # a scan that grew the table drops its own reference right after)
+        self.idx = None
+        idx = plat.zeros("I", cells)
+        mask = cells - 1
+        H1 = self.h1
+        for s in range(self.used):
+            i = H1[s] & mask
+            while idx[i]:
+                i = (i + 1) & mask
+            idx[i] = s + 1
+        self.idx = idx
+        self.mask = mask
+        self.cap = n
 
     def scan(self, chunks, sink):
         """Feed one snapshot, given as byte chunks. For each flow that is
@@ -438,7 +497,7 @@ class Scanner:
         lan_kind = self.lan.kind
         counted = COUNTED  # a local: MicroPython looks a global up by name each time
         cnt = [0] * len(self.devs)  # idle flows per device index
-        prev = self.max_flows  # nxt's cell for the first line
+        prev = self.cap  # nxt's cell for the first line
         seen = uncounted = malformed = skipped = hits = dropped = idle = 0
         for buf, end in blocks:
             mv = memoryview(buf)
@@ -540,6 +599,7 @@ class Scanner:
                     if s < 0:
                         s = self.used - 1
                         used = self.used if fast else 0
+                        idx, mask = self.idx, self.mask  # a new slot may have grown the table
                     NXT[prev] = s
                     prev = s
                 elif r == 3:
@@ -584,14 +644,16 @@ class Scanner:
             if q < 0 or r < 0 or w < 0 or x < 0:
                 return False
             c = (int(mv[b + 9:q]), int(mv[q + 7:r]), int(mv[w + 9:x]), int(mv[x + 7:y if y > 0 else e]))
-            f1 = find(b" ", p + 9, a) + 1
-            proto = bytes(mv[f1:find(b" ", f1, a)])
+            fl = self.flags[s]
+            proto = PROTOS[fl >> 3]
+            if proto is None:
+                f1 = find(b" ", p + 9, a) + 1
+                proto = bytes(mv[f1:find(b" ", f1, a)])
             d0 = find(b" ", a, b)
             d1 = find(b" ", d0 + 1, b)
             if d1 < 0:
                 d1 = b
             ported = proto in PORTED
-            fl = self.flags[s]
             if fl & INBOUND:
                 remote = self.lan.kind(bytes(mv[a:d0]))[1]
                 rport = int(mv[d1 + 7:find(b" ", d1 + 1, b)]) if ported else 0
@@ -606,7 +668,7 @@ class Scanner:
             d = c
         else:
             d = ((c[0] - o[0]) & 0xFFFFFFFF, c[1] - o[1], (c[2] - o[2]) & 0xFFFFFFFF, c[3] - o[3])
-        nfl = COUNTED | (UNREPLIED if um else 0) | (fl & INBOUND)
+        nfl = (fl & ~UNREPLIED) | (UNREPLIED if um else 0)  # counted, or it would not be here
         self.sums[s] = chk
         self.mark[s] = mk
         self.flags[s] = nfl
@@ -671,7 +733,8 @@ class Scanner:
             self.acct = True
         elif self.acct is None:
             self.acct = False
-        fl = (COUNTED if counted else 0) | (UNREPLIED if e.unreplied else 0) | (INBOUND if inbound else 0)
+        fl = (COUNTED if counted else 0) | (UNREPLIED if e.unreplied else 0) | (INBOUND if inbound else 0) \
+            | PROTO_CODE.get(e.proto, 0) << 3
         live[dev] = live.get(dev, 0) + 1
         d = c
         new = True
@@ -687,7 +750,13 @@ class Scanner:
             same = not new and fl == ofl and not (d[0] or d[1] or d[2] or d[3])
         else:
             s = self.used
-            if s >= self.max_flows or len(self.devs) > 65534 and dev not in self.devix:
+            if s >= self.cap and self.cap < self.max_flows:
+                # the table is full at this size: twice the room, and the
+                # free cell this line's probe found is in the old index
+                self._grow(min(2 * self.cap, self.max_flows))
+                self.grown += 1
+                i = self._free_cell(h)
+            if s >= self.cap or len(self.devs) > 65534 and dev not in self.devix:
                 sink(dev, remote, rport, e.proto, 0, 0, 0, 0, True, e.unreplied)
                 return 4 if counted else 5
             self.used = s + 1
@@ -744,6 +813,14 @@ class Scanner:
         if o is not None and o[0] == h2:
             return _final_delta(o[1:], op, ob, rp, rb)
         return None
+
+    def _free_cell(self, h):
+        """The empty index cell a probe for hash h ends at."""
+        idx, mask = self.idx, self.mask
+        i = h & mask
+        while idx[i]:
+            i = (i + 1) & mask
+        return i
 
     def _cell(self, s):
         """The index cell that points at slot s."""

@@ -265,6 +265,22 @@ def chmod(path, mode):
     return None
 
 
+def zeros(code, n):
+    """An array of n zero items of type code, made in one allocation: a
+    list of zeros first would cost 8 B an item on the heap, and growing an
+    array by pieces reallocates it each time (MicroPython's heap then
+    fragments). MicroPython makes an array from a buffer's bytes, CPython
+    only through frombytes."""
+    from array import array
+    import struct
+    size = n * struct.calcsize(code)
+    if MICROPYTHON:
+        return array(code, bytearray(size))
+    a = array(code)
+    a.frombytes(bytes(size))
+    return a
+
+
 def tune_gc():
     """MicroPython: collect when a sixteenth of the heap has been allocated
     since the last collection. Without a threshold the heap fragments and a

@@ -469,3 +469,83 @@ def test_an_evening_adds_up_when_most_hashes_collide():
         def check(sc, live):
             assert sc.used == sum(live.values()) and sc.dropped == 0
         _an_evening(sc, "conntrack-acct.txt", _dice(100 + seed), 5, check)
+
+
+def test_the_table_grows_mid_evening_and_colliding_flows_stay_apart():
+    import binascii
+    for seed in range(2):
+        sc = conntrack.Scanner(lan(), 4096, initial=8)
+        # 8 distinct hashes, whose home cells move as the index doubles
+        sc.key_hash = lambda key: (binascii.crc32(key) & 7) * 40503
+        sizes = []
+
+        def check(sc, live):
+            assert sc.used == sum(live.values()) and sc.dropped == 0
+            assert sc.used <= sc.cap <= sc.max_flows and len(sc.idx) >= 2 * sc.cap
+            sizes.append(sc.cap)
+        _an_evening(sc, "conntrack-acct.txt", _dice(200 + seed), 5, check)
+        # the first read alone outgrew 8 slots several times over, and new
+        # flows later in the evening may have doubled it again
+        assert sc.grown >= 4 and sizes[0] >= 256 and sizes == sorted(sizes)
+        assert sc.nbytes() < 52 * 2 * sc.cap
+
+
+def test_a_growing_table_stops_at_max_flows_and_counts_what_it_drops():
+    n, k = 20, 5
+    sc = conntrack.Scanner(lan(), n, initial=4)
+    small = sc.nbytes()
+    text = b"\n".join(_syn(4000 + i) for i in range(n + k))
+    calls, live = scan(sc, text)
+    assert sc.cap == n and sc.grown == 3  # 4 -> 8 -> 16 -> 20
+    assert live == {BULB: n + k} and sc.used == n and sc.dropped == k and sc.dropped_total == k
+    assert len(calls) == n + k and sum(x[4] for x in calls) == 60 * n
+    full = sc.nbytes()
+    assert full > 4 * small
+    # the kept flows are idle next time, the dropped ones still not kept,
+    # and the table does not grow past its cap
+    moved = text.replace(b"sport=4003 dport=23 packets=1 bytes=60",
+                         b"sport=4003 dport=23 packets=2 bytes=160")
+    calls, live = scan(sc, moved)
+    assert sc.cap == n and sc.nbytes() == full and sc.dropped == k and sc.dropped_total == 2 * k
+    assert sorted((x[4], x[8]) for x in calls) == [(0, True)] * k + [(100, False)]
+
+
+def test_the_address_cache_answers_as_a_fresh_lookup_and_stays_bounded_in_bytes():
+    tokens = [b"dst=198.18.0.9", b"src=192.168.8.188", b"src=192.0.2.2", b"dst=192.168.08.188",
+              b"dst=2001:0db8:0741:0000:0000:0000:0000:000b", b"src=fd00:0008:0000:0000:0000:0000:0000:01e4",
+              b"dst=300.1.1.1"]
+    cached = lan()
+    for tok in tokens:
+        fresh = lan().kind(tok)
+        assert cached.kind(tok) == fresh and cached.kind(tok) == fresh, tok  # a miss, then a hit
+    assert cached.kind(b"dst=192.168.08.188") == (conntrack.LAN, BULB)
+    assert cached.kind(b"dst=2001:0db8:0741:0000:0000:0000:0000:000b") == (conntrack.OTHER, "2001:db8:741::b")
+    # a remote is kept as its text alone, one text object for every flow to it
+    assert cached.cache[b"dst=198.18.0.9"] == "198.18.0.9"
+    assert cached.kind(b"dst=198.18.0.9")[1] is cached.kind(b"dst=198.18.0.9")[1]
+    # a neighbourhood of scanned addresses empties the cache at its bound
+    # in bytes, long before its bound in entries
+    saved = conntrack.LAN_CACHE_BYTES
+    conntrack.LAN_CACHE_BYTES = 4096
+    try:
+        for i in range(2000):
+            tok = b"dst=198.19.%d.%d" % (i >> 8, i & 255)
+            assert cached.kind(tok) == (conntrack.OTHER, tok[4:].decode())
+            assert cached.cache_bytes <= 4096 + 200 and len(cached.cache) < 60
+    finally:
+        conntrack.LAN_CACHE_BYTES = saved
+
+
+def test_a_full_table_read_twice_in_one_snapshot_reports_its_drops_once():
+    n, k = 4, 3
+    sc = conntrack.Scanner(lan(), n)
+    lines = [_syn(5000 + i) for i in range(n + k)]
+    scan(sc, b"\n".join(lines))
+    calls, _ = scan(sc, b"\n".join(lines))
+    assert len(calls) == k and sc.dropped == k
+    # a kept flow moves and one line is read twice (the table moved under
+    # the reader): the moved flow reports once, each dropped one once
+    lines[1] = _syn(5001, packets=2, nbytes=160)
+    calls, live = scan(sc, b"\n".join(lines + [lines[2]]))
+    assert sorted((x[4], x[8]) for x in calls) == [(0, True)] * k + [(100, False)]
+    assert live == {BULB: n + k} and sc.dropped == k and sc.used == n
