@@ -65,15 +65,30 @@ def test_memory_of_the_rings_does_not_grow_with_traffic():
     d = make()
     d.add(CAMERA, "203.0.113.1", 80, 1, 1, 1, 1, True, False)
     d.tick(60000)  # rings come with the first bucket that moved traffic
-    ring = d.devices[CAMERA].fine
-    size = (len(ring.counts), len(ring.tops), len(ring.top_bytes))
     for minute in range(2, 200):
         for i in range(50):
             d.add(CAMERA, "203.0.%d.%d" % (minute % 250, i), 80, 1000, 1000, 1, 1, True, False)
         d.tick(minute * 60000)
-    ring = d.devices[CAMERA].fine
-    assert (len(ring.counts), len(ring.tops), len(ring.top_bytes)) == size
+    fine = d.devices[CAMERA].fine
+    coarse = d.devices[CAMERA].coarse
+    # one record a bucket kept, no more; every minute wrote the same shape
+    assert len(fine.lens) == 60 and len(fine.data) == sum(fine.lens)
+    assert max(fine.lens) - min(fine.lens) <= 3 and max(fine.lens) < 40
+    assert len(coarse.lens) == 199 // 30 + 1 and len(coarse.data) == sum(coarse.lens)
+    # buckets that left the ring gave their top remotes back
+    assert len([r for r in d.table.refs if r]) <= 60 * 3
     assert len(d.history(CAMERA, 1000)["points"]) == 60
+
+
+def test_a_silent_minute_costs_its_ring_one_byte():
+    d = make()
+    d.add(CAMERA, "203.0.113.1", 80, 5 * 2 ** 40, 7, 1, 1, True, False)
+    d.tick(60000)
+    d.tick(30 * 60000)  # half an hour of nothing
+    fine = d.devices[CAMERA].fine
+    assert list(fine.lens[-29:]) == [0] * 29 and fine.lens[-30] > 0
+    assert d.closed(CAMERA, d.open_n - 30)["bytes_out"] == 5 * 2 ** 40
+    assert [p["bytes_out"] for p in d.history(CAMERA, 29)["points"]] == [0] * 29
 
 
 def test_coarse_ring_folds_half_hours():
