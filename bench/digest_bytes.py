@@ -2,7 +2,8 @@
 `Digests.add`, measured in one run.
 
     PYTHONPATH=src python3 bench/digest_bytes.py      # bytes (getsizeof) + add flows/s
-    cd src && micropython ../bench/digest_bytes.py    # bytes (gc.mem_alloc deltas)
+    PYTHONPATH=src python3 bench/digest_bytes.py --against OLD_DIGEST.py  # add: both, in turns
+    MICROPYPATH=src micropython bench/digest_bytes.py # bytes (gc.mem_alloc deltas)
 
 Bytes: on CPython sys.getsizeof of everything a device's digests reach
 (rings, open bucket, its sketches and remotes; the shared remote table is
@@ -32,8 +33,29 @@ if not MPY:
 
 from spin_lite import config, digest  # noqa: E402
 
-DEVS = 20
-QUIET_MINUTES = 120
+DEVS = 10
+MINUTES = 25 * 60  # full history: 60 fine buckets and 48 half-hours
+# (name, minute -> [(remote, port, bytes out, bytes in, packets out, in, new)])
+PROFILES = (
+    ("sensor", lambda m: [("203.0.113.7", 8883, 1800, 600, 12, 10, m % 30 == 0)]),
+    ("quiet", lambda m: [("203.0.113.%d" % k, 443, 20000 * (k + 1), 3000, 30, 20, k == 0)
+                         for k in range(5)]),
+    ("sparse", lambda m: [("203.0.113.%d" % k, 443, 20000 * (k + 1), 3000, 30, 20, k == 0)
+                          for k in range(5)] if m % 10 == 0 else []),
+    ("busy", lambda m: [("198.51.%d.%d" % (k % 3, (m + k) % 200), 443, 2000000 + k * 90000,
+                         40000000, 4000, 30000, k < 3) for k in range(12)]),
+)
+
+
+def feed(d, key, profile, minutes=MINUTES):
+    """The profile's traffic each minute; the open bucket of the last
+    minute keeps what it got (as an agent's between two closes)."""
+    for minute in range(1, minutes + 1):
+        for remote, port, bo, bi, po, pi, new in profile(minute):
+            d.add(key, remote, port, bo, bi, po, pi, new, False)
+        if minute == minutes:
+            break
+        d.tick(minute * 60000)
 
 
 def walk(obj, skip, seen):
@@ -57,61 +79,53 @@ def walk(obj, skip, seen):
     return n
 
 
-def feed_quiet(d, key, minutes, every=1):
-    for minute in range(1, minutes + 1):
-        if minute % every == 0:
-            for k in range(5):
-                d.add(key, "203.0.113.%d" % k, 443, 20000 * (k + 1), 3000, 30, 20, k == 0, False)
-        if minute == minutes:
-            break
-        d.tick(minute * 60000)
-
-
 def feed_scanner(d, key):
     for i in range(100000):
         d.add(key, "10.%d.%d.%d" % (i >> 16, (i >> 8) & 255, i & 255), 23, 60, 0, 1, 0, True, True)
 
 
 def sizes_cpython(cfg):
+    """name -> (device bytes, of it the rings)"""
     out = {}
-    for name, feed in (("quiet", lambda d, k: feed_quiet(d, k, QUIET_MINUTES)),
-                       ("sparse", lambda d, k: feed_quiet(d, k, QUIET_MINUTES, 10)),
-                       ("scanner", feed_scanner)):
+    feeds = [(name, lambda d, k, p=profile: feed(d, k, p)) for name, profile in PROFILES]
+    for name, fn in feeds + [("scanner", feed_scanner)]:
         d = digest.Digests(cfg, 0, 1700001000)
-        feed(d, "02:00:00:00:00:01")
+        fn(d, "02:00:00:00:00:01")
         skip = {id(d.table), id(digest.NO_RING)}
         dev = d.devices["02:00:00:00:00:01"]
         rings = sum(walk(r, skip, set()) for r in (dev.fine, dev.coarse))
-        out[name] = (walk(dev, skip, set()), rings, walk(d.table, set(), set()))
+        out[name] = (walk(dev, skip, set()), rings)
     silent = digest.Digests(cfg, 0, 1700001000)
     silent.add("02:00:00:00:00:05", "203.0.113.9", 80, 0, 0, 0, 0, False, False)
-    out["silent"] = (walk(silent.devices["02:00:00:00:00:05"], {id(digest.NO_RING)}, set()), 0, 0)
+    out["silent"] = (walk(silent.devices["02:00:00:00:00:05"], {id(digest.NO_RING)}, set()), 0)
     return out
 
 
 def sizes_micropython(cfg):
+    """name -> (device bytes, 0): the heap DEVS more devices take, / DEVS"""
     out = {}
-    for name, feed in (("quiet", lambda d, k: feed_quiet(d, k, QUIET_MINUTES)),
-                       ("sparse", lambda d, k: feed_quiet(d, k, QUIET_MINUTES, 10))):
+    for name, profile in PROFILES:
         per = []
         for n in (1, 1 + DEVS):
             gc.collect()
             d = digest.Digests(cfg, 0, 1700001000)
-            gc.collect()
-            m0 = gc.mem_alloc()
-            for minute in range(1, QUIET_MINUTES + 1):
+            for minute in range(1, MINUTES + 1):
                 for i in range(n):
-                    if minute % (1 if name == "quiet" else 10) == 0:
-                        key = "02:00:00:00:01:%02x" % i
-                        for k in range(5):
-                            d.add(key, "203.0.113.%d" % k, 443, 20000 * (k + 1), 3000, 30, 20,
-                                  k == 0, False)
-                if minute < QUIET_MINUTES:
+                    key = "02:00:00:00:01:%02x" % i
+                    for remote, port, bo, bi, po, pi, new in profile(minute):
+                        d.add(key, remote, port, bo, bi, po, pi, new, False)
+                if minute < MINUTES:
                     d.tick(minute * 60000)
+            if not per:
+                gc.collect()
+                m0 = gc.mem_alloc()
+                per.append(0)
+                del d
+                continue
             gc.collect()
             per.append(gc.mem_alloc() - m0)
             del d
-        out[name] = ((per[1] - per[0]) // DEVS, 0, 0)
+        out[name] = (per[1] // DEVS, 0)
     return out
 
 
@@ -136,15 +150,13 @@ def home_flows():
     return flows
 
 
-def add_rate(cfg, flows, runs=7):
+def add_rate(cfg, flows, runs=7, module=digest):
     """Median seconds of one pass of every flow through add, per kind of scan."""
-    d = digest.Digests(cfg, 0, 1700001000)
-    add = d.add
     res = {"first": [], "after close": [], "same bucket": []}
     minute = 0
     for run in range(runs):
         minute += 1
-        d = digest.Digests(cfg, 0, 1700001000)
+        d = module.Digests(cfg, 0, 1700001000)
         add = d.add
         t = time.perf_counter()
         for mac, remote, port, bo, bi, po, pi in flows:
@@ -164,18 +176,38 @@ def add_rate(cfg, flows, runs=7):
 
 def main():
     cfg = config.defaults()
-    print("digest bytes per device (fine %d + coarse %d buckets, top %d, digest_remotes %d), %s %s"
-          % (cfg["fine_buckets"], cfg["coarse_buckets"], cfg["top_remotes"], cfg["digest_remotes"],
-             sys.implementation.name, ".".join(str(x) for x in sys.implementation.version[:3])))
+    print("digest bytes per device, %d min of history (fine %d + coarse %d x %d buckets, top %d,"
+          " digest_remotes %d), %s %s"
+          % (MINUTES, cfg["fine_buckets"], cfg["coarse_buckets"], cfg["coarse_factor"],
+             cfg["top_remotes"], cfg["digest_remotes"], sys.implementation.name,
+             ".".join(str(x) for x in sys.implementation.version[:3])))
     if MPY:
-        for name, (b, _, _) in sizes_micropython(cfg).items():
-            print("  %-8s %6d B  (gc.mem_alloc delta, %d devices)" % (name, b, DEVS))
+        for name, (b, _) in sizes_micropython(cfg).items():
+            print("  %-8s %6d B  (gc.mem_alloc delta / %d devices)" % (name, b, DEVS))
         return
-    for name, (b, rings, table) in sizes_cpython(cfg).items():
-        print("  %-8s %6d B  (rings %d; shared remote table %d B)" % (name, b, rings, table))
+    for name, (b, rings) in sizes_cpython(cfg).items():
+        print("  %-8s %6d B  (rings %d, open bucket and device %d)" % (name, b, rings, b - rings))
     flows = home_flows()
     print("Digests.add, %d flows of 250 devices, median of 7 passes (load %s)"
           % (len(flows), open("/proc/loadavg").read().split()[0]))
+    if sys.argv[1:2] == ["--against"]:
+        # another digest.py (git show main:src/spin_lite/digest.py > old.py),
+        # measured in turns with this one: the ratio holds on a loaded machine
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("old_digest", sys.argv[2])
+        old = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(old)
+        new_t, old_t = {}, {}
+        for _ in range(3):
+            for mod, acc in ((digest, new_t), (old, old_t)):
+                for k, v in add_rate(cfg, flows, 3, mod).items():
+                    acc.setdefault(k, []).append(v)
+        print("  %-12s %24s %24s %7s" % ("", "this digest.py", sys.argv[2], "speedup"))
+        for k in new_t:
+            n, o = min(new_t[k]), min(old_t[k])
+            print("  %-12s %6.1f ms %8.0f flows/s %6.1f ms %8.0f flows/s %6.2fx"
+                  % (k, n * 1e3, len(flows) / n, o * 1e3, len(flows) / o, o / n))
+        return
     for k, s in add_rate(cfg, flows).items():
         print("  %-12s %6.1f ms  %8.0f flows/s" % (k, s * 1e3, len(flows) / s))
 

@@ -7,6 +7,9 @@ under the bench's directory), scans the namespace's /proc table, then
 lives an hour on a simulated clock: each minute one scan of a tmpfs copy
 of the table in which every flow moved, so every device has traffic and
 top remotes in every bucket. Prints one JSON line.
+
+    python3 bench/rss_probe.py --bench    (as root: only run.py's RSS part,
+                                           in a namespace of its own)
 """
 
 import json
@@ -14,8 +17,9 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# the package: argv[2] (a compiled copy) or the source tree
-sys.path.insert(0, sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(HERE), "src"))
+if sys.argv[1:2] not in (["--bench"], ["--inside"]):
+    # the package: argv[2] (a compiled copy) or the source tree
+    sys.path.insert(0, sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(HERE), "src"))
 
 
 def kb(field):
@@ -39,23 +43,65 @@ def size(obj):
     return n
 
 
+def walk(obj, seen):
+    """getsizeof of obj and everything it reaches (containers, slots,
+    instance dicts), each object once: what a part holds."""
+    if id(obj) in seen or obj is None or isinstance(obj, type):
+        return 0
+    seen.add(id(obj))
+    n = sys.getsizeof(obj)
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            n += walk(k, seen) + walk(v, seen)
+    elif isinstance(obj, (list, set, tuple, frozenset)):
+        for v in obj:
+            n += walk(v, seen)
+    else:
+        for cls in type(obj).__mro__:
+            for name in getattr(cls, "__slots__", ()):
+                n += walk(getattr(obj, name, None), seen)
+        d = getattr(obj, "__dict__", None)
+        if isinstance(d, dict):
+            n += walk(d, seen)
+    return n
+
+
 def breakdown(a):
-    """KB held by the flow table, the address cache and the digests."""
+    """KB held by the flow table, the address cache, the digests (with
+    their shared remote table), the detector and the names."""
     flows = a.scanner.nbytes()  # preallocated arrays, sized by max_flows
-    digests = 0
-    for d in a.digests.devices.values():
-        digests += sys.getsizeof(d.open) + size(d.per_remote)
-        for sketch in (d.remotes, d.ports):
-            digests += size(sketch.small) if sketch.small is not None else 0
-            digests += sys.getsizeof(sketch.regs) if sketch.regs is not None else 0
-        for r in (d.fine, d.coarse):
-            if hasattr(r, "counts"):  # not NO_RING: the device moved traffic
-                digests += sys.getsizeof(r.counts) + sys.getsizeof(r.octets)
-                digests += sys.getsizeof(r.top_bytes) + sys.getsizeof(r.tops)
-    table = a.digests.table
-    digests += size(table.names) + size(table.index) + sys.getsizeof(table.refs)
-    return {"flow table": flows // 1024, "address cache": size(a.scanner.lan.cache) // 1024,
-            "digests": digests // 1024}
+    seen = set()
+    digests = walk(a.digests.devices, seen) + walk(a.digests.table, seen)
+    out = {"flow table": flows // 1024, "address cache": size(a.scanner.lan.cache) // 1024,
+           "digests": digests // 1024}
+    if a.detector is not None:
+        out["detector"] = walk(a.detector.devices, set()) // 1024
+    if a.names is not None:
+        out["names"] = walk(a.names, set(seen)) // 1024
+    return out
+
+
+def bench():
+    """On the host: run.py's RSS part alone, in a namespace of its own."""
+    import run
+    return run.in_namespace("rss", __file__)
+
+
+def inside(work):
+    """In the namespace: run.py's table, home and snapshots, then its rss()."""
+    import ctfill
+    import run
+    entries, devs = ctfill.home_table(run.FLOWS, run.DEVICES)
+    with open("/proc/sys/net/netfilter/nf_conntrack_acct", "w") as f:
+        f.write("1\n")
+    run.build_home(devs, work)
+    ctfill.insert(entries)
+    with open("/proc/net/nf_conntrack", "rb") as f:
+        text = f.read()
+    cfg = run.agent_config(work)
+    run.out("load %s" % open("/proc/loadavg").read().split()[0])
+    run.rss(cfg, text, run.moved_snapshots(text, 16, work), work)
+    return 0
 
 
 def main(path):
@@ -104,6 +150,10 @@ def main(path):
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--bench"]:
+        sys.exit(bench())
+    if sys.argv[1:2] == ["--inside"]:
+        sys.exit(inside(sys.argv[2]))
     try:
         main(sys.argv[1])
     except Exception as e:

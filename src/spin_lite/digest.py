@@ -14,7 +14,7 @@ and, from the first bucket in which it moved traffic, two rings: the
 fine ring (the last `fine_buckets` buckets, with their top remotes) and the
 coarse ring (each slot folds `coarse_factor` fine buckets; distinct counts
 take the maximum, since sets cannot be summed; counters only). A ring is
-one bytearray of variable-length records, one a bucket, oldest first (see
+one bytes of variable-length records, one a bucket, oldest first (see
 Ring); a ring remembers the newest bucket it holds, and buckets that time
 skipped are empty records. Memory therefore depends on the number of
 devices and the configuration, never on traffic: a record is at most
@@ -152,7 +152,7 @@ def varints(buf, start, end):
 
 class Ring:
     """The last `slots` buckets, each one variable-length record in one
-    bytearray (`data`, oldest first) and its length in `lens`: a record
+    bytes (`data`, oldest first) and its length in `lens`: a record
     is the NC counters as varints (trailing zeros left out when it has no
     top remotes: a silent bucket is empty), then (ref, bytes) pairs of its
     top remotes, refs being slot numbers + 1 in the shared Remotes table.
@@ -167,7 +167,7 @@ class Ring:
     def __init__(self, slots, top, table=None):
         self.slots = slots
         self.table = (table if table is not None else Remotes(0xFFFF)) if top else None
-        self.data = bytearray()
+        self.data = b""
         # lengths: a byte while a record cannot pass 255 (10 bytes a varint at most)
         self.lens = bytearray() if 1 + NC * 10 + top * 13 <= 255 else array("H")
         self.newest = -1
@@ -212,7 +212,7 @@ class Ring:
                     if lens[i]:
                         self._drop_refs(off, off + lens[i])
                     off += lens[i]
-            self.data[0:cut] = b""
+            self.data = self.data[cut:]
             lens[0:over] = lens[0:0]
         self.newest = n
 
@@ -255,7 +255,8 @@ class Ring:
         end = off + self.lens[i]
         if self.table is not None and end > off:
             self._drop_refs(off, end)
-        self.data[off:end] = rec
+        # a new bytes of the exact size: a bytearray keeps what it grew by
+        self.data = self.data[:off] + rec + self.data[end:]
         self.lens[i] = len(rec)
 
     def fold_row(self, n, row):
@@ -278,7 +279,7 @@ class Ring:
                 if ln:
                     self._drop_refs(off, off + ln)
                 off += ln
-        self.data = bytearray()
+        self.data = b""
         self.lens = self.lens[0:0]
 
 
@@ -322,7 +323,7 @@ except ImportError:  # a port without binascii: FNV-1a, slower, as good here
 
 M32 = 0xFFFFFFFF
 EXACT = 32  # distinct values counted exactly up to this many
-HLL_BITS = 8
+HLL_BITS = 8  # Distinct.add has it written out
 HLL_M = 1 << HLL_BITS  # 256 one-byte registers: ~6.5 % standard error
 
 
@@ -379,7 +380,8 @@ def hll_estimate(regs):
 
 class Distinct:
     """How many distinct values: exact (the values themselves, in a small
-    array) up to EXACT, then a HyperLogLog of HLL_M one-byte registers.
+    list: `in` on it is one C loop, and MicroPython's arrays have no `in`)
+    up to EXACT, then a HyperLogLog of HLL_M one-byte registers.
     Memory is bounded whatever the traffic; `reset` gives it back at each
     bucket. K spreads the values before mixing (ports are small numbers)."""
     __slots__ = ("small", "regs")
@@ -394,7 +396,7 @@ class Distinct:
         if self.regs is None:
             s = self.small
             if s is None:
-                self.small = array("I", [v])
+                self.small = [v]
                 return
             if v in s:
                 return
@@ -404,11 +406,25 @@ class Distinct:
             self.regs = bytearray(HLL_M)
             self.small = None
             for x in s:
-                self._reg(x)
-        self._reg(v)
-
-    def _reg(self, v):
-        hll_add(self.regs, HLL_BITS, mix((v * self.K) & M32))
+                hll_add(self.regs, HLL_BITS, mix((x * self.K) & M32))
+        # hll_add(self.regs, 8, mix(v * K)) written out: a busy device's
+        # every flow comes here, and calls are what costs
+        h = (v * self.K) & M32
+        h ^= h >> 16
+        h = (h * 0x85EBCA6B) & M32
+        h ^= h >> 13
+        h = (h * 0xC2B2AE35) & M32
+        h ^= h >> 16
+        w = h >> 8
+        if w >> 16:
+            rank = LZ8[w >> 16] + 1
+        elif w >> 8:
+            rank = LZ8[w >> 8] + 9
+        else:
+            rank = LZ8[w] + 17
+        regs = self.regs
+        if rank > regs[h & 0xFF]:
+            regs[h & 0xFF] = rank
 
     def count(self):
         if self.regs is None:

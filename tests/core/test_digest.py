@@ -233,3 +233,22 @@ def test_a_camera_streaming_has_a_recent_top_in_the_first_second_of_a_minute():
     d.add(CAMERA, "198.51.100.9", 123, 90, 90, 1, 1, True, False)
     assert d.recent_top(CAMERA) == [["203.0.113.10", 107000], ["198.51.100.9", 180]]
     assert d.recent_top(BULB) == []
+
+
+def test_past_32_remotes_the_sketch_holds_what_hyperloglog_would():
+    """Distinct.add writes the register update out (it runs per flow of a
+    busy device): its registers must be the shared hll_add's."""
+    for kind in (digest.Distinct, digest.Ports):
+        sketch = kind()
+        values = [(i * 2654435761) & 0xFFFFFFFF for i in range(500)] + [7, 7, 443, 443]
+        for v in values:
+            sketch.add(v)
+        regs = bytearray(digest.HLL_M)
+        for v in set(values):
+            digest.hll_add(regs, digest.HLL_BITS, digest.mix((v * kind.K) & digest.M32))
+        assert sketch.small is None and sketch.regs == regs
+        assert abs(sketch.count() - len(set(values))) <= len(set(values)) // 5
+    few = digest.Ports()
+    for p in (443, 80, 443, 53):
+        few.add(p)
+    assert few.count() == 3 and few.regs is None
