@@ -15,6 +15,7 @@ top remotes in every bucket. Prints one JSON line.
 import json
 import os
 import sys
+import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if sys.argv[1:2] not in (["--bench"], ["--inside"]):
@@ -43,11 +44,15 @@ def size(obj):
     return n
 
 
+CODE = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType,
+        types.MethodWrapperType)
+
+
 def walk(obj, seen):
     """getsizeof of obj and everything it reaches (containers, slots,
     instance dicts), each object once: what a part holds."""
-    if id(obj) in seen or obj is None or isinstance(obj, type):
-        return 0
+    if id(obj) in seen or obj is None or isinstance(obj, CODE):
+        return 0  # classes, modules, functions, methods: code, not data
     seen.add(id(obj))
     n = sys.getsizeof(obj)
     if isinstance(obj, dict):
@@ -77,7 +82,7 @@ def breakdown(a):
     if a.detector is not None:
         out["detector"] = walk(a.detector.devices, set()) // 1024
     if a.names is not None:
-        out["names"] = walk(a.names, set(seen)) // 1024
+        out["names"] = walk(a.names, set(seen) | {id(a)}) // 1024
     return out
 
 

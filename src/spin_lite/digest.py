@@ -134,19 +134,21 @@ def put_varint(out, v):
 
 
 def varints(buf, start, end):
-    """The values put_varint wrote in buf[start:end]."""
+    """The values put_varint wrote in buf[start:end] (most are one byte)."""
     vals = []
     v = 0
     shift = 0
-    for i in range(start, end):
-        c = buf[i]
-        if c & 0x80:
+    for c in buf[start:end]:
+        if c < 0x80:
+            if shift:
+                vals.append(v | (c << shift))
+                v = 0
+                shift = 0
+            else:
+                vals.append(c)
+        else:
             v |= (c & 0x7F) << shift
             shift += 7
-        else:
-            vals.append(v | (c << shift))
-            v = 0
-            shift = 0
     return vals
 
 
@@ -216,14 +218,31 @@ class Ring:
             lens[0:over] = lens[0:0]
         self.newest = n
 
-    def row(self, n):
-        """Bucket n's counters, in COUNTERS order."""
-        vals = self._values(n)
+    def buckets(self):
+        """{n: values} of every bucket with a record, in one pass (history
+        reads them all: no sum of lengths per bucket)."""
+        out = {}
+        off = 0
+        n = self.newest - len(self.lens) + 1
+        data = self.data
+        for ln in self.lens:
+            if ln:
+                out[n] = varints(data, off, off + ln)
+                off += ln
+            n += 1
+        return out
+
+    def row(self, n, vals=None):
+        """Bucket n's counters, in COUNTERS order (vals: its values, when
+        the caller decoded them already)."""
+        if vals is None:
+            vals = self._values(n)
         row = list(vals[:NC])
         return row + [0] * (NC - len(row))
 
-    def top_list(self, n):
-        vals = self._values(n)
+    def top_list(self, n, vals=None):
+        if vals is None:
+            vals = self._values(n)
         return [[self.table.name(vals[k]), vals[k + 1]] for k in range(NC, len(vals), 2)]
 
     def put(self, n, row, pairs=()):
@@ -291,11 +310,14 @@ class NoRing:
     def holds(self, n):
         return False
 
-    def top_list(self, n):
+    def top_list(self, n, vals=None):
         return []
 
-    def row(self, n):
+    def row(self, n, vals=None):
         return list(ZERO_ROW)
+
+    def buckets(self):
+        return {}
 
     def release(self):
         pass
@@ -634,19 +656,22 @@ class Digests:
         d = self.devices.get(key)
         return [d] if d is not None else []
 
-    def closed(self, key, n):
+    def closed(self, key, n, decoded=None):
         """Bucket n of one device (or of all devices if key is None) as a
-        dict, or None when it is no longer in the fine ring."""
+        dict, or None when it is no longer in the fine ring. decoded:
+        {id(device): its fine ring's buckets()}, when reading many n."""
         devs = self._devs(key)
         row = [0] * NC
         tops = {}
         for d in devs:
-            if not d.fine.holds(n):
+            f = d.fine
+            if not f.holds(n):
                 continue
-            r = d.fine.row(n)
+            vals = f._values(n) if decoded is None else decoded[id(d)].get(n, ())
+            r = f.row(n, vals)
             for i in range(NC):
                 row[i] = max(row[i], r[i]) if (i in DISTINCT and key is None) else row[i] + r[i]
-            for rem, b in d.fine.top_list(n):
+            for rem, b in f.top_list(n, vals):
                 tops[rem] = tops.get(rem, 0) + b
         out = dict(zip(COUNTERS, row))
         out["t"] = self.clock.label(n)
@@ -659,21 +684,26 @@ class Digests:
         want = max(1, (minutes * 60000) // self.bucket_ms)
         last = self.open_n - 1
         first = max(self.first_n, last - want + 1, last - self.fine_slots + 1)
-        points = [self.closed(key, n) for n in range(first, last + 1)]
+        decoded = {}
+        for d in self._devs(key):
+            decoded[id(d)] = d.fine.buckets()
+        points = [self.closed(key, n, decoded) for n in range(first, last + 1)]
         out = {"bucket_seconds": self.bucket_ms // 1000, "points": points,
                "current": self.current(key) if key is not None else None}
         span = self.bucket_ms * self.factor
         if want > self.fine_slots:
             devs = self._devs(key)
+            cdec = [(d.coarse, d.coarse.buckets()) for d in devs]
             coarse = []
             last_m = last // self.factor
             first_m = max(self.first_n // self.factor, last_m - (want // self.factor),
                           last_m - self.coarse_slots + 1)
             for m in range(first_m, last_m + 1):
                 row = [0] * NC
-                for d in devs:
-                    if d.coarse.holds(m):
-                        r = d.coarse.row(m)
+                for c, got in cdec:
+                    vals = got.get(m)
+                    if vals is not None and c.holds(m):
+                        r = c.row(m, vals)
                         for i in range(NC):
                             row[i] += r[i]
                 p = dict(zip(COUNTERS, row))
