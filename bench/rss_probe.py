@@ -105,7 +105,18 @@ def inside(work):
         text = f.read()
     cfg = run.agent_config(work)
     run.out("load %s" % open("/proc/loadavg").read().split()[0])
-    run.rss(cfg, text, run.moved_snapshots(text, 16, work), work)
+    snaps = run.moved_snapshots(text, 16, work)
+    run.rss(cfg, text, snaps, work)
+    # where the realistic agent's RSS comes from, step by step (source tree)
+    spec = os.path.join(work, "probe-realistic.json")
+    res = run.probe([sys.executable, "-S", os.path.abspath(__file__), spec], work)
+    run.out("  RSS step by step (pyenv, source, realistic), MB:")
+    last = res.get("import_kb", 0)
+    run.out("    %-42s %6.1f" % ("after importing the agent", last / 1024.0))
+    for label, k in res.get("steps_kb", ()) + [("after the first scan", res.get("first_kb", 0)),
+                                               ("after 62 buckets", res.get("rss_kb", 0))]:
+        run.out("    %-42s %6.1f  %+6.1f" % (label, k / 1024.0, (k - last) / 1024.0))
+        last = k
     return 0
 
 
@@ -127,6 +138,26 @@ def main(path):
         del a.scan
         a.scan()
     a.scan = first_scan
+    steps = [("agent made", kb("VmRSS"))]
+
+    def mark(obj, name, label):
+        """RSS after obj.name() runs: where starting costs what."""
+        fn = getattr(obj, name)
+
+        def marked(*args):
+            r = fn(*args)
+            steps.append((label(), kb("VmRSS")))
+            return r
+        setattr(obj, name, marked)
+
+    mark(a, "read_network", lambda: "network read (flow table made)")
+
+    def parts_made():
+        for p in a.parts:
+            if getattr(p, "start", None) is not None:
+                mark(p, "start", lambda p=p: type(p).__name__ + " started")
+        return "parts made (their modules imported)"
+    mark(a, "build_parts", parts_made)
     a.start()
     first_kb = kb("VmRSS")
     snaps = spec["snaps"]
@@ -141,7 +172,7 @@ def main(path):
         "rss_kb": kb("VmRSS"), "hwm_kb": kb("VmHWM"), "import_kb": import_kb,
         "first_kb": first_kb, "started_kb": marks.get("parts_kb", 0), "devices": len(a.devices.table),
         "digest_devices": len(a.digests.devices), "closed": a.digests.open_n - closed_before,
-        "flows": a.scanner.seen, "parts": [type(p).__name__ for p in a.parts],
+        "flows": a.scanner.seen, "steps_kb": steps, "parts": [type(p).__name__ for p in a.parts],
         "errors": a.errors,
     }
     for p in a.parts:
