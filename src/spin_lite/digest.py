@@ -177,6 +177,12 @@ class Ring:
     def holds(self, n):
         return self.newest - self.slots < n <= self.newest
 
+    def begin(self, n):
+        """A new ring's newest bucket is n, empty: a device's first traffic
+        in the middle of a half-hour folds into that half-hour's record."""
+        self.newest = n
+        self.lens.append(0)
+
     def _at(self, n):
         """The index in lens of bucket n's record, or None (zeros)."""
         i = len(self.lens) - 1 - (self.newest - n)
@@ -517,9 +523,9 @@ class Digests:
 
     def _rings(self, d):
         d.fine = Ring(self.fine_slots, self.top, self.table)
-        d.fine.newest = self.open_n - 1
+        d.fine.begin(self.open_n - 1)
         d.coarse = Ring(self.coarse_slots, 0)
-        d.coarse.newest = (self.open_n - 1) // self.factor
+        d.coarse.begin((self.open_n - 1) // self.factor)
 
     def forget(self, key):
         d = self.devices.pop(key, None)
