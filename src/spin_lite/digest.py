@@ -280,8 +280,12 @@ class Ring:
         end = off + self.lens[i]
         if self.table is not None and end > off:
             self._drop_refs(off, end)
-        # a new bytes of the exact size: a bytearray keeps what it grew by
-        self.data = self.data[:off] + rec + self.data[end:]
+        # a new bytes of the exact size (a bytearray keeps what it grew by);
+        # mostly the newest record, at the end: one copy
+        if end == len(self.data):
+            self.data = (self.data[:off] if off < end else self.data) + rec
+        else:
+            self.data = self.data[:off] + rec + self.data[end:]
         self.lens[i] = len(rec)
 
     def fold_row(self, n, row):
