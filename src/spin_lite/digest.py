@@ -1,4 +1,4 @@
-"""Digests: what each device did, per time bucket, in fixed-size rings.
+"""Digests: what each device did, per time bucket, in rings of bounded size.
 
 Theory of operation
 -------------------

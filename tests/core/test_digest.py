@@ -264,3 +264,16 @@ def test_past_32_remotes_the_sketch_holds_what_hyperloglog_would():
     for p in (443, 80, 443, 53):
         few.add(p)
     assert few.count() == 3 and few.regs is None
+
+
+def test_a_long_top_list_of_huge_buckets_reads_back_whole():
+    """A record that could pass 255 bytes (20 top remotes of petabytes)
+    keeps its length in 16 bits: nothing is cut."""
+    d = make(dict(CFG, top_remotes=20))
+    for i in range(25):
+        d.add(CAMERA, "203.0.113.%d" % i, 443, (i + 1) * 2 ** 50, 2 ** 40, 2 ** 40, 1, True, False)
+    d.tick(60000)
+    b = d.closed(CAMERA, d.open_n - 1)
+    assert b["bytes_out"] == sum((i + 1) * 2 ** 50 for i in range(25)) and b["packets_out"] == 25 * 2 ** 40
+    assert b["top"] == [["203.0.113.%d" % i, (i + 1) * 2 ** 50 + 2 ** 40] for i in range(24, 4, -1)]
+    assert max(d.devices[CAMERA].fine.lens) > 200
