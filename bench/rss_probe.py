@@ -7,15 +7,20 @@ under the bench's directory), scans the namespace's /proc table, then
 lives an hour on a simulated clock: each minute one scan of a tmpfs copy
 of the table in which every flow moved, so every device has traffic and
 top remotes in every bucket. Prints one JSON line.
+
+    python3 bench/rss_probe.py --bench    (as root: only run.py's RSS part,
+                                           in a namespace of its own)
 """
 
 import json
 import os
 import sys
+import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# the package: argv[2] (a compiled copy) or the source tree
-sys.path.insert(0, sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(HERE), "src"))
+if sys.argv[1:2] not in (["--bench"], ["--inside"]):
+    # the package: argv[2] (a compiled copy) or the source tree
+    sys.path.insert(0, sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(HERE), "src"))
 
 
 def kb(field):
@@ -39,23 +44,80 @@ def size(obj):
     return n
 
 
+CODE = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType,
+        types.MethodWrapperType)
+
+
+def walk(obj, seen):
+    """getsizeof of obj and everything it reaches (containers, slots,
+    instance dicts), each object once: what a part holds."""
+    if id(obj) in seen or obj is None or isinstance(obj, CODE):
+        return 0  # classes, modules, functions, methods: code, not data
+    seen.add(id(obj))
+    n = sys.getsizeof(obj)
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            n += walk(k, seen) + walk(v, seen)
+    elif isinstance(obj, (list, set, tuple, frozenset)):
+        for v in obj:
+            n += walk(v, seen)
+    else:
+        for cls in type(obj).__mro__:
+            for name in getattr(cls, "__slots__", ()):
+                n += walk(getattr(obj, name, None), seen)
+        d = getattr(obj, "__dict__", None)
+        if isinstance(d, dict):
+            n += walk(d, seen)
+    return n
+
+
 def breakdown(a):
-    """KB held by the flow table, the address cache and the digests."""
+    """KB held by the flow table, the address cache, the digests (with
+    their shared remote table), the detector and the names."""
     flows = a.scanner.nbytes()  # arrays of slots, grown with the flows up to max_flows
-    digests = 0
-    for d in a.digests.devices.values():
-        digests += sys.getsizeof(d.open) + size(d.per_remote)
-        for sketch in (d.remotes, d.ports):
-            digests += size(sketch.small) if sketch.small is not None else 0
-            digests += sys.getsizeof(sketch.regs) if sketch.regs is not None else 0
-        for r in (d.fine, d.coarse):
-            if hasattr(r, "counts"):  # not NO_RING: the device moved traffic
-                digests += sys.getsizeof(r.counts) + sys.getsizeof(r.octets)
-                digests += sys.getsizeof(r.top_bytes) + sys.getsizeof(r.tops)
-    table = a.digests.table
-    digests += size(table.names) + size(table.index) + sys.getsizeof(table.refs)
-    return {"flow table": flows // 1024, "address cache": size(a.scanner.lan.cache) // 1024,
-            "digests": digests // 1024}
+    seen = set()
+    digests = walk(a.digests.devices, seen) + walk(a.digests.table, seen)
+    out = {"flow table": flows // 1024, "address cache": size(a.scanner.lan.cache) // 1024,
+           "digests": digests // 1024}
+    if a.detector is not None:
+        out["detector"] = walk(a.detector.devices, set()) // 1024
+    if a.names is not None:
+        out["names"] = walk(a.names, set(seen) | {id(a)}) // 1024
+    return out
+
+
+def bench():
+    """On the host: run.py's RSS part alone, in a namespace of its own."""
+    import run
+    return run.in_namespace("rss", __file__)
+
+
+def inside(work):
+    """In the namespace: run.py's table, home and snapshots, then its rss()."""
+    import ctfill
+    import run
+    entries, devs = ctfill.home_table(run.FLOWS, run.DEVICES)
+    with open("/proc/sys/net/netfilter/nf_conntrack_acct", "w") as f:
+        f.write("1\n")
+    run.build_home(devs, work)
+    ctfill.insert(entries)
+    with open("/proc/net/nf_conntrack", "rb") as f:
+        text = f.read()
+    cfg = run.agent_config(work)
+    run.out("load %s" % open("/proc/loadavg").read().split()[0])
+    snaps = run.moved_snapshots(text, 16, work)
+    run.rss(cfg, text, snaps, work)
+    # where the realistic agent's RSS comes from, step by step (source tree)
+    spec = os.path.join(work, "probe-realistic.json")
+    res = run.probe([sys.executable, "-S", os.path.abspath(__file__), spec], work)
+    run.out("  RSS step by step (pyenv, source, realistic), MB:")
+    last = res.get("import_kb", 0)
+    run.out("    %-42s %6.1f" % ("after importing the agent", last / 1024.0))
+    for label, k in res.get("steps_kb", ()) + [("after the first scan", res.get("first_kb", 0)),
+                                               ("after 62 buckets", res.get("rss_kb", 0))]:
+        run.out("    %-42s %6.1f  %+6.1f" % (label, k / 1024.0, (k - last) / 1024.0))
+        last = k
+    return 0
 
 
 def main(path):
@@ -76,6 +138,26 @@ def main(path):
         del a.scan
         a.scan()
     a.scan = first_scan
+    steps = [("agent made", kb("VmRSS"))]
+
+    def mark(obj, name, label):
+        """RSS after obj.name() runs: where starting costs what."""
+        fn = getattr(obj, name)
+
+        def marked(*args):
+            r = fn(*args)
+            steps.append((label(), kb("VmRSS")))
+            return r
+        setattr(obj, name, marked)
+
+    mark(a, "read_network", lambda: "network read (flow table made)")
+
+    def parts_made():
+        for p in a.parts:
+            if getattr(p, "start", None) is not None:
+                mark(p, "start", lambda p=p: type(p).__name__ + " started")
+        return "parts made (their modules imported)"
+    mark(a, "build_parts", parts_made)
     a.start()
     pump = spec.get("pump") and a.mqtt is not None  # publishing on: let the loop send
     for _ in range(400 if pump else 0):
@@ -99,8 +181,8 @@ def main(path):
         "rss_kb": kb("VmRSS"), "hwm_kb": kb("VmHWM"), "import_kb": import_kb,
         "first_kb": first_kb, "started_kb": marks.get("parts_kb", 0), "devices": len(a.devices.table),
         "digest_devices": len(a.digests.devices), "closed": a.digests.open_n - closed_before,
-        "flows": a.scanner.seen, "parts": [type(p).__name__ for p in a.parts],
-        "errors": a.errors, "mqtt": a.mqtt.status() if a.mqtt else None,
+        "flows": a.scanner.seen, "steps_kb": steps, "parts": [type(p).__name__ for p in a.parts],
+        "errors": a.errors,
     }
     for p in a.parts:
         stop = getattr(p, "stop", None)
@@ -113,6 +195,10 @@ def main(path):
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--bench"]:
+        sys.exit(bench())
+    if sys.argv[1:2] == ["--inside"]:
+        sys.exit(inside(sys.argv[2]))
     try:
         main(sys.argv[1])
     except Exception as e:

@@ -1,4 +1,4 @@
-"""Digests: what each device did, per time bucket, in fixed-size rings.
+"""Digests: what each device did, per time bucket, in rings of bounded size.
 
 Theory of operation
 -------------------
@@ -11,12 +11,14 @@ wall-clock *label* of buckets (see Clock), never which buckets exist.
 Each device has one open bucket (counters, distinct counts of the remotes
 and remote ports it talked to, bytes of at most `digest_remotes` remotes)
 and, from the first bucket in which it moved traffic, two rings: the
-fine ring (the last `fine_buckets` buckets) and the coarse ring (each slot
-folds `coarse_factor` fine buckets; distinct counts take the maximum, since
-sets cannot be summed). Rings are flat arrays indexed by bucket number
-modulo the ring size; a ring remembers the newest bucket it holds, and
-slots that time skipped are zeroed. Memory therefore depends on the number
-of devices and the configuration, never on traffic.
+fine ring (the last `fine_buckets` buckets, with their top remotes) and the
+coarse ring (each slot folds `coarse_factor` fine buckets; distinct counts
+take the maximum, since sets cannot be summed; counters only). A ring is
+one bytes of variable-length records, one a bucket, oldest first (see
+Ring); a ring remembers the newest bucket it holds, and buckets that time
+skipped are empty records. Memory therefore depends on the number of
+devices and the configuration, never on traffic: a record is at most
+1 + 10 bytes a value.
 
 Counters per bucket, in this order (COUNTERS): bytes out, bytes in, packets
 out, packets in, new connections, unreplied attempts, distinct remotes,
@@ -31,6 +33,7 @@ COUNTERS = ("bytes_out", "bytes_in", "packets_out", "packets_in",
 NC = len(COUNTERS)
 DISTINCT = (6, 7)  # folded by max, not by sum
 ZERO_ROW = [0] * NC
+OPEN = 6  # counters summed per flow; the distinct counts come from sketches
 
 
 class Clock:
@@ -53,25 +56,6 @@ class Clock:
     def label(self, n):
         """Wall-clock start of bucket n, in seconds."""
         return (n * self.bucket_ms + self.drift) // 1000
-
-
-WIDE = 2  # bytes out/in
-SMALL = NC - WIDE
-SMALL_MAX = 0xFFFFFFFF  # a coarse slot stops there (4e9 packets an hour)
-LIMITS = {"H": 0xFFFF, "I": 0xFFFFFFFF, "Q": 0xFFFFFFFFFFFFFFFF}
-WIDER = {"H": "I", "I": "Q"}
-
-
-def widened(arr, code, v):
-    """(arr, code), or a copy in a wider type code when v does not fit:
-    counters start small (a quiet device's minute fits in 16 or 32 bits)
-    and widen only in the rings that need it. (MicroPython's arrays have
-    no .typecode: the code is kept beside the array.)"""
-    if v <= LIMITS[code]:
-        return arr, code
-    while v > LIMITS[code]:
-        code = WIDER[code]
-    return array(code, list(arr)), code
 
 
 class Remotes:
@@ -139,58 +123,170 @@ class Remotes:
         return self.names[ref - 1] if ref else None
 
 
+def put_varint(out, v):
+    """v (>= 0) appended to bytearray out, 7 bits a byte, low first: a
+    quiet minute's counters take a byte or two each, a busy one's more,
+    and no counter ever overflows."""
+    while v > 0x7F:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+
+
+def varints(buf, start, end):
+    """The values put_varint wrote in buf[start:end] (most are one byte)."""
+    vals = []
+    v = 0
+    shift = 0
+    for c in buf[start:end]:
+        if c < 0x80:
+            if shift:
+                vals.append(v | (c << shift))
+                v = 0
+                shift = 0
+            else:
+                vals.append(c)
+        else:
+            v |= (c & 0x7F) << shift
+            shift += 7
+    return vals
+
+
 class Ring:
-    """`slots` buckets of NC counters and `top` remotes each. The byte
-    counters are kept in `octets`, the others in `counts`, the top remotes
-    as references into the shared Remotes table (`tops`, 'H') with their
-    bytes in `top_bytes`. Counters start at 16 or 32 bits and widen (see
-    widened) when a value needs it; `counts` stop at SMALL_MAX."""
-    __slots__ = ("slots", "top", "octets", "counts", "tops", "top_bytes", "newest", "table",
-                 "oc", "cc", "bc")
+    """The last `slots` buckets, each one variable-length record in one
+    bytes (`data`, oldest first) and its length in `lens`: a record
+    is the NC counters as varints (trailing zeros left out when it has no
+    top remotes: a silent bucket is empty), then (ref, bytes) pairs of its
+    top remotes, refs being slot numbers + 1 in the shared Remotes table.
+    Most counters of most buckets fit a byte or two: fixed columns wide
+    enough for the busiest bucket cost 38 B a bucket, this ~10-30.
+    A ring without a table (the coarse one) keeps no top remotes.
+    Records are written when their bucket closes (fine) or rewritten as
+    fine buckets fold in (coarse, only its newest); reading bucket n sums
+    the lengths before it."""
+    __slots__ = ("slots", "table", "data", "lens", "newest")
 
     def __init__(self, slots, top, table=None):
         self.slots = slots
-        self.top = top
-        self.table = table if table is not None else Remotes(0xFFFF)
-        self.octets = array("I", [0] * (slots * WIDE))
-        self.counts = array("H", [0] * (slots * SMALL))
-        self.tops = array("H", [0] * (slots * top))
-        self.top_bytes = array("I", [0] * (slots * top))
-        self.oc, self.cc, self.bc = "I", "H", "I"  # their type codes
+        self.table = (table if table is not None else Remotes(0xFFFF)) if top else None
+        self.data = b""
+        # lengths: a byte while a record cannot pass 255 (10 bytes a varint at most)
+        self.lens = bytearray() if 1 + NC * 10 + top * 13 <= 255 else array("H")
         self.newest = -1
-
-    def clear_slot(self, n):
-        self.put_row(n, ZERO_ROW)
-        self.put_top(n, ())
-
-    def advance(self, n):
-        """Make bucket n the newest, zeroing slots skipped on the way."""
-        if n <= self.newest:
-            return
-        start = max(self.newest + 1, n - self.slots + 1)
-        for m in range(start, n + 1):
-            self.clear_slot(m)
-        self.newest = n
 
     def holds(self, n):
         return self.newest - self.slots < n <= self.newest
 
-    def row(self, n):
-        """Bucket n's counters, in COUNTERS order."""
-        w = (n % self.slots) * WIDE
-        base = (n % self.slots) * SMALL
-        return [self.octets[w], self.octets[w + 1]] + [self.counts[base + i] for i in range(SMALL)]
+    def begin(self, n):
+        """A new ring's newest bucket is n, empty: a device's first traffic
+        in the middle of a half-hour folds into that half-hour's record."""
+        self.newest = n
+        self.lens.append(0)
 
-    def put_row(self, n, row):
-        w = (n % self.slots) * WIDE
-        self.octets, self.oc = widened(self.octets, self.oc, max(row[0], row[1]))
-        self.octets[w] = row[0]
-        self.octets[w + 1] = row[1]
-        base = (n % self.slots) * SMALL
-        small = [min(row[WIDE + i], SMALL_MAX) for i in range(SMALL)]
-        self.counts, self.cc = widened(self.counts, self.cc, max(small))
-        for i in range(SMALL):
-            self.counts[base + i] = small[i]
+    def _at(self, n):
+        """The index in lens of bucket n's record, or None (zeros)."""
+        i = len(self.lens) - 1 - (self.newest - n)
+        if i < 0 or not self.holds(n):
+            return None
+        return i
+
+    def _values(self, n):
+        i = self._at(n)
+        if i is None or not self.lens[i]:
+            return ()
+        off = sum(self.lens[:i])
+        return varints(self.data, off, off + self.lens[i])
+
+    def _drop_refs(self, off, end):
+        vals = varints(self.data, off, end)
+        for k in range(NC, len(vals), 2):
+            self.table.drop(vals[k])
+
+    def advance(self, n):
+        """Make bucket n the newest; the buckets time skipped read as zeros
+        and the oldest beyond `slots` go (with their references)."""
+        if n <= self.newest:
+            return
+        lens = self.lens
+        k = min(n - self.newest, self.slots)
+        for _ in range(k):
+            lens.append(0)
+        over = len(lens) - self.slots
+        if over > 0:
+            cut = sum(lens[:over])
+            if self.table is not None:
+                off = 0
+                for i in range(over):
+                    if lens[i]:
+                        self._drop_refs(off, off + lens[i])
+                    off += lens[i]
+            self.data = self.data[cut:]
+            lens[0:over] = lens[0:0]
+        self.newest = n
+
+    def buckets(self):
+        """{n: values} of every bucket with a record, in one pass (history
+        reads them all: no sum of lengths per bucket)."""
+        out = {}
+        off = 0
+        n = self.newest - len(self.lens) + 1
+        data = self.data
+        for ln in self.lens:
+            if ln:
+                out[n] = varints(data, off, off + ln)
+                off += ln
+            n += 1
+        return out
+
+    def row(self, n, vals=None):
+        """Bucket n's counters, in COUNTERS order (vals: its values, when
+        the caller decoded them already)."""
+        if vals is None:
+            vals = self._values(n)
+        row = list(vals[:NC])
+        return row + [0] * (NC - len(row))
+
+    def top_list(self, n, vals=None):
+        if vals is None:
+            vals = self._values(n)
+        return [[self.table.name(vals[k]), vals[k + 1]] for k in range(NC, len(vals), 2)]
+
+    def put(self, n, row, pairs=()):
+        """Write bucket n: its counters and (fine ring) its top remotes,
+        pairs [(bytes, remote)] best first; a remote the shared table has
+        no room for is left out (the table counts it)."""
+        i = self._at(n)
+        if i is None:
+            return
+        rec = bytearray()
+        if self.table is not None:
+            refs = []
+            for b, r in pairs:
+                ref = self.table.take(r)
+                if ref:
+                    refs.append((ref, b))
+        else:
+            refs = ()
+        last = NC
+        if not refs:
+            while last and not row[last - 1]:
+                last -= 1
+        for k in range(last):
+            put_varint(rec, row[k])
+        for ref, b in refs:
+            put_varint(rec, ref)
+            put_varint(rec, b)
+        off = sum(self.lens[:i])
+        end = off + self.lens[i]
+        if self.table is not None and end > off:
+            self._drop_refs(off, end)
+        # a new bytes of the exact size (a bytearray keeps what it grew by);
+        # mostly the newest record, at the end: one copy
+        if end == len(self.data):
+            self.data = (self.data[:off] if off < end else self.data) + rec
+        else:
+            self.data = self.data[:off] + rec + self.data[end:]
+        self.lens[i] = len(rec)
 
     def fold_row(self, n, row):
         """Add a fine bucket's counters to coarse bucket n (distinct counts:
@@ -202,34 +298,18 @@ class Ring:
                     old[i] = row[i]
             else:
                 old[i] += row[i]
-        self.put_row(n, old)
-
-    def top_list(self, n):
-        base = (n % self.slots) * self.top
-        out = []
-        for i in range(self.top):
-            ref = self.tops[base + i]
-            if ref:
-                out.append([self.table.name(ref), self.top_bytes[base + i]])
-        return out
-
-    def put_top(self, n, pairs):
-        """pairs: [(bytes, remote)] best first, at most `top`."""
-        base = (n % self.slots) * self.top
-        table = self.table
-        refs = [table.take(pairs[i][1]) if i < len(pairs) else 0 for i in range(self.top)]
-        for i in range(self.top):
-            table.drop(self.tops[base + i])
-            b = pairs[i][0] if refs[i] else 0
-            self.top_bytes, self.bc = widened(self.top_bytes, self.bc, b)
-            self.top_bytes[base + i] = b
-            self.tops[base + i] = refs[i]
+        self.put(n, old)
 
     def release(self):
         """Give back every reference into the shared table (the device goes)."""
-        for i in range(len(self.tops)):
-            self.table.drop(self.tops[i])
-            self.tops[i] = 0
+        if self.table is not None:
+            off = 0
+            for ln in self.lens:
+                if ln:
+                    self._drop_refs(off, off + ln)
+                off += ln
+        self.data = b""
+        self.lens = self.lens[0:0]
 
 
 class NoRing:
@@ -240,11 +320,14 @@ class NoRing:
     def holds(self, n):
         return False
 
-    def top_list(self, n):
+    def top_list(self, n, vals=None):
         return []
 
-    def row(self, n):
+    def row(self, n, vals=None):
         return list(ZERO_ROW)
+
+    def buckets(self):
+        return {}
 
     def release(self):
         pass
@@ -272,7 +355,7 @@ except ImportError:  # a port without binascii: FNV-1a, slower, as good here
 
 M32 = 0xFFFFFFFF
 EXACT = 32  # distinct values counted exactly up to this many
-HLL_BITS = 8
+HLL_BITS = 8  # Distinct.add has it written out
 HLL_M = 1 << HLL_BITS  # 256 one-byte registers: ~6.5 % standard error
 
 
@@ -286,16 +369,27 @@ def mix(h):
     return h
 
 
+# leading zero bits of a byte (8 for 0): ranks without a bit loop
+LZ8 = bytes([8] + [10 - len(bin(i)) for i in range(1, 256)])
+
+
 def hll_add(regs, bits, h):
     """One 32-bit hash into HyperLogLog registers (2**bits of them, one byte
-    each): the low bits pick the register, the rest give the rank."""
+    each): the low bits pick the register, the rest give the rank (leading
+    zeros + 1 of the remaining 32 - bits bits, at most 33 - bits)."""
     j = h & ((1 << bits) - 1)
     w = h >> bits
-    rank = 1
-    top = 1 << (31 - bits)
-    while rank <= 32 - bits and not (w & top):
-        rank += 1
-        w <<= 1
+    width = 32 - bits
+    lz = 0
+    shift = width - 8
+    while shift > -8:
+        byte = (w >> shift) & 0xFF if shift >= 0 else (w << -shift) & 0xFF
+        z = LZ8[byte]
+        lz += z
+        if z < 8:
+            break
+        shift -= 8
+    rank = min(lz, width) + 1
     if rank > regs[j]:
         regs[j] = rank
 
@@ -317,32 +411,52 @@ def hll_estimate(regs):
 
 
 class Distinct:
-    """How many distinct values: exact (a set of hashes) up to EXACT, then
-    a HyperLogLog of HLL_M one-byte registers. Memory is bounded whatever
-    the traffic; `reset` gives the registers back at each bucket."""
+    """How many distinct values: exact (the values themselves, in a small
+    list: `in` on it is one C loop, and MicroPython's arrays have no `in`)
+    up to EXACT, then a HyperLogLog of HLL_M one-byte registers.
+    Memory is bounded whatever the traffic; `reset` gives it back at each
+    bucket. K spreads the values before mixing (ports are small numbers)."""
     __slots__ = ("small", "regs")
+    K = 1
 
     def __init__(self):
         self.small = None  # made on the first value: a silent device pays nothing
         self.regs = None
 
-    def add_hash(self, h):
-        h = mix(h & M32)
+    def add(self, v):
+        """v: a 32-bit value (a crc32, a port)."""
         if self.regs is None:
-            if self.small is None:
-                self.small = set()
-            self.small.add(h)
-            if len(self.small) <= EXACT:
+            s = self.small
+            if s is None:
+                self.small = [v]
+                return
+            if v in s:
+                return
+            if len(s) < EXACT:
+                s.append(v)
                 return
             self.regs = bytearray(HLL_M)
-            hs, self.small = self.small, None
-            for x in hs:
-                self._reg(x)
-            return
-        self._reg(h)
-
-    def _reg(self, h):
-        hll_add(self.regs, HLL_BITS, h)
+            self.small = None
+            for x in s:
+                hll_add(self.regs, HLL_BITS, mix((x * self.K) & M32))
+        # hll_add(self.regs, 8, mix(v * K)) written out: a busy device's
+        # every flow comes here, and calls are what costs
+        h = (v * self.K) & M32
+        h ^= h >> 16
+        h = (h * 0x85EBCA6B) & M32
+        h ^= h >> 13
+        h = (h * 0xC2B2AE35) & M32
+        h ^= h >> 16
+        w = h >> 8
+        if w >> 16:
+            rank = LZ8[w >> 16] + 1
+        elif w >> 8:
+            rank = LZ8[w >> 8] + 9
+        else:
+            rank = LZ8[w] + 17
+        regs = self.regs
+        if rank > regs[h & 0xFF]:
+            regs[h & 0xFF] = rank
 
     def count(self):
         if self.regs is None:
@@ -354,20 +468,27 @@ class Distinct:
         self.regs = None
 
 
+class Ports(Distinct):
+    __slots__ = ()
+    K = 0x9E3779B1
+
+
 class Device:
     """One device's open bucket and its rings. The open bucket keeps at most
     `keep` remotes with their bytes (`per_remote`); once full, a new remote
     with more bytes than the smallest takes its place (the smallest's bytes
     go to `others`), one with fewer goes to `others` directly. The totals
-    in `open` are always exact. Rings are NO_RING until the device first
-    closes a bucket with traffic."""
+    in `open` (COUNTERS but the two distinct counts; a list: the scan adds
+    to it per flow, and a list's items add 3x faster than an array's) are
+    always exact. Rings are NO_RING until the device first closes a bucket
+    with traffic."""
     __slots__ = ("open", "remotes", "ports", "per_remote", "others", "floor",
                  "fine", "coarse")
 
     def __init__(self, fine_slots=0, coarse_slots=0, top=0):
-        self.open = array("Q", [0] * NC)
+        self.open = [0] * OPEN
         self.remotes = Distinct()
-        self.ports = Distinct()
+        self.ports = Ports()
         self.per_remote = {}
         self.others = 0  # bytes of remotes not kept in per_remote
         self.floor = 0  # no kept remote has fewer bytes than this
@@ -375,10 +496,7 @@ class Device:
         self.coarse = NO_RING
 
     def current(self):
-        row = [self.open[i] for i in range(NC)]
-        row[6] = self.remotes.count()
-        row[7] = self.ports.count()
-        return row
+        return self.open + [self.remotes.count(), self.ports.count()]
 
 
 class Digests:
@@ -409,9 +527,9 @@ class Digests:
 
     def _rings(self, d):
         d.fine = Ring(self.fine_slots, self.top, self.table)
-        d.fine.newest = self.open_n - 1
-        d.coarse = Ring(self.coarse_slots, self.top, self.table)
-        d.coarse.newest = (self.open_n - 1) // self.factor
+        d.fine.begin(self.open_n - 1)
+        d.coarse = Ring(self.coarse_slots, 0)
+        d.coarse.begin((self.open_n - 1) // self.factor)
 
     def forget(self, key):
         d = self.devices.pop(key, None)
@@ -420,7 +538,10 @@ class Digests:
             d.coarse.release()
 
     def add(self, key, remote, port, bo, bi, po, pi, new, unreplied):
-        """Account one flow's movement since the last scan to device `key`."""
+        """Account one flow's movement since the last scan to device `key`.
+        Called per changed flow of every scan: the common case (a remote
+        and port already counted in this bucket) is a few list and dict
+        operations, no call."""
         d = self.devices.get(key)
         if d is None:
             d = self.device(key)
@@ -434,38 +555,42 @@ class Digests:
             if unreplied:
                 o[5] += 1
         if bo or bi or new:
+            if port:
+                s = d.ports.small
+                if s is None or port not in s:
+                    d.ports.add(port)
             pr = d.per_remote
             b = bo + bi
             had = pr.get(remote)
-            if had is None:
-                d.remotes.add_hash(crc32(remote.encode()))
-            if port:
-                d.ports.add_hash(port * 0x9E3779B1)
-            if not b:
-                return
             if had is not None:
                 pr[remote] = had + b
-            elif len(pr) < self.keep:
+                return
+            d.remotes.add(crc32(remote.encode()))
+            if not b:
+                return
+            if len(pr) < self.keep:
                 pr[remote] = b
             elif b <= d.floor:
                 d.others += b
                 self.folded += 1
             else:
-                # space-saving: the smallest kept remote makes room
-                low = None
-                lb = 0
-                for r, rb in pr.items():
-                    if low is None or rb < lb:
-                        low, lb = r, rb
-                if b <= lb:
-                    d.floor = lb
-                    d.others += b
-                else:
-                    del pr[low]
-                    d.others += lb
-                    pr[remote] = b
-                    d.floor = lb
-                self.folded += 1
+                self._make_room(d, pr, remote, b)
+
+    def _make_room(self, d, pr, remote, b):
+        """space-saving: the smallest kept remote gives its place to one
+        with more bytes; either way the smaller one's bytes go to others."""
+        lb = min(pr.values())
+        if b <= lb:
+            d.others += b
+        else:
+            for low in pr:
+                if pr[low] == lb:
+                    break
+            del pr[low]
+            d.others += lb
+            pr[remote] = b
+        d.floor = lb
+        self.folded += 1
 
     def tick(self, mono_ms, wall_s=None):
         """Close every bucket that ended before mono_ms. Returns the closed
@@ -496,21 +621,14 @@ class Digests:
             if self.on_close is not None:
                 self.on_close(key, n, d.per_remote)
             d.fine.advance(n)
-            d.fine.put_row(n, row)
-            d.fine.put_top(n, top)
+            d.fine.put(n, row, top)
+            # the coarse ring keeps counters only: no reader asks for a
+            # half-hour's top remotes (history's coarse points have none)
             c = d.coarse
             if m > c.newest:
                 c.advance(m)
             c.fold_row(m, row)
-            if top:
-                merged = {}
-                for r, b in c.top_list(m):
-                    merged[r] = b
-                for b, r in top:
-                    merged[r] = merged.get(r, 0) + b
-                c.put_top(m, best(merged, self.top))
-            for i in range(NC):
-                d.open[i] = 0
+            d.open = [0] * OPEN
             d.remotes.reset()
             d.ports.reset()
             d.per_remote = {}
@@ -548,19 +666,22 @@ class Digests:
         d = self.devices.get(key)
         return [d] if d is not None else []
 
-    def closed(self, key, n):
+    def closed(self, key, n, decoded=None):
         """Bucket n of one device (or of all devices if key is None) as a
-        dict, or None when it is no longer in the fine ring."""
+        dict, or None when it is no longer in the fine ring. decoded:
+        {id(device): its fine ring's buckets()}, when reading many n."""
         devs = self._devs(key)
         row = [0] * NC
         tops = {}
         for d in devs:
-            if not d.fine.holds(n):
+            f = d.fine
+            if not f.holds(n):
                 continue
-            r = d.fine.row(n)
+            vals = f._values(n) if decoded is None else decoded[id(d)].get(n, ())
+            r = f.row(n, vals)
             for i in range(NC):
                 row[i] = max(row[i], r[i]) if (i in DISTINCT and key is None) else row[i] + r[i]
-            for rem, b in d.fine.top_list(n):
+            for rem, b in f.top_list(n, vals):
                 tops[rem] = tops.get(rem, 0) + b
         out = dict(zip(COUNTERS, row))
         out["t"] = self.clock.label(n)
@@ -573,21 +694,26 @@ class Digests:
         want = max(1, (minutes * 60000) // self.bucket_ms)
         last = self.open_n - 1
         first = max(self.first_n, last - want + 1, last - self.fine_slots + 1)
-        points = [self.closed(key, n) for n in range(first, last + 1)]
+        decoded = {}
+        for d in self._devs(key):
+            decoded[id(d)] = d.fine.buckets()
+        points = [self.closed(key, n, decoded) for n in range(first, last + 1)]
         out = {"bucket_seconds": self.bucket_ms // 1000, "points": points,
                "current": self.current(key) if key is not None else None}
         span = self.bucket_ms * self.factor
         if want > self.fine_slots:
             devs = self._devs(key)
+            cdec = [(d.coarse, d.coarse.buckets()) for d in devs]
             coarse = []
             last_m = last // self.factor
             first_m = max(self.first_n // self.factor, last_m - (want // self.factor),
                           last_m - self.coarse_slots + 1)
             for m in range(first_m, last_m + 1):
                 row = [0] * NC
-                for d in devs:
-                    if d.coarse.holds(m):
-                        r = d.coarse.row(m)
+                for c, got in cdec:
+                    vals = got.get(m)
+                    if vals is not None and c.holds(m):
+                        r = c.row(m, vals)
                         for i in range(NC):
                             row[i] += r[i]
                 p = dict(zip(COUNTERS, row))

@@ -65,15 +65,30 @@ def test_memory_of_the_rings_does_not_grow_with_traffic():
     d = make()
     d.add(CAMERA, "203.0.113.1", 80, 1, 1, 1, 1, True, False)
     d.tick(60000)  # rings come with the first bucket that moved traffic
-    ring = d.devices[CAMERA].fine
-    size = (len(ring.counts), len(ring.tops), len(ring.top_bytes))
     for minute in range(2, 200):
         for i in range(50):
             d.add(CAMERA, "203.0.%d.%d" % (minute % 250, i), 80, 1000, 1000, 1, 1, True, False)
         d.tick(minute * 60000)
-    ring = d.devices[CAMERA].fine
-    assert (len(ring.counts), len(ring.tops), len(ring.top_bytes)) == size
+    fine = d.devices[CAMERA].fine
+    coarse = d.devices[CAMERA].coarse
+    # one record a bucket kept, no more; every minute wrote the same shape
+    assert len(fine.lens) == 60 and len(fine.data) == sum(fine.lens)
+    assert max(fine.lens) - min(fine.lens) <= 3 and max(fine.lens) < 40
+    assert len(coarse.lens) <= 199 // 30 + 2 and len(coarse.data) == sum(coarse.lens)
+    # buckets that left the ring gave their top remotes back
+    assert len([r for r in d.table.refs if r]) <= 60 * 3
     assert len(d.history(CAMERA, 1000)["points"]) == 60
+
+
+def test_a_silent_minute_costs_its_ring_one_byte():
+    d = make()
+    d.add(CAMERA, "203.0.113.1", 80, 5 * 2 ** 40, 7, 1, 1, True, False)
+    d.tick(60000)
+    d.tick(30 * 60000)  # half an hour of nothing
+    fine = d.devices[CAMERA].fine
+    assert list(fine.lens[-29:]) == [0] * 29 and fine.lens[-30] > 0
+    assert d.closed(CAMERA, d.open_n - 30)["bytes_out"] == 5 * 2 ** 40
+    assert [p["bytes_out"] for p in d.history(CAMERA, 29)["points"]] == [0] * 29
 
 
 def test_coarse_ring_folds_half_hours():
@@ -86,6 +101,18 @@ def test_coarse_ring_folds_half_hours():
     assert h["coarse_seconds"] == 1800
     assert sum(sums) == 60000
     assert sums[-2:] == [30000, 30000]
+
+
+def test_a_device_first_heard_in_the_middle_of_a_half_hour_counts_in_it():
+    d = make()
+    d.add(CAMERA, "203.0.113.10", 443, 1000, 0, 1, 0, False, False)
+    for minute in range(1, 46):
+        if minute > 10:  # the bulb joins ten minutes into the half-hour
+            d.add(BULB, "203.0.113.9", 80, 100, 0, 1, 0, False, False)
+        d.tick(minute * 60000)
+    coarse = d.history(BULB, 120)["coarse"]
+    assert [p["bytes_out"] for p in coarse[-2:]] == [2000, 1500]
+    assert d.history(None, 120)["coarse"][-2]["bytes_out"] == 2000 + 1000
 
 
 def test_a_stalled_agent_zeroes_the_buckets_it_missed():
@@ -218,3 +245,35 @@ def test_a_camera_streaming_has_a_recent_top_in_the_first_second_of_a_minute():
     d.add(CAMERA, "198.51.100.9", 123, 90, 90, 1, 1, True, False)
     assert d.recent_top(CAMERA) == [["203.0.113.10", 107000], ["198.51.100.9", 180]]
     assert d.recent_top(BULB) == []
+
+
+def test_past_32_remotes_the_sketch_holds_what_hyperloglog_would():
+    """Distinct.add writes the register update out (it runs per flow of a
+    busy device): its registers must be the shared hll_add's."""
+    for kind in (digest.Distinct, digest.Ports):
+        sketch = kind()
+        values = [(i * 2654435761) & 0xFFFFFFFF for i in range(500)] + [7, 7, 443, 443]
+        for v in values:
+            sketch.add(v)
+        regs = bytearray(digest.HLL_M)
+        for v in set(values):
+            digest.hll_add(regs, digest.HLL_BITS, digest.mix((v * kind.K) & digest.M32))
+        assert sketch.small is None and sketch.regs == regs
+        assert abs(sketch.count() - len(set(values))) <= len(set(values)) // 5
+    few = digest.Ports()
+    for p in (443, 80, 443, 53):
+        few.add(p)
+    assert few.count() == 3 and few.regs is None
+
+
+def test_a_long_top_list_of_huge_buckets_reads_back_whole():
+    """A record that could pass 255 bytes (20 top remotes of petabytes)
+    keeps its length in 16 bits: nothing is cut."""
+    d = make(dict(CFG, top_remotes=20))
+    for i in range(25):
+        d.add(CAMERA, "203.0.113.%d" % i, 443, (i + 1) * 2 ** 50, 2 ** 40, 2 ** 40, 1, True, False)
+    d.tick(60000)
+    b = d.closed(CAMERA, d.open_n - 1)
+    assert b["bytes_out"] == sum((i + 1) * 2 ** 50 for i in range(25)) and b["packets_out"] == 25 * 2 ** 40
+    assert b["top"] == [["203.0.113.%d" % i, (i + 1) * 2 ** 50 + 2 ** 40] for i in range(24, 4, -1)]
+    assert max(d.devices[CAMERA].fine.lens) > 200
