@@ -45,7 +45,7 @@ INIT_SCRIPT = os.path.join(REPO, "files", "etc", "init.d", "spin")
 RESPAWN_S = 5          # procd's respawn_timeout (system.@service[0] default)
 PROBE_S = 0.7          # a connect that has not succeeded by then is held
 CONNTRACK_MAX = "/proc/sys/net/netfilter/nf_conntrack_max"
-FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+WALLCLOCK_C = os.path.join(HERE, "world", "wallclock.c")   # the clock jump (no libfaketime: see there)
 
 CAMERA_TO = ("203.0.113.10", 80)      # cloud.example-cam.com
 BULB_TO = ("203.0.113.40", 80)        # time.example-bulb.com
@@ -436,13 +436,14 @@ def tmp_full(m):
     try:
         h.stop_agent()
         h.start_agent(run_dir=tmp + "/spin")
-        with open(os.path.join(tmp, "fill"), "wb") as f:
-            try:
-                while True:
-                    f.write(b"\0" * 4096)
-                    f.flush()
-            except OSError:
+        fd = os.open(os.path.join(tmp, "fill"), os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while os.write(fd, b"\0" * 4096):
                 pass
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
         h.reload_agent()
         speaker = h.devices["speaker"].mac
         extra = h.call("block", {"mac": speaker, "note": "while /tmp is full"})["id"]
@@ -473,19 +474,34 @@ def _flush_spin(h):
         _fw3_load(h)
 
 
+def _read_only(path, pid=None):
+    """path read-only, on the host or (pid) in that process's mount
+    namespace: `ip netns exec` gives the agent a copy of the host's mounts
+    when it starts, and on this host no mount propagates into it later."""
+    pre = ["nsenter", "-t", str(pid), "-m"] if pid else []
+    for argv in (["mount", "--bind", path, path], ["mount", "-o", "remount,bind,ro", path]):
+        subprocess.run(pre + argv, check=True, capture_output=True)
+
+
+def _writable(path, pid=None):
+    pre = ["nsenter", "-t", str(pid), "-m"] if pid else []
+    subprocess.run(pre + ["umount", path], capture_output=True)
+
+
 def etc_read_only(m):
-    """state_dir (/etc/spin) read-only: a new decision is refused with a
-    clear error and nothing changes; a restart keeps every decision."""
+    """state_dir (/etc/spin) turns read-only under the running agent: a new
+    decision is refused with a clear error and nothing changes; a restart
+    with it read-only keeps every decision; writable again, decisions work."""
     from spin_lite import jsonrpc
     h = m.home
     state = h.path("state")
     os.makedirs(state, exist_ok=True)
-    _mount("--bind", state, state)
     seen = []
     refused = []
+    speaker = h.devices["speaker"].mac
+    _read_only(state, m.agent_pid())
+    _read_only(state)            # for the agent's next start
     try:
-        _mount("-o", "remount,bind,ro", state)
-        speaker = h.devices["speaker"].mac
         for method, args in (("block", {"mac": speaker}), ("quarantine", {"mac": speaker}),
                              ("name", {"mac": speaker, "name": "Kitchen speaker"})):
             try:
@@ -493,33 +509,44 @@ def etc_read_only(m):
                 refused.append("%s accepted" % method)
             except jsonrpc.RemoteError as e:
                 refused.append("%s: %s" % (method, e.status))
-        unchanged = len((m.answer("blocks") or {}).get("blocks", [])) == 1
+        listing = m.answer("blocks") or {}
+        scans = (m.answer("status") or {}).get("scans", 0)
+        h.wait_for(lambda: (m.answer("status") or {}).get("scans", 0) > scans, timeout=30,
+                   what="a scan after the refused name")
+        named = (m.answer("device", {"mac": speaker}) or {}).get("owner_name")
+        unchanged = ((len(listing.get("blocks", [])), len(listing.get("quarantines", [])))
+                     == (1, 1) and named is None)
         t0 = time.monotonic()
         h.stop_agent()
         h.start_agent(wait=False)
         secs = m.recover(t0, seen=seen)
     finally:
-        _umount(state)
+        _writable(state)
+        if m.agent_pid():
+            _writable(state, m.agent_pid())
+    later = h.call("block", {"mac": speaker, "note": "writable again"})["id"]
+    h.call("unblock", {"id": later})
     return row("/etc read-only (state)", m, secs, seen,
-               "refused: %s; store unchanged: %s; restart with /etc read-only kept everything"
-               % (", ".join(refused), unchanged))
+               "while read-only: %s; store unchanged: %s; restart kept everything; "
+               "writable again: block+unblock worked" % (", ".join(refused), unchanged))
 
 
 def clock_jumps(m):
-    """The wall clock jumps +1 day and -1 day (libfaketime, the host clock
-    untouched), and NTP arrives after a boot with the clock a day behind:
+    """The wall clock jumps +1 day and -1 day (for the agent only, by
+    tests/world/wallclock.c; the host clock is untouched), and NTP arrives after a boot with the clock a day behind:
     a one-hour block made before NTP must survive a restart after it."""
     h = m.home
-    if not os.path.exists(FAKETIME_LIB):
-        raise HomeError("no libfaketime (apt-get install faketime)")
-    stamp = h.path("faketime")
+    shim = h.path("wallclock.so")
+    if not os.path.exists(shim):
+        subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", shim, WALLCLOCK_C, "-ldl"],
+                       check=True, capture_output=True)
+    offset = h.path("wall-offset")
 
     def clock(spec):
-        with open(stamp, "w") as f:
-            f.write(spec + "\n")
+        with open(offset, "w") as f:
+            f.write("%d\n" % {"+0": 0, "+1d": 86400, "-1d": -86400}[spec])
     clock("+0")
-    h.agent_env = {"LD_PRELOAD": FAKETIME_LIB, "FAKETIME_TIMESTAMP_FILE": stamp,
-                   "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    h.agent_env = {"LD_PRELOAD": shim, "SPIN_WALL_OFFSET_FILE": offset}
     thermo = h.devices["thermostat"].mac
     seen = []
     try:
