@@ -193,7 +193,7 @@ class Matrix:
 
 
 def note(seen, said):
-    if not seen or seen[-1] != said:
+    if said not in seen:
         seen.append(said)
 
 
@@ -232,9 +232,12 @@ def at_scan(home, action, timeout=15):
     return False
 
 
-def row(fault, m, recover_s, seen, notes=""):
-    return {"fault": fault, "backend": m.home.firewall, "recover_s": recover_s,
-            "meanwhile": " -> ".join(seen), "note": notes}
+def row(fault, m, recover_s, seen, notes="", **facts):
+    """A line of the table; facts are what the stories check."""
+    r = {"fault": fault, "backend": m.home.firewall, "recover_s": recover_s,
+         "meanwhile": " -> ".join(seen), "note": notes}
+    r.update(facts)
+    return r
 
 
 # -- the faults ---------------------------------------------------------------
@@ -252,7 +255,8 @@ def kill9_mid_scan(m):
     secs = m.recover(t0, seen=seen)
     return row("kill -9 mid-scan", m, secs, seen,
                "%s; held while down: %s; procd respawn after %d s"
-               % ("caught mid-scan" if caught else "no scan caught", down == (True, True), RESPAWN_S))
+               % ("caught mid-scan" if caught else "no scan caught", down == (True, True), RESPAWN_S),
+               held_while_down=down == (True, True))
 
 
 def hup_storm(m):
@@ -273,7 +277,7 @@ def hup_storm(m):
     reloads = h.agent_log_tail(100000).count("configuration reloaded") - before
     return row("SIGHUP storm (100 in 1 s)", m, secs, seen,
                "%d reloads for 100 HUPs; agent pid unchanged: %s"
-               % (reloads, h.agent.returncode is None))
+               % (reloads, h.agent.returncode is None), reloads=reloads, pid=h.agent.pid)
 
 
 def ubusd_restart(m):
@@ -306,7 +310,8 @@ def ubusd_restart(m):
         h.start_agent()
     return row("ubusd restart", m, secs, seen,
                "spin answers on ubus again; errors after: %s"
-               % sorted((registered or {}).get("errors") or {}))
+               % sorted((registered or {}).get("errors") or {}),
+               errors_after=sorted((registered or {}).get("errors") or {}))
 
 
 def _fw_poke(m):
@@ -409,7 +414,7 @@ def firewall_stop_start(m):
     after_start = m.recover(t1, seen=seen)
     return row("firewall stop, then start", m, after_stop, seen,
                "stop: restored by the self-check in %.1f s; start (+ include): %.1f s; %s"
-               % (after_stop, after_start, restores(m)))
+               % (after_stop, after_start, restores(m)), after_start=after_start)
 
 
 def restores(m):
@@ -461,7 +466,7 @@ def tmp_full(m):
         h.start_agent()
     return row("/tmp full (run_dir)", m, secs, seen,
                "flushed rules restored with /tmp full; block+unblock worked; "
-               "restart with /tmp full: held %s" % alive)
+               "restart with /tmp full: held %s" % alive, held_after_restart=alive)
 
 
 def _flush_spin(h):
@@ -528,7 +533,8 @@ def etc_read_only(m):
     h.call("unblock", {"id": later})
     return row("/etc read-only (state)", m, secs, seen,
                "while read-only: %s; store unchanged: %s; restart kept everything; "
-               "writable again: block+unblock worked" % (", ".join(refused), unchanged))
+               "writable again: block+unblock worked" % (", ".join(refused), unchanged),
+               refused=refused, unchanged=unchanged)
 
 
 def clock_jumps(m):
@@ -554,7 +560,6 @@ def clock_jumps(m):
         h.stop_agent()
         h.start_agent()
         timed = h.call("block", {"mac": thermo, "minutes": 60, "note": "before NTP"})["id"]
-        t0 = time.monotonic()
         labels = []
         for spec in ("+0", "+1d", "+0", "-1d", "+0"):   # NTP, then jumps either way
             clock(spec)
@@ -563,6 +568,7 @@ def clock_jumps(m):
                        timeout=30, what="two scans after the clock jumped %s" % spec)
             note(seen, m.say())
             labels.append(_newest_label(m))
+        t0 = time.monotonic()
         h.stop_agent()                # a restart after NTP (crash, upgrade, respawn)
         h.start_agent()
 
@@ -581,7 +587,7 @@ def clock_jumps(m):
     shifts = [round((b - a) / 86400.0, 2) for a, b in zip(labels, labels[1:]) if a and b]
     return row("clock +-1 day (NTP at boot)", m, secs, seen,
                "1-hour block made before NTP kept after a restart: %s; history labels moved by "
-               "%s days" % (kept, shifts))
+               "%s days" % (kept, shifts), kept=kept, shifts=shifts)
 
 
 def _newest_label(m):
@@ -626,7 +632,8 @@ def stop_mid_scan(m):
     secs = m.recover(t0, seen=seen)
     return row("stop during a scan, then start", m, secs, seen,
                "%s; exit %s; left behind: %s" % ("caught mid-scan" if caught else "no scan caught",
-                                                code, ", ".join(left) or "nothing"))
+                                                code, ", ".join(left) or "nothing"),
+               left=left, exit=code)
 
 
 def conntrack_full(m):
@@ -635,37 +642,40 @@ def conntrack_full(m):
     few seconds while the laptop floods; then put back."""
     h = m.home
     old = open(CONNTRACK_MAX).read().strip()
-    count = int(h.sh("router", "cat", "/proc/sys/net/netfilter/nf_conntrack_count").strip())
-    low = count + 2000
+    count_file = "/proc/sys/net/netfilter/nf_conntrack_count"
+    low = int(h.sh("router", "cat", count_file).strip()) + 2000
     flag = h.path("flood.on")
     seen = []
-    full = False
+    said = None
     try:
         with open(CONNTRACK_MAX, "w") as f:
             f.write("%d\n" % low)
         open(flag, "w").close()
-        flood = h.popen("laptop", [sys.executable, "-c", FLOOD, "30000", flag], label="flood")
-        t0 = time.monotonic()
-        h.wait_for(lambda: int(h.sh("router", "cat", "/proc/sys/net/netfilter/nf_conntrack_count"))
-                   >= low - 5, timeout=30, what="the router's conntrack table full")
-        full = True
-        for _ in range(3):
-            note(seen, m.say())
-            time.sleep(1)
+        gen = h.popen("laptop", [sys.executable, "-c", FLOOD, "30000", flag], label="flood")
+        h.wait_for(lambda: int(h.sh("router", "cat", count_file)) >= low - 5, timeout=30,
+                   what="the router's conntrack table full")
+        scans = (m.answer("status") or {}).get("scans", 0)
+        h.wait_for(lambda: (m.answer("status") or {}).get("scans", 0) >= scans + 2, timeout=30,
+                   what="two scans with the table full")
+        s = m.answer("status") or {}
+        note(seen, m.say(s))
+        said = (s.get("errors") or {}).get("conntrack_table")
+        held = m.held()
         extra = h.call("block", {"mac": h.devices["speaker"].mac, "note": "table full"})["id"]
         h.call("unblock", {"id": extra})
-        secs = m.recover(t0, seen=seen)
-        s = m.answer("status") or {}
-        said = "detect table_max %s, flows %s" % ((s.get("detect") or {}).get("table_max"), s.get("flows"))
     finally:
         with open(CONNTRACK_MAX, "w") as f:
             f.write(old + "\n")
         if os.path.exists(flag):
             os.unlink(flag)
-    flood.wait(10)
+    t0 = time.monotonic()
+    gen.wait(10)
+    secs = m.recover(t0, seen=seen,
+                     also=lambda: "conntrack_table" not in ((m.answer("status") or {}).get("errors") or {}))
     return row("conntrack table full", m, secs, seen,
-               "table full (%d entries): %s; a block+unblock worked; host nf_conntrack_max %s "
-               "restored: %s" % (low, full and said, old, open(CONNTRACK_MAX).read().strip() == old))
+               "table full at %d entries for seconds; held meanwhile: %s; status: %s; a block+unblock "
+               "worked; host nf_conntrack_max %s put back: %s"
+               % (low, held, said, old, open(CONNTRACK_MAX).read().strip() == old), said=said)
 
 
 def flood(m, minutes=10, per_min=100000):

@@ -259,3 +259,20 @@ def test_a_block_made_before_ntp_keeps_its_hour_after_a_restart_once_ntp_arrived
     assert [x["id"] for x in call(b, "blocks", {})["blocks"]] == [bid]
     left_ms = part_b.deadlines[("block", bid)] - plat.monotonic_ms()
     assert 59 * 60000 < left_ms <= 60 * 60000 + 1000
+
+
+def test_a_full_conntrack_table_is_said_in_status_and_a_new_limit_is_read(tmp_path, monkeypatch):
+    # the kernel's nf_conntrack_max changed under the agent (sysctl) and the
+    # table filled up: new connections are dropped, and status must say so
+    (tmp_path / "max").write_text("4096\n")
+    (tmp_path / "count").write_text("4090\n")
+    monkeypatch.setattr(agent_mod, "CONNTRACK_MAX", str(tmp_path / "max"))
+    monkeypatch.setattr(agent_mod, "CONNTRACK_COUNT", str(tmp_path / "count"))
+    a, part = make_agent(tmp_path)
+    a.table_max = 262144                 # what it read at start
+    a.check_table()
+    assert a.table_max == 4096
+    assert "4090 of 4096" in a.status()["errors"]["conntrack_table"]
+    (tmp_path / "count").write_text("1200\n")
+    a.check_table()
+    assert "conntrack_table" not in a.status()["errors"]
