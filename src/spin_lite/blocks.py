@@ -56,7 +56,7 @@ def boot_clock():
     bid = plat.read_file("/proc/sys/kernel/random/boot_id")
     up = plat.read_file("/proc/uptime")
     try:
-        return bid.decode().strip(), float(up.split()[0])
+        return bid.decode().strip(), float(up.decode().split()[0])
     except (AttributeError, ValueError, IndexError):
         return None, None
 
