@@ -4,7 +4,7 @@ PYTHON ?= python3
 export PYTHONPATH := $(CURDIR)/src
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: deps demo test bench eval fuzz ipk test-cross lint clean
+.PHONY: deps demo test bench eval faults fuzz ipk test-cross lint clean
 
 deps:
 	@sh tools/deps.sh
@@ -27,6 +27,13 @@ bench: deps
 # (tests/eval.py; about 8 minutes; needs root)
 eval: deps
 	$(PYTHON) -m tests.eval
+
+# the fault matrix (tests/faults.py): kill -9, HUP storm, ubusd and firewall
+# restarts, /tmp full, /etc read-only, conntrack table full (lowers the
+# host's nf_conntrack_max for seconds and puts it back), clock jumps, stop
+# mid-scan, a 10-minute flood, on fw4 and fw3; about 30 minutes; needs root
+faults: deps
+	$(PYTHON) -m tests.faults
 
 # the long, coverage-guided fuzz run (atheris; tools/fuzz.py): FUZZ_RUNS inputs
 # per parser, FUZZ_TIME seconds at most each (0: no limit), FUZZ_PARSERS to

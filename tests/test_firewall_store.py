@@ -115,6 +115,7 @@ def test_an_expired_block_is_gone_after_a_restart_and_a_running_one_keeps_its_ti
     for b in store["blocks"]:
         b["created"] -= 120
         b["expires"] -= 120
+        b["up_expires"] -= 120      # the clock since boot went on as well
     open(path, "w").write(json.dumps(store))
 
     b, part_b = make_agent(tmp_path)
@@ -244,3 +245,34 @@ def test_the_picture_keeps_what_the_owner_blocked_after_its_traffic_stopped(tmp_
     g = a.graph()
     assert [(e["to"], e["bytes"]) for e in g["edges"] if e["from"] == LAPTOP] == [("203.0.113.7", 0)]
     assert {"id": "203.0.113.7", "kind": "endpoint", "bytes": 0} in g["nodes"]
+
+
+def test_a_block_made_before_ntp_keeps_its_hour_after_a_restart_once_ntp_arrived(tmp_path, monkeypatch):
+    # the router booted a day behind; the owner blocks the camera for an
+    # hour; NTP puts the clock right (+1 day) and the agent restarts
+    real = plat.wall
+    monkeypatch.setattr(plat, "wall", lambda: real() - 86400)
+    a, part = make_agent(tmp_path)
+    bid = call(a, "block", {"mac": CAMERA, "minutes": 60})["id"]
+    monkeypatch.setattr(plat, "wall", real)
+    b, part_b = make_agent(tmp_path)
+    assert [x["id"] for x in call(b, "blocks", {})["blocks"]] == [bid]
+    left_ms = part_b.deadlines[("block", bid)] - plat.monotonic_ms()
+    assert 59 * 60000 < left_ms <= 60 * 60000 + 1000
+
+
+def test_a_full_conntrack_table_is_said_in_status_and_a_new_limit_is_read(tmp_path, monkeypatch):
+    # the kernel's nf_conntrack_max changed under the agent (sysctl) and the
+    # table filled up: new connections are dropped, and status must say so
+    (tmp_path / "max").write_text("4096\n")
+    (tmp_path / "count").write_text("4090\n")
+    monkeypatch.setattr(agent_mod, "CONNTRACK_MAX", str(tmp_path / "max"))
+    monkeypatch.setattr(agent_mod, "CONNTRACK_COUNT", str(tmp_path / "count"))
+    a, part = make_agent(tmp_path)
+    a.table_max = 262144                 # what it read at start
+    a.check_table()
+    assert a.table_max == 4096
+    assert "4090 of 4096" in a.status()["errors"]["conntrack_table"]
+    (tmp_path / "count").write_text("1200\n")
+    a.check_table()
+    assert "conntrack_table" not in a.status()["errors"]

@@ -15,6 +15,8 @@ from . import __version__
 
 ACCT_SYSCTL = "/proc/sys/net/netfilter/nf_conntrack_acct"
 CONNTRACK_MAX = "/proc/sys/net/netfilter/nf_conntrack_max"
+CONNTRACK_COUNT = "/proc/sys/net/netfilter/nf_conntrack_count"
+TABLE_FULL = 0.99   # of nf_conntrack_max: the kernel drops new connections at 100 %
 
 
 class Loop:
@@ -241,6 +243,7 @@ class Agent:
     def scan(self):
         t0 = plat.monotonic_ms()
         now_wall = plat.wall()
+        self.check_table()
         fresh = self.refresh_devices(now_wall)
         by_ip = self.devices.by_ip
         digests = self.digests
@@ -515,6 +518,22 @@ class Agent:
             self.table_max = int(raw.strip()) if raw else None
         except ValueError:
             self.table_max = None
+
+    def check_table(self):
+        """nf_conntrack_max may change at any time (sysctl), and a full
+        table drops every new connection, blocked or not: read both each
+        scan so the detector's table_hog rule and `status` say what holds."""
+        self.read_table_max()
+        raw = plat.read_file(CONNTRACK_COUNT)
+        try:
+            count = int(raw.strip()) if raw else None
+        except ValueError:
+            count = None
+        if count is not None and self.table_max and count >= self.table_max * TABLE_FULL:
+            self.errors["conntrack_table"] = ("full: %d of %d entries (nf_conntrack_max); new "
+                                              "connections are dropped" % (count, self.table_max))
+        else:
+            self.errors.pop("conntrack_table", None)
 
     def start(self):
         self.read_table_max()

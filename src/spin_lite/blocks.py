@@ -48,6 +48,19 @@ def router_macs():
     return macs
 
 
+def boot_clock():
+    """(this boot's id, seconds since boot) from the kernel, or (None, None).
+    Unlike the wall clock, seconds since boot do not jump when NTP arrives,
+    and unlike the monotonic clock they mean the same in the next agent of
+    this boot: a block made before NTP keeps its length across a restart."""
+    bid = plat.read_file("/proc/sys/kernel/random/boot_id")
+    up = plat.read_file("/proc/uptime")
+    try:
+        return bid.decode().strip(), float(up.decode().split()[0])
+    except (AttributeError, ValueError, IndexError):
+        return None, None
+
+
 def empty_store():
     return {"version": 1, "next_id": 1, "blocks": [], "quarantines": [], "allows": []}
 
@@ -100,10 +113,17 @@ class Blocks:
         self.store = store
         self.saved = self._text()
         now_wall, now = plat.wall(), plat.monotonic_ms()
+        boot, up = boot_clock()
         for key, rec in self._timed():
             # never longer than it was given: a router that booted without
             # NTP may believe it is years earlier than when the block began
             left = min(rec["expires"] - now_wall, rec["expires"] - rec["created"])
+            ends = rec.get("up_expires")
+            if boot is not None and rec.get("boot") == boot and isinstance(ends, (int, float)):
+                # the same boot: the clock since boot knows, whatever NTP
+                # did to the wall clock since the decision (a block made
+                # before NTP arrived is not over when the clock jumps a day)
+                left = min(ends - up, rec["expires"] - rec["created"])
             # `created` is stored cut to the second, so the block began up
             # to a second later than it says: end a second later rather
             # than early (a 1-minute block read back ended at 59 s)
@@ -404,6 +424,13 @@ class Blocks:
             return None, None
         return now + minutes * 60, plat.monotonic_ms() + minutes * 60000
 
+    def _boot_expiry(self, rec, minutes):
+        """Also the end as seconds since this boot (see load)."""
+        boot, up = boot_clock()
+        if minutes and boot is not None:
+            rec["boot"] = boot
+            rec["up_expires"] = round(up + minutes * 60, 2)
+
     def name_of(self, mac):
         table = getattr(getattr(self.agent, "devices", None), "table", None) or {}
         d = table.get(mac)
@@ -459,6 +486,7 @@ class Blocks:
         expires, deadline = self._expiry(a.get("minutes"), now)
         rec.update({"id": self.store["next_id"], "created": now,
                     "expires": expires, "note": a.get("note") or ""})
+        self._boot_expiry(rec, a.get("minutes"))
         before = self._text()
         self.store["next_id"] += 1
         self.store["blocks"].append(rec)
@@ -518,6 +546,7 @@ class Blocks:
         if a.get("anomaly"):
             rec["anomaly"] = a["anomaly"]
             rec["rule"] = a.get("rule") or ""
+        self._boot_expiry(rec, a.get("minutes"))
         before = self._text()
         self.store["quarantines"].append(rec)
         self.persist(before)
@@ -541,6 +570,8 @@ class Blocks:
             return self.quarantine_of(mac)
         before = self._text()
         rec["expires"] = None
+        rec.pop("boot", None)
+        rec.pop("up_expires", None)
         self.persist(before)
         self._disarm(("quarantine", mac))
         self._emit("spin.quarantine", {"action": "keep", "mac": mac, "name": self.name_of(mac),

@@ -301,26 +301,38 @@ class Names:
                 out.append({"remote": ip, "why": "router"})
         return out
 
-    def _save_ignore(self):
+    def _persist(self, path, value):
+        """Save an owner's decision before it is made: one the router would
+        forget at the next restart (/etc read-only, flash full) is refused
+        with the reason, and nothing changes."""
+        try:
+            self._save(path, value)
+        except OSError as e:
+            raise errors.ApiError(errors.UNKNOWN_ERROR, "cannot save %s: %s" % (path, e))
+
+    def _save_ignore(self, added, removed):
+        self._persist(self.ignore_path, {"added": added, "removed": removed})
+        self.added, self.removed = added, removed
         self._index()
-        self._save(self.ignore_path, {"added": self.added, "removed": self.removed})
 
     def ignore(self, remote):
-        if remote in self.removed:
-            self.removed.remove(remote)
-        elif remote not in self.added and remote not in self.router_ips:
-            self.added.append(remote)
-        self._save_ignore()
+        added, removed = list(self.added), list(self.removed)
+        if remote in removed:
+            removed.remove(remote)
+        elif remote not in added and remote not in self.router_ips:
+            added.append(remote)
+        self._save_ignore(added, removed)
         return {"ignored": self.ignored_list()}
 
     def unignore(self, remote):
-        if remote in self.added:
-            self.added.remove(remote)
-        elif remote in self.router_ips and remote not in self.removed:
-            self.removed.append(remote)
+        added, removed = list(self.added), list(self.removed)
+        if remote in added:
+            added.remove(remote)
+        elif remote in self.router_ips and remote not in removed:
+            removed.append(remote)
         else:
             raise errors.ApiError(errors.NOT_FOUND, "%s is not ignored" % remote)
-        self._save_ignore()
+        self._save_ignore(added, removed)
         return {"ignored": self.ignored_list()}
 
     # -- owner names --------------------------------------------------------
@@ -335,10 +347,14 @@ class Names:
                 raise errors.ApiError(errors.INVALID_ARGUMENT, "name: control characters are not allowed")
         if len(name) > NAME_MAX:
             raise errors.ApiError(errors.INVALID_ARGUMENT, "name: longer than %d characters" % NAME_MAX)
+        owners = dict(self.owners)
         if name:
-            self.owners[mac] = name
+            owners[mac] = name
         else:
-            self.owners.pop(mac, None)
-        self._save(self.names_path, self.owners)
+            owners.pop(mac, None)
+        self._persist(self.names_path, owners)
+        # in place: the devices table reads this very dict
+        self.owners.clear()
+        self.owners.update(owners)
         d.owner_name = name or None
         return {"mac": mac, "name": d.name, "owner_name": d.owner_name}

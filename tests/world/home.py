@@ -369,6 +369,7 @@ class Home:
         self.namespaces = []
         self.procs = []          # (label, Popen)
         self.agent = None
+        self.agent_env = {}      # more environment for the agent (a fault's LD_PRELOAD)
         self._old_handlers = {}
         self._is_up = False
         self.started_in = None   # seconds up() took
@@ -874,6 +875,7 @@ class Home:
         else:
             argv = [sys.executable, "-u", "-m", "spin_lite", "agent", "-c", self.agent_config]
             env = {"PYTHONPATH": SRC, "PYTHONDONTWRITEBYTECODE": "1"}
+        env.update(self.agent_env)
         self.agent = self.popen("router", argv, label="agent", log=self.agent_log, env=env)
         if wait:
             self.wait_for(self._agent_answers, timeout=15, what="the agent's RPC socket")
