@@ -227,13 +227,8 @@ class Anomalies:
             self.released = read_released(store)
             self.next_id = store.get("next_id", 1)
         except (ValueError, AttributeError, UnicodeError) as e:
-            # keep the evidence aside and start with no mutes: the detector
-            # keeps working, and the owner sees why their mutes are gone
-            plat.warn("%s unreadable (%s); kept as %s.bad, no mutes" % (self.path, e, self.path))
-            try:
-                plat.write_atomic(self.path + ".bad", data)
-            except OSError:
-                pass
+            # the detector keeps working, and the owner sees why their mutes are gone
+            plat.keep_bad(self.path, data, e, ", no mutes")
             self.mutes = []
             self.released = {}
             return
@@ -250,8 +245,7 @@ class Anomalies:
         text = self._text()
         if text == self.saved:
             return
-        plat.makedirs(self.path.rpartition("/")[0])
-        plat.write_atomic(self.path, text)
+        plat.write_state(self.path, text)
         self.saved = text
 
     def persist(self, undo):

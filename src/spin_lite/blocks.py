@@ -102,13 +102,7 @@ class Blocks:
             if not isinstance(store.get("next_id"), int):
                 raise ValueError("no next_id")
         except (ValueError, AttributeError) as e:
-            # keep the evidence, start clean: a broken file must not stop
-            # the agent (and with it the monitoring)
-            plat.warn("%s unreadable (%s); kept as %s.bad" % (self.path, e, self.path))
-            try:
-                plat.write_atomic(self.path + ".bad", data)
-            except OSError:
-                pass
+            plat.keep_bad(self.path, data, e)
             return
         self.store = store
         self.saved = self._text()
@@ -136,8 +130,7 @@ class Blocks:
         text = self._text()
         if text == self.saved:
             return
-        plat.makedirs(self.path.rpartition("/")[0])
-        plat.write_atomic(self.path, text)
+        plat.write_state(self.path, text)
         self.saved = text
 
     def persist(self, before):

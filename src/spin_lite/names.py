@@ -75,12 +75,8 @@ class Names:
             check(value)
             return value
         except (ValueError, TypeError, KeyError, AttributeError) as e:
-            plat.warn("%s unreadable (%s); kept as %s.bad" % (path, e, path))
+            plat.keep_bad(path, data, e)
             self.bad_files += 1
-            try:
-                plat.write_atomic(path + ".bad", data)
-            except OSError:
-                pass
             return None
 
     def load(self):
@@ -103,8 +99,7 @@ class Names:
         self._index()
 
     def _save(self, path, value):
-        plat.makedirs(path.rpartition("/")[0])
-        plat.write_atomic(path, plat.json.dumps(value))
+        plat.write_state(path, plat.json.dumps(value))
 
     def load_endpoints(self, now):
         def rows_ok(rows):

@@ -320,6 +320,24 @@ def write_atomic(path, data):
     os.rename(tmp, path)
 
 
+def write_state(path, data):
+    """A state file (blocks, mutes, names): its directory made if need be,
+    then written as write_atomic does."""
+    makedirs(path.rpartition("/")[0])
+    write_atomic(path, data)
+
+
+def keep_bad(path, data, why, then=""):
+    """A state file that cannot be read is kept aside as path.bad, the
+    evidence the owner needs, and the agent starts without it: a broken
+    file must not stop the monitoring."""
+    warn("%s unreadable (%s); kept as %s.bad%s" % (path, why, path, then))
+    try:
+        write_atomic(path + ".bad", data)
+    except OSError:
+        pass
+
+
 def remove(path):
     """Delete a file if it is there; True when it was."""
     try:
