@@ -2,21 +2,13 @@
 home (tests/data/README says who is who)."""
 
 from spin_lite import conntrack
+from testdata import path as data_path
+from testdata import read as data
 
 LAN = ["192.168.8.0/24", "fd00:8::/64"]
 ROUTER = ["192.168.8.1", "fd00:8::1", "192.0.2.2", "2001:db8:ff::2"]
 CAMERA, SPEAKER, LAPTOP, BULB = "192.168.8.184", "192.168.8.185", "192.168.8.187", "192.168.8.188"
 LAPTOP6 = "fd00:8::ff:fe00:4"
-
-
-def data(name):
-    for base in ("tests/data/", __file__.rsplit("/", 2)[0] + "/data/"):
-        try:
-            with open(base + name, "rb") as f:
-                return f.read()
-        except OSError:
-            pass
-    raise OSError(2, "no test data " + name)
 
 
 def lan():
@@ -202,16 +194,6 @@ def test_lines_split_across_chunks():
     calls = []
     pieces.scan([text[i:i + 777] for i in range(0, len(text), 777)], lambda *x: calls.append(x))
     assert calls == a
-
-
-def data_path(name):
-    for base in ("tests/data/", __file__.rsplit("/", 2)[0] + "/data/"):
-        try:
-            open(base + name, "rb").close()
-            return base + name
-        except OSError:
-            pass
-    raise OSError(2, "no test data " + name)
 
 
 def test_a_file_read_into_one_small_buffer_scans_as_its_text_does():

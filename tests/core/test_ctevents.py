@@ -11,20 +11,11 @@ import sys
 from binascii import unhexlify
 
 from spin_lite import conntrack, ctevents
+from testdata import read as data
 
 LAN = ["192.168.8.0/24", "fd00:8::/64"]
 ROUTER = ["192.168.8.1", "fd00:8::1", "192.0.2.2", "2001:db8:ff::2"]
 BULB, LAPTOP6 = "192.168.8.188", "fd00:8::ff:fe00:4"
-
-
-def data(name):
-    for base in ("tests/data/", __file__.rsplit("/", 2)[0] + "/data/"):
-        try:
-            with open(base + name, "rb") as f:
-                return f.read()
-        except OSError:
-            pass
-    raise OSError(2, "no test data " + name)
 
 
 def _attrs_to_host(buf, off, end):

@@ -15,19 +15,15 @@ Plain tests with a tiny pcap reader: MicroPython runs them as well.
 import json
 import struct
 
+import testdata
+
 from spin_lite import dnssnoop
 
 SERVERS = ("bind", "nsd", "unbound", "dnsmasq", "dnsmasq-router")
 
 
 def data(name):
-    for base in ("tests/data/dns/", __file__.rsplit("/", 2)[0] + "/data/dns/"):
-        try:
-            with open(base + name, "rb") as f:
-                return f.read()
-        except OSError:
-            pass
-    raise OSError(2, "no test data dns/" + name)
+    return testdata.read("dns/" + name)
 
 
 def frames(raw):
