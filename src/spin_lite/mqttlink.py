@@ -9,6 +9,9 @@ otherwise). Topics, under spin/<home>/<agent>/ (README: "MQTT"):
   digest   every closed bucket of every device, one message a bucket
   device   {"event": "appeared" | "left", "mac", "device"}
   anomaly  an anomaly record opened or escalated
+  figures  what each busy device did in the scan just closed, as the
+           detector counts it (detect.scan_to_obj), for a controller's
+           detector: {"v", "agent", "t", "seconds", "devices": [...]}
   block    a block or quarantine made, lifted or expired
   cmd      orders to this agent (subscribed): {"id", "method", "args"}
   ack      the answer to each order: {"id", "status", "status_name",
@@ -23,7 +26,7 @@ oldest digest is dropped and counted (other messages have their own
 bound, EVENTS_KEPT). Publishing only appends: the scan never waits.
 """
 
-from . import __version__, api, mqtt, plat
+from . import __version__, api, detect, mqtt, plat
 from .errors import ApiError, INVALID_ARGUMENT, METHOD_NOT_FOUND, NOT_FOUND, STATUS_NAMES
 
 json = plat.json
@@ -273,6 +276,7 @@ class Link:
             self.queue("digest", compact_digest(agent.flow_digest(n), self.name, self.seq,
                                                        int(agent.started)))
         self.next_n = last + 1
+        self._figures(agent)
         now = set(agent.devices.table)
         if self.known is None:
             self.known = now
@@ -282,6 +286,24 @@ class Link:
         for mac in sorted(self.known - now):
             self.queue("device", {"v": SCHEMA, "agent": self.name, "event": "left", "mac": mac})
         self.known = now
+
+    def _figures(self, agent):
+        """The scan the detector just closed, per device that did anything
+        in it: a controller runs its own detector on them (detect.scan_to_obj).
+        One message a scan, none for an idle home."""
+        det = agent.detector
+        if det is None:
+            return
+        rows = []
+        for mac, d in det.devices.items():
+            if d.prev.active():  # end_scan has just made the closed scan prev
+                row = detect.scan_to_obj(d.prev)
+                row["mac"] = mac
+                rows.append(row)
+        if rows:
+            self.queue("figures", {"v": SCHEMA, "agent": self.name, "t": int(plat.wall()),
+                                   "seconds": det.devices[rows[0]["mac"]].prev.seconds,
+                                   "devices": rows})
 
     def _event(self, name, data):
         if name == "spin.anomaly":
