@@ -11,13 +11,14 @@ otherwise). Topics, under spin/<home>/<agent>/ (README: "MQTT"):
   anomaly  an anomaly record opened or escalated
   figures  what each busy device did in the scan just closed, as the
            detector counts it (detect.scan_to_obj), for a controller's
-           detector: {"v", "agent", "t", "seconds", "devices": [...]}
+           detector: {"v", "agent", "t", "seconds", "devices": [...]};
+           QoS 0 and only while connected (not through the ring below)
   block    a block or quarantine made, lifted or expired
   cmd      orders to this agent (subscribed): {"id", "method", "args"}
   ack      the answer to each order: {"id", "status", "status_name",
            "message", "result"}
 
-Everything but status goes through one bounded ring, in order, at QoS 1:
+Everything but status and figures goes through one bounded ring, in order, at QoS 1:
 an entry leaves the ring when the broker acknowledges it, so a broker
 that goes away and comes back gets what it missed, in order, and a
 message it had not acknowledged is sent again (a controller tells a
@@ -132,6 +133,8 @@ class Link:
         self.answered_order = []
         self.orders = 0
         self.orders_refused = 0
+        self.figures_sent = 0
+        self.figures_dropped = 0  # scans the broker was away for (or its buffer full)
         self.agent = None
         self.off = False
 
@@ -190,7 +193,8 @@ class Link:
                   "queued_bytes": self.ring_bytes,
                   "dropped": self.dropped, "events_dropped": self.events_dropped, "sent": self.sent, "seq": self.seq,
                   "digest_bytes": self.digest_bytes,
-                  "orders": self.orders, "orders_refused": self.orders_refused})
+                  "orders": self.orders, "orders_refused": self.orders_refused,
+                  "figures_sent": self.figures_sent, "figures_dropped": self.figures_dropped})
         return s
 
     # -- the connection -----------------------------------------------------
@@ -300,10 +304,16 @@ class Link:
                 row = detect.scan_to_obj(d.prev)
                 row["mac"] = mac
                 rows.append(row)
-        if rows:
-            self.queue("figures", {"v": SCHEMA, "agent": self.name, "t": int(plat.wall()),
-                                   "seconds": det.devices[rows[0]["mac"]].prev.seconds,
-                                   "devices": rows})
+        if not rows:
+            return
+        # live only, QoS 0, never in the ring: a detector wants this scan, not
+        # one from before a broker outage, and they must not crowd out acks
+        msg = {"v": SCHEMA, "agent": self.name, "t": int(plat.wall()),
+               "seconds": det.devices[rows[0]["mac"]].prev.seconds, "devices": rows}
+        if self.client is not None and self.client.publish(self.base + "figures", plat.dumps(msg)) is not None:
+            self.figures_sent += 1
+        else:
+            self.figures_dropped += 1
 
     def _event(self, name, data):
         if name == "spin.anomaly":
