@@ -161,3 +161,37 @@ def test_malformed_figures_change_nothing():
     assert c.malformed == len(bad) and c.pending == {}
     c.close_scan()
     assert c.verdicts == []
+
+
+def test_the_standalone_page_asks_the_controller_behind_the_token():
+    import os
+    from spin_lite import jsonrpc
+    www = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "luci-app-spin", "htdocs")
+    c = home()
+    c.cfg.update(token="s3cret", www_dir=www)
+    c.message("spin/home/ap1/digest", digest("ap1", 1, 600, [row(LAPTOP, 100, 1000)]), False)
+    server = jsonrpc.Server()
+    controller.routes(server, c.cfg)
+
+    def request(method, path, body=b"", token=None):
+        headers = {"authorization": "Bearer " + token} if token else {}
+        raw = server.respond(c, (method, path, headers, body), True)
+        head, _, out = raw.partition(b"\r\n\r\n")
+        return int(head.split(b" ")[1]), out
+    code, page = request("GET", "/spin/index.html")  # the page itself is public: it asks for the token
+    assert code == 200 and page == open(os.path.join(www, "spin", "index.html"), "rb").read()
+    ask = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "call",
+                      "params": ["00000000000000000000000000000000", "spin", "devices", {}]}).encode()
+    assert request("POST", "/ubus", ask)[0] == 401
+    assert request("POST", "/ubus", ask, "guess")[0] == 401
+    code, out = request("POST", "/ubus/spin.devices", ask, "s3cret")
+    status, data = json.loads(out)["result"]
+    assert code == 200 and status == 0 and [d["mac"] for d in data["devices"]] == [LAPTOP]
+    assert data["devices"][0]["agent"] == "ap1"  # the controller's view, not an agent's
+    listed = json.loads(request("POST", "/ubus", json.dumps(
+        {"jsonrpc": "2.0", "id": 2, "method": "list", "params": ["spin"]}).encode(), "s3cret")[1])
+    assert "agents" in listed["result"]["spin"] and "flows" not in listed["result"]["spin"]
+    # a method only an agent has: the status ubus gives, nothing else
+    gone = json.dumps({"jsonrpc": "2.0", "id": 3, "method": "call",
+                       "params": ["0" * 32, "spin", "flows", {}]}).encode()
+    assert json.loads(request("POST", "/ubus", gone, "s3cret")[1])["result"] == [3]

@@ -487,6 +487,18 @@ def dispatch(controller, method, args):
     return entry[1](controller, api.validate(entry[0], args))
 
 
+def call(controller, method, args):
+    """dispatch() as (status, reply, message), as api.call is for the
+    agent's transports (the page's /ubus)."""
+    try:
+        return 0, dispatch(controller, method, args), None
+    except ApiError as e:
+        return e.status, None, e.message
+    except Exception as e:  # a bug in a handler must not stop the controller
+        plat.warn("%s failed: %s: %s" % (method, type(e).__name__, e))
+        return api.UNKNOWN_ERROR, None, "internal error in %s" % method
+
+
 def rpc_route(controller, method, headers, body):
     """JSON-RPC 2.0 on / and /rpc, on the controller's table."""
     if method != "POST":
@@ -508,6 +520,15 @@ def rpc_route(controller, method, headers, body):
     return 200, json.dumps(out), "application/json"
 
 
+def routes(server, cfg):
+    """JSON-RPC on / and /rpc; the standalone page (www_dir) with its /ubus
+    on the controller's table. The server guards all but the page's files
+    with the token off loopback, as the agent's listener does."""
+    from . import web
+    server.routes["/"] = server.routes["/rpc"] = rpc_route
+    web.serve_page(server, cfg["www_dir"], web.Ubus(call, METHODS))
+
+
 def main(config_path, share=None, name=None):
     cfg, warnings = config.load(config_path)
     for w in warnings:
@@ -522,7 +543,7 @@ def main(config_path, share=None, name=None):
     c = Controller(cfg, share, name)
     if cfg["rpc_socket"] or cfg["rpc_listen"]:
         server = jsonrpc.Server()
-        server.routes["/"] = server.routes["/rpc"] = rpc_route
+        routes(server, cfg)
         server.start(c)
         c.parts.append(server)
     c.connect()
