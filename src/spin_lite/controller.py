@@ -40,7 +40,7 @@ agent may run detect_mode alert with its own.
 
 import sys
 
-from . import __version__, api, config, detect, mqtt, mqttlink, plat
+from . import __version__, api, config, detect, mqtt, mqttlink, plat, scans
 from .addr import parse_mac
 from .errors import ApiError, INVALID_ARGUMENT, NOT_FOUND
 
@@ -346,18 +346,18 @@ class Controller:
         for the controller's next scan."""
         if msg.get("v") != mqttlink.SCHEMA or not isinstance(msg.get("devices"), list):
             raise ValueError("figures: schema %r, or no devices" % msg.get("v"))
-        scans = []
+        got = []
         for row in msg["devices"]:
             if not isinstance(row, dict) or not isinstance(row.get("mac"), str):
                 raise ValueError("figures: a device without a MAC")
-            scans.append((parse_mac(row["mac"]), detect.scan_from_obj(row)))
+            got.append((parse_mac(row["mac"]), scans.from_obj(row)))
         self._agent(agent)
         if self.detector is None:
             return
-        for mac, scan in scans:
+        for mac, scan in got:
             views = self.pending.setdefault(mac, {})
             if agent in views:
-                detect.scan_merge(views[agent], scan, False)  # a later scan of the same agent
+                scans.merge(views[agent], scan, False)  # a later scan of the same agent
             else:
                 views[agent] = scan
 
@@ -375,8 +375,8 @@ class Controller:
                 if merged is None:
                     merged = views[agent]
                 else:
-                    detect.scan_merge(merged, views[agent], True)  # one device, two views of its flows
-            detect.feed_scan(self.detector, mac, merged)
+                    scans.merge(merged, views[agent], True)  # one device, two views of its flows
+            scans.feed(self.detector, mac, merged)
             seers[mac] = max(views, key=lambda a: (self._role(a) == "ap", sum(views[a].c), a))
         verdicts = self.detector.end_scan(now, seconds, {}, None)
         for v in verdicts:

@@ -5,7 +5,7 @@ random module: a small LCG keeps every run the same)."""
 
 import json
 
-from spin_lite import detect
+from spin_lite import detect, scans
 
 BULB = "02:00:00:00:00:0b"
 LAPTOP = "02:00:00:00:00:0c"
@@ -429,7 +429,7 @@ def test_a_scan_sent_as_figures_gives_a_controllers_detector_the_same_short_verd
         mine = agent.scan(table_max=0)
         for mac, d in agent.det.devices.items():
             obj = json.loads(json.dumps(detect.scan_to_obj(d.prev)))
-            detect.feed_scan(ctl, mac, detect.scan_from_obj(obj))
+            scans.feed(ctl, mac, scans.from_obj(obj))
         theirs = ctl.end_scan(agent.t, 5, {}, 0)
         for got, who in ((mine, "agent"), (theirs, "controller")):
             seen[who] = sorted((v["mac"], v["rule"], sorted(v["figures"].items()))
