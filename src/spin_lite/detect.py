@@ -1009,9 +1009,10 @@ def _ewma(arr, j, x, alpha):
 #
 # An agent publishes what each device did in its last scan (the Scan that
 # end_scan just closed: counters, distinct remotes, top tables, examples);
-# a controller rebuilds the Scans and merges them (scans.py). Not carried: the slow_scan ring's failed scanner-port attempts and
-# the known-remotes filter (they are per-device state, not per scan), so a
-# controller's slow_scan and upload rules see only what the counters say.
+# a controller rebuilds the Scans and merges them (scans.py). Not carried:
+# the slow_scan ring's failed scanner-port attempts and the known-remotes
+# filter (per-device state, not per scan), so a controller's slow_scan and
+# upload rules see only what the counters say.
 
 TOPS = ("ports", "peers", "udp")
 DISTINCTS = ("remotes", "lan_hosts", "lan_ports")
