@@ -148,6 +148,17 @@ def test_the_controllers_detector_orders_the_quarantine_to_the_access_point():
     assert len(sent) == 1
 
 
+def test_two_scans_of_one_agent_in_one_of_the_controllers_are_twice_the_time():
+    from spin_lite import detect
+    c = home()
+    c.publish_order = lambda agent, order: None
+    for _ in range(2):  # ap1 scans every 5 s, the controller missed a tick
+        c.message("spin/home/ap1/figures", figures("ap1", bulb_scans(detect.Detector(config.defaults()))), False)
+    c.close_scan()
+    v = [v for v in c.detector.last if v["rule"] == "outbound_scan"][0]
+    assert (v["window"], v["figures"]["new"]) == (10, 240)  # the sum, over 10 s: the agent's rate
+
+
 def test_malformed_figures_change_nothing():
     from spin_lite import detect
     c = home()
@@ -156,9 +167,10 @@ def test_malformed_figures_change_nothing():
     bad = [dict(row, c=[1] * 7), dict(row, c=[-1] + [0] * 7), dict(row, remotes={"hll": [99] * 128}),
            dict(row, remotes=list(range(40))), dict(row, ports=[["23", 1, 0]]), dict(row, mac="zz"),
            dict(row, ex_failed=[1])]
-    for r in bad:
-        c.message("spin/home/ap1/figures", json.dumps(dict(good, devices=[row, r])).encode(), False)
-    assert c.malformed == len(bad) and c.pending == {}
+    bad = [dict(good, devices=[row, r]) for r in bad] + [dict(good, seconds=0), dict(good, seconds="5")]
+    for msg in bad:
+        c.message("spin/home/ap1/figures", json.dumps(msg).encode(), False)
+    assert c.malformed == len(bad) and c.pending == {} and c.pending_seconds == {}
     c.close_scan()
     assert c.verdicts == []
 

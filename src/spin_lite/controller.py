@@ -168,6 +168,7 @@ class Controller:
         self.client = None
         self.detector = detect.Detector(cfg) if cfg["detect"] else None
         self.pending = {}  # mac -> {agent: detect.Scan since the last close}
+        self.pending_seconds = {}  # agent -> seconds its scans since then covered
         self.closed_at = None
         self.verdicts = []  # the controller detector's latest, newest last
 
@@ -351,9 +352,13 @@ class Controller:
             if not isinstance(row, dict) or not isinstance(row.get("mac"), str):
                 raise ValueError("figures: a device without a MAC")
             got.append((parse_mac(row["mac"]), scans.from_obj(row)))
+        seconds = msg.get("seconds")
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= 3600:
+            raise ValueError("figures: seconds %r" % (seconds,))
         self._agent(agent)
         if self.detector is None:
             return
+        self.pending_seconds[agent] = self.pending_seconds.get(agent, 0) + seconds
         for mac, scan in got:
             views = self.pending.setdefault(mac, {})
             if agent in views:
@@ -365,9 +370,12 @@ class Controller:
         """One scan of the controller's detector on what the agents sent
         since the last; quarantine orders for its verdicts."""
         now = plat.wall()
-        seconds = now - self.closed_at if self.closed_at is not None else self.cfg["scan_interval"]
+        # the seconds the agents' scans covered (two scans of an agent in
+        # one of ours are twice the time, not twice the rate), else ours
+        seconds = max(self.pending_seconds.values()) if self.pending_seconds else \
+            (now - self.closed_at if self.closed_at is not None else self.cfg["scan_interval"])
         self.closed_at = now
-        pending, self.pending = self.pending, {}
+        pending, self.pending, self.pending_seconds = self.pending, {}, {}
         seers = {}
         for mac, views in pending.items():
             merged = None
