@@ -622,7 +622,7 @@ def mqtt_target(data):
                 assert ack["message"] and h.decisions() == before, ack
 
 
-CONTROLLER_TOPICS = ("status", "digest", "device", "anomaly", "ack", "block", "cmd")
+CONTROLLER_TOPICS = ("status", "digest", "device", "anomaly", "ack", "block", "cmd", "figures")
 _controller = []
 
 
@@ -639,7 +639,9 @@ def controller_target(data):
     pick = data[0] if data else 0
     topic = "spin/home/a%d/%s" % (pick & 3, CONTROLLER_TOPICS[(pick >> 2) % len(CONTROLLER_TOPICS)])
     view = lambda: jsonrpc.json.dumps([c.digests, c.repeats, sorted(c.devices),  # noqa: E731
-                                       [c.device_info(m) for m in sorted(c.devices)]], sort_keys=True)
+                                       [c.device_info(m) for m in sorted(c.devices)],
+                                       [[m, sorted((a, s.c) for a, s in c.pending[m].items())]
+                                        for m in sorted(c.pending)]], sort_keys=True)
     before, bad = view(), c.malformed
     c.message(topic, data[1:], False)
     if c.malformed > bad:
@@ -647,6 +649,9 @@ def controller_target(data):
     for m in c.devices:
         assert addr.parse_mac(m) == m, m
     assert len(c.lags) <= controller.LAGS_KEPT and len(c.seen) <= controller.SEEN_KEPT
+    if c.pending and (c.digests + c.malformed) % 64 == 0:
+        c.close_scan()  # what figures left for the controller's detector: never a crash
+        assert len(c.verdicts) <= controller.ORDERS_KEPT
 
 
 TARGETS = {

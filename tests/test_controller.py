@@ -101,3 +101,109 @@ def test_the_api_serves_the_view_and_agents_behind_the_token():
     # no broker connection here: an order says it could not be sent
     code, reply = post(dict(call, method="quarantine", params={"mac": LAPTOP}), "s3cret")
     assert reply["error"]["data"]["status_name"] == "NOT_FOUND" and "broker" in reply["error"]["message"]
+
+
+BULB = "02:00:00:00:00:05"
+
+
+def bulb_scans(det, n=120):
+    """The bulb tries telnet on n internet addresses in one scan, none answer:
+    what an agent's detector is fed flow by flow."""
+    from spin_lite import detect
+    for i in range(n):
+        det.flow(BULB, "198.51.%d.%d" % (i // 200, i % 200 + 1), 23, b"tcp", 60, 0, 1, 0, True, True,
+                 False, detect.PUBLIC)
+    det.end_scan(1000.0, 5, {}, None)
+    return det
+
+
+def figures(agent, det):
+    from spin_lite import detect
+    rows = [dict(detect.scan_to_obj(d.prev), mac=mac) for mac, d in det.devices.items() if d.prev.active()]
+    return json.dumps({"v": 1, "agent": agent, "t": 1000, "seconds": 5, "devices": rows}).encode()
+
+
+def test_the_controllers_detector_orders_the_quarantine_to_the_access_point():
+    from spin_lite import detect
+    cfg = config.defaults()
+    ap = bulb_scans(detect.Detector(dict(cfg, detect_mode="alert", detect_threshold=["outbound_scan.new=100000"])))
+    assert ap.last == [] or all(v["rule"] != "outbound_scan" for v in ap.last)  # ap1 itself sees nothing
+    c = home()
+    sent = []
+    c.publish_order = lambda agent, order: sent.append((agent, order))  # the broker's side: test_mqtt_ap_home.py
+    c.message("spin/home/ap1/status", b'{"v":1,"agent":"ap1","state":"online","role":"ap"}', True)
+    c.message("spin/home/router/status", b'{"v":1,"agent":"router","state":"online","role":"router"}', True)
+    # the router behind ap1 sees the same flows: the larger view, not the sum
+    c.message("spin/home/router/figures", figures("router", bulb_scans(detect.Detector(cfg))), False)
+    c.message("spin/home/ap1/figures", figures("ap1", ap), False)
+    assert c.malformed == 0
+    c.close_scan()
+    rules = [v["rule"] for v in c.verdicts]
+    assert "outbound_scan" in rules
+    fig = [v for v in c.detector.last if v["rule"] == "outbound_scan"][0]["figures"]
+    assert fig["new"] == 120 and 100 <= fig["remotes"] <= 140  # max, not 240; HyperLogLog past 32
+    assert [(a, o["method"], o["args"]["mac"]) for a, o in sent] == [("ap1", "quarantine", BULB)]
+    assert "controller's detector, seen by ap1" in sent[0][1]["args"]["reason"]
+    c.close_scan()  # still scanning in the short window: ordered once
+    assert len(sent) == 1
+
+
+def test_two_scans_of_one_agent_in_one_of_the_controllers_are_twice_the_time():
+    from spin_lite import detect
+    c = home()
+    c.publish_order = lambda agent, order: None
+    for _ in range(2):  # ap1 scans every 5 s, the controller missed a tick
+        c.message("spin/home/ap1/figures", figures("ap1", bulb_scans(detect.Detector(config.defaults()))), False)
+    c.close_scan()
+    v = [v for v in c.detector.last if v["rule"] == "outbound_scan"][0]
+    assert (v["window"], v["figures"]["new"]) == (10, 240)  # the sum, over 10 s: the agent's rate
+
+
+def test_malformed_figures_change_nothing():
+    from spin_lite import detect
+    c = home()
+    good = json.loads(figures("ap1", bulb_scans(detect.Detector(config.defaults()))))
+    row = good["devices"][0]
+    bad = [dict(row, c=[1] * 7), dict(row, c=[-1] + [0] * 7), dict(row, remotes={"hll": [99] * 128}),
+           dict(row, remotes=list(range(40))), dict(row, ports=[["23", 1, 0]]), dict(row, mac="zz"),
+           dict(row, ex_failed=[1])]
+    bad = [dict(good, devices=[row, r]) for r in bad] + [dict(good, seconds=0), dict(good, seconds="5")]
+    for msg in bad:
+        c.message("spin/home/ap1/figures", json.dumps(msg).encode(), False)
+    assert c.malformed == len(bad) and c.pending == {} and c.pending_seconds == {}
+    c.close_scan()
+    assert c.verdicts == []
+
+
+def test_the_standalone_page_asks_the_controller_behind_the_token():
+    import os
+    from spin_lite import jsonrpc
+    www = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "luci-app-spin", "htdocs")
+    c = home()
+    c.cfg.update(token="s3cret", www_dir=www)
+    c.message("spin/home/ap1/digest", digest("ap1", 1, 600, [row(LAPTOP, 100, 1000)]), False)
+    server = jsonrpc.Server()
+    controller.routes(server, c.cfg)
+
+    def request(method, path, body=b"", token=None):
+        headers = {"authorization": "Bearer " + token} if token else {}
+        raw = server.respond(c, (method, path, headers, body), True)
+        head, _, out = raw.partition(b"\r\n\r\n")
+        return int(head.split(b" ")[1]), out
+    code, page = request("GET", "/spin/index.html")  # the page itself is public: it asks for the token
+    assert code == 200 and page == open(os.path.join(www, "spin", "index.html"), "rb").read()
+    ask = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "call",
+                      "params": ["00000000000000000000000000000000", "spin", "devices", {}]}).encode()
+    assert request("POST", "/ubus", ask)[0] == 401
+    assert request("POST", "/ubus", ask, "guess")[0] == 401
+    code, out = request("POST", "/ubus/spin.devices", ask, "s3cret")
+    status, data = json.loads(out)["result"]
+    assert code == 200 and status == 0 and [d["mac"] for d in data["devices"]] == [LAPTOP]
+    assert data["devices"][0]["agent"] == "ap1"  # the controller's view, not an agent's
+    listed = json.loads(request("POST", "/ubus", json.dumps(
+        {"jsonrpc": "2.0", "id": 2, "method": "list", "params": ["spin"]}).encode(), "s3cret")[1])
+    assert "agents" in listed["result"]["spin"] and "flows" not in listed["result"]["spin"]
+    # a method only an agent has: the status ubus gives, nothing else
+    gone = json.dumps({"jsonrpc": "2.0", "id": 3, "method": "call",
+                       "params": ["0" * 32, "spin", "flows", {}]}).encode()
+    assert json.loads(request("POST", "/ubus", gone, "s3cret")[1])["result"] == [3]

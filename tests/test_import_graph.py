@@ -12,7 +12,7 @@ INTERFACE = ("api", "jsonrpc", "ubus", "ubuslink", "web", "cli", "agent", "mqtt"
 # sources, model, actions and the shared vocabulary
 BELOW = ("conntrack", "ctevents", "neigh", "leases", "dnssnoop", "devices", "digest",
          "endpoints", "domains", "services", "names", "detect", "firewall", "blocks", "lanwatch",
-         "bridgecount",
+         "bridgecount", "scans",
          "capture", "addr", "errors")
 
 

@@ -47,8 +47,10 @@ def test_an_access_point_reports_its_clients_from_its_bridge():
         seen = home.path("digests.txt")
         broker.subscriber("spin/home/+/digest", "controller", USERS["controller"], "counter", seen)
         home.start_agent()
-        # the AP's detector only alerts: the controller decides, and orders the AP
+        # the AP's detector only alerts, and never on a scan: it publishes
+        # what it counts, the controller's detector decides and orders the AP
         ap.start_agent(bucket_seconds=2, detect=1, detect_mode="alert", firewall="nft",
+                       detect_threshold="outbound_scan.new=100000",
                        mqtt_username="ap1", mqtt_password=USERS["ap1"], **mqtt)
         laptop, camera = home.devices["laptop"].mac, home.devices["camera"].mac
 
@@ -69,6 +71,7 @@ def test_an_access_point_reports_its_clients_from_its_bridge():
         with open(conf, "w") as f:
             f.write("config spin 'main'\n\toption mqtt_broker '127.0.0.1:1883'\n"
                     "\toption mqtt_password '%s'\n\toption rpc_socket '%s'\n\toption www_dir ''\n"
+                    "\toption scan_interval '1'\n"
                     % (USERS["controller"], sock))
         home.popen("router", [sys.executable, "-u", "-m", "spin_lite", "controller", "-c", conf],
                    label="controller", log=home.path("controller.log"),
@@ -99,7 +102,8 @@ def test_an_access_point_reports_its_clients_from_its_bridge():
         assert times == sorted(set(times))  # one timeline, one point a bucket
 
         # the bulb behind the AP turns into a telnet scanner: ap1 sees it on its
-        # bridge, the controller orders the quarantine, ap1 cuts it off there
+        # bridge and publishes its figures, the controller's detector finds the
+        # scan and orders the quarantine, ap1 cuts it off there
         bulb = home.devices["bulb"].mac
         home.scan("bulb")
         def quarantined_on_ap():
@@ -109,7 +113,10 @@ def test_an_access_point_reports_its_clients_from_its_bridge():
                 return None
         q = home.wait_for(quarantined_on_ap, timeout=30,
                           what="the bulb quarantined on ap1 by the controller's order")
-        assert "seen by ap1" in json.dumps(q)
+        assert "controller's detector, seen by ap1" in json.dumps(q)
+        found = jsonrpc.call(sock, "status")["detect"]["verdicts"]
+        assert {"mac": bulb, "rule": "outbound_scan", "agent": "ap1"} in [
+            {k: v[k] for k in ("mac", "rule", "agent")} for v in found]
         home.wait_for(lambda: [o for o in jsonrpc.call(sock, "blocks")["orders"]
                                if o["agent"] == "ap1" and o["method"] == "quarantine"
                                and (o["ack"] or {}).get("status") == 0], timeout=10,

@@ -25,15 +25,22 @@ quarantine its own detector did not carry out (detect_mode alert there)
 becomes a quarantine order to that agent, which has just seen the
 device; once per device until the owner releases it.
 
-Not done here: running detect.py itself on the merged figures. The
-detector is fed flow by flow (remote, port, answered or not); a digest
-carries per-bucket sums, so the merged view cannot feed it the same way
-(README "MQTT" says what it would take).
+It also runs the agents' detector (detect.py) on the merged figures:
+an agent with a detector publishes, after each scan, what each busy
+device did in it (`figures`: the Scan its end_scan closed); the
+controller adds up one agent's scans, takes the larger of two agents'
+views of one device (the same flows, as for digests), and every
+scan_interval closes a scan of its own Detector on them. A verdict of
+severity quarantine (with the controller's detect_mode quarantine)
+becomes a quarantine order to the agent that sees the device: of the
+agents that fed it, an access point before a router, then the one that
+counted more. Thresholds are the controller's detect_threshold, so an
+agent may run detect_mode alert with its own.
 """
 
 import sys
 
-from . import __version__, api, config, mqtt, mqttlink, plat
+from . import __version__, api, config, detect, mqtt, mqttlink, plat, scans
 from .addr import parse_mac
 from .errors import ApiError, INVALID_ARGUMENT, NOT_FOUND
 
@@ -159,6 +166,11 @@ class Controller:
         self.parts = []
         self.errors = {}
         self.client = None
+        self.detector = detect.Detector(cfg) if cfg["detect"] else None
+        self.pending = {}  # mac -> {agent: detect.Scan since the last close}
+        self.pending_seconds = {}  # agent -> seconds its scans since then covered
+        self.closed_at = None
+        self.verdicts = []  # the controller detector's latest, newest last
 
     # -- MQTT ------------------------------------------------------------------
 
@@ -330,6 +342,83 @@ class Controller:
         except ApiError as e:
             self.errors["order"] = e.message
 
+    def on_figures(self, agent, msg):
+        """An agent's last scan, per busy device: checked whole, then kept
+        for the controller's next scan."""
+        if msg.get("v") != mqttlink.SCHEMA or not isinstance(msg.get("devices"), list):
+            raise ValueError("figures: schema %r, or no devices" % msg.get("v"))
+        got = []
+        for row in msg["devices"]:
+            if not isinstance(row, dict) or not isinstance(row.get("mac"), str):
+                raise ValueError("figures: a device without a MAC")
+            got.append((parse_mac(row["mac"]), scans.from_obj(row)))
+        seconds = msg.get("seconds")
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= 3600:
+            raise ValueError("figures: seconds %r" % (seconds,))
+        self._agent(agent)
+        if self.detector is None:
+            return
+        self.pending_seconds[agent] = self.pending_seconds.get(agent, 0) + seconds
+        for mac, scan in got:
+            views = self.pending.setdefault(mac, {})
+            if agent in views:
+                scans.merge(views[agent], scan, False)  # a later scan of the same agent
+            else:
+                views[agent] = scan
+
+    def close_scan(self):
+        """One scan of the controller's detector on what the agents sent
+        since the last; quarantine orders for its verdicts."""
+        now = plat.wall()
+        # the seconds the agents' scans covered (two scans of an agent in
+        # one of ours are twice the time, not twice the rate), else ours
+        seconds = max(self.pending_seconds.values()) if self.pending_seconds else \
+            (now - self.closed_at if self.closed_at is not None else self.cfg["scan_interval"])
+        self.closed_at = now
+        pending, self.pending, self.pending_seconds = self.pending, {}, {}
+        seers = {}
+        for mac, views in pending.items():
+            merged = None
+            for agent in sorted(views):
+                if merged is None:
+                    merged = views[agent]
+                else:
+                    scans.merge(merged, views[agent], True)  # one device, two views of its flows
+            scans.feed(self.detector, mac, merged)
+            seers[mac] = max(views, key=lambda a: (self._role(a) == "ap", sum(views[a].c), a))
+        verdicts = self.detector.end_scan(now, seconds, {}, None)
+        for v in verdicts:
+            self.verdicts.append({"mac": v["mac"], "rule": v["rule"], "severity": v["severity"],
+                                  "t": int(now), "agent": seers.get(v["mac"])})
+            if v["severity"] == "quarantine":
+                self._order_quarantine(v, seers.get(v["mac"]))
+        del self.verdicts[:-ORDERS_KEPT]
+
+    def _order_quarantine(self, verdict, agent):
+        mac = verdict["mac"]
+        if self.cfg["detect_mode"] != "quarantine" or mac in self.quarantining or agent is None:
+            return
+        reason = ("%s (controller's detector, seen by %s)" % (verdict["rule"], agent))[:200]
+        try:
+            self.quarantining[mac] = self.blocks._send("quarantine", {"mac": mac, "reason": reason},
+                                                       agent)["order"]
+        except ApiError as e:
+            self.errors["order"] = e.message
+
+    def start_detector(self):
+        if self.detector is None:
+            return
+        every = max(1, self.cfg["scan_interval"])
+
+        def tick():
+            try:
+                self.close_scan()
+                self.errors.pop("detect", None)
+            except Exception as e:  # a detector bug must not stop the merged view
+                self.errors["detect"] = "%s: %s" % (type(e).__name__, e)
+            self.loop.call_later(every, tick)
+        self.loop.call_later(every, tick)
+
     def on_ack(self, agent, msg):
         self._agent(agent)
         self.blocks.acked(msg)
@@ -342,7 +431,9 @@ class Controller:
                 "devices": len(self.devices), "digests": self.digests, "repeats": self.repeats,
                 "malformed": self.malformed, "lag_p50": self.lag_at(0.5), "lag_p99": self.lag_at(0.99),
                 "mqtt": self.client.status() if self.client else None,
-                "rss_kb": plat.rss_kb(), "errors": dict(self.errors)}
+                "rss_kb": plat.rss_kb(), "errors": dict(self.errors),
+                "detect": dict(self.detector.status(), verdicts=self.verdicts[-20:])
+                if self.detector else {"on": False}}
 
     def lag_at(self, q):
         """Seconds from a bucket's end to its merge, at quantile q of the
@@ -388,7 +479,7 @@ class Controller:
 
 HANDLERS = {"status": Controller.on_status, "digest": Controller.on_digest,
             "device": Controller.on_device, "anomaly": Controller.on_anomaly,
-            "ack": Controller.on_ack}
+            "ack": Controller.on_ack, "figures": Controller.on_figures}
 
 # the API's table, less what only an agent can answer, plus `agents`
 SERVED = ("status", "devices", "device", "history", "graph", "blocks", "block", "unblock",
@@ -402,6 +493,18 @@ def dispatch(controller, method, args):
     if entry is None:
         raise ApiError(api.METHOD_NOT_FOUND, "no method %r on the controller" % method)
     return entry[1](controller, api.validate(entry[0], args))
+
+
+def call(controller, method, args):
+    """dispatch() as (status, reply, message), as api.call is for the
+    agent's transports (the page's /ubus)."""
+    try:
+        return 0, dispatch(controller, method, args), None
+    except ApiError as e:
+        return e.status, None, e.message
+    except Exception as e:  # a bug in a handler must not stop the controller
+        plat.warn("%s failed: %s: %s" % (method, type(e).__name__, e))
+        return api.UNKNOWN_ERROR, None, "internal error in %s" % method
 
 
 def rpc_route(controller, method, headers, body):
@@ -425,6 +528,15 @@ def rpc_route(controller, method, headers, body):
     return 200, json.dumps(out), "application/json"
 
 
+def routes(server, cfg):
+    """JSON-RPC on / and /rpc; the standalone page (www_dir) with its /ubus
+    on the controller's table. The server guards all but the page's files
+    with the token off loopback, as the agent's listener does."""
+    from . import web
+    server.routes["/"] = server.routes["/rpc"] = rpc_route
+    web.serve_page(server, cfg["www_dir"], web.Ubus(call, METHODS))
+
+
 def main(config_path, share=None, name=None):
     cfg, warnings = config.load(config_path)
     for w in warnings:
@@ -439,10 +551,11 @@ def main(config_path, share=None, name=None):
     c = Controller(cfg, share, name)
     if cfg["rpc_socket"] or cfg["rpc_listen"]:
         server = jsonrpc.Server()
-        server.routes["/"] = server.routes["/rpc"] = rpc_route
+        routes(server, cfg)
         server.start(c)
         c.parts.append(server)
     c.connect()
+    c.start_detector()
     wake = plat.install_signals(lambda: setattr(c.loop, "running", False), lambda: None)
     if wake is not None:
         c.loop.add_reader(wake, lambda: plat.drain(wake))

@@ -1003,3 +1003,37 @@ def _ewma(arr, j, x, alpha):
     diff = x - arr[j]
     arr[j] += alpha * diff
     arr[j + 1] = (1 - alpha) * (arr[j + 1] + alpha * diff * diff)
+
+
+# -- a scan as a message (issue 15: the controller's detector) -----------------
+#
+# An agent publishes what each device did in its last scan (the Scan that
+# end_scan just closed: counters, distinct remotes, top tables, examples);
+# a controller rebuilds the Scans and merges them (scans.py). Not carried:
+# the slow_scan ring's failed scanner-port attempts and the known-remotes
+# filter (per-device state, not per scan), so a controller's slow_scan and
+# upload rules see only what the counters say.
+
+TOPS = ("ports", "peers", "udp")
+DISTINCTS = ("remotes", "lan_hosts", "lan_ports")
+SCAN_EXAMPLES = ("ex_failed", "ex_lan")
+
+
+def scan_to_obj(s):
+    """A Scan as JSON-able data: {"c", distinct: [hashes] or {"hll": regs},
+    top: [[key, weight, extra]], examples}."""
+    out = {"c": list(s.c)}
+    for name in DISTINCTS:
+        d = getattr(s, name)
+        if d.regs is not None:
+            out[name] = {"hll": list(d.regs)}
+        elif d.small is not None:
+            out[name] = list(d.small)
+    for name in TOPS:
+        t = getattr(s, name)
+        if t:
+            out[name] = [[k, v[0], v[1]] for k, v in t.items()]
+    for name in SCAN_EXAMPLES:
+        if getattr(s, name):
+            out[name] = list(getattr(s, name))
+    return out

@@ -9,12 +9,16 @@ otherwise). Topics, under spin/<home>/<agent>/ (README: "MQTT"):
   digest   every closed bucket of every device, one message a bucket
   device   {"event": "appeared" | "left", "mac", "device"}
   anomaly  an anomaly record opened or escalated
+  figures  what each busy device did in the scan just closed, as the
+           detector counts it (detect.scan_to_obj), for a controller's
+           detector: {"v", "agent", "t", "seconds", "devices": [...]};
+           QoS 0 and only while connected (not through the ring below)
   block    a block or quarantine made, lifted or expired
   cmd      orders to this agent (subscribed): {"id", "method", "args"}
   ack      the answer to each order: {"id", "status", "status_name",
            "message", "result"}
 
-Everything but status goes through one bounded ring, in order, at QoS 1:
+Everything but status and figures goes through one bounded ring, in order, at QoS 1:
 an entry leaves the ring when the broker acknowledges it, so a broker
 that goes away and comes back gets what it missed, in order, and a
 message it had not acknowledged is sent again (a controller tells a
@@ -23,7 +27,7 @@ oldest digest is dropped and counted (other messages have their own
 bound, EVENTS_KEPT). Publishing only appends: the scan never waits.
 """
 
-from . import __version__, api, mqtt, plat
+from . import __version__, api, detect, mqtt, plat
 from .errors import ApiError, INVALID_ARGUMENT, METHOD_NOT_FOUND, NOT_FOUND, STATUS_NAMES
 
 json = plat.json
@@ -129,6 +133,8 @@ class Link:
         self.answered_order = []
         self.orders = 0
         self.orders_refused = 0
+        self.figures_sent = 0
+        self.figures_dropped = 0  # scans the broker was away for (or its buffer full)
         self.agent = None
         self.off = False
 
@@ -187,7 +193,8 @@ class Link:
                   "queued_bytes": self.ring_bytes,
                   "dropped": self.dropped, "events_dropped": self.events_dropped, "sent": self.sent, "seq": self.seq,
                   "digest_bytes": self.digest_bytes,
-                  "orders": self.orders, "orders_refused": self.orders_refused})
+                  "orders": self.orders, "orders_refused": self.orders_refused,
+                  "figures_sent": self.figures_sent, "figures_dropped": self.figures_dropped})
         return s
 
     # -- the connection -----------------------------------------------------
@@ -273,6 +280,7 @@ class Link:
             self.queue("digest", compact_digest(agent.flow_digest(n), self.name, self.seq,
                                                        int(agent.started)))
         self.next_n = last + 1
+        self._figures(agent)
         now = set(agent.devices.table)
         if self.known is None:
             self.known = now
@@ -282,6 +290,30 @@ class Link:
         for mac in sorted(self.known - now):
             self.queue("device", {"v": SCHEMA, "agent": self.name, "event": "left", "mac": mac})
         self.known = now
+
+    def _figures(self, agent):
+        """The scan the detector just closed, per device that did anything
+        in it: a controller runs its own detector on them (detect.scan_to_obj).
+        One message a scan, none for an idle home."""
+        det = agent.detector
+        if det is None:
+            return
+        rows = []
+        for mac, d in det.devices.items():
+            if d.prev.active():  # end_scan has just made the closed scan prev
+                row = detect.scan_to_obj(d.prev)
+                row["mac"] = mac
+                rows.append(row)
+        if not rows:
+            return
+        # live only, QoS 0, never in the ring: a detector wants this scan, not
+        # one from before a broker outage, and they must not crowd out acks
+        msg = {"v": SCHEMA, "agent": self.name, "t": int(plat.wall()),
+               "seconds": det.devices[rows[0]["mac"]].prev.seconds, "devices": rows}
+        if self.client is not None and self.client.publish(self.base + "figures", plat.dumps(msg)) is not None:
+            self.figures_sent += 1
+        else:
+            self.figures_dropped += 1
 
     def _event(self, name, data):
         if name == "spin.anomaly":

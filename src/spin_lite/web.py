@@ -70,10 +70,11 @@ def static_file(root, path):
     return 200, data, TYPES[ext]
 
 
-def signature_for_list():
-    """{method: {arg: type name}} as uhttpd answers "list"."""
+def signature_for_list(methods=None):
+    """{method: {arg: type name}} as uhttpd answers "list", of a method
+    table (the agent's api.METHODS unless told)."""
     out = {}
-    for name, (schema, _, _) in api.METHODS.items():
+    for name, (schema, _, _) in (methods or api.METHODS).items():
         out[name] = {arg: LIST_TYPES[spec[0]] for arg, spec in schema.items()}
     return out
 
@@ -82,8 +83,10 @@ def _error(rid, err):
     return {"jsonrpc": "2.0", "id": rid, "error": {"code": err[0], "message": err[1]}}
 
 
-def ubus_one(agent, req):
-    """One uhttpd-style JSON-RPC request object -> its response object."""
+def ubus_one(agent, req, call=None, methods=None):
+    """One uhttpd-style JSON-RPC request object -> its response object.
+    call and methods: the table it dispatches on (api.call and api.METHODS
+    unless told: the controller gives its own)."""
     if not isinstance(req, dict) or req.get("jsonrpc") != "2.0" or not isinstance(req.get("method"), str):
         return _error(req.get("id") if isinstance(req, dict) else None, ERR_PARSE)
     rid = req.get("id")
@@ -96,7 +99,7 @@ def ubus_one(agent, req):
         result = {}
         for obj in params:
             if obj == "spin":
-                result["spin"] = signature_for_list()
+                result["spin"] = signature_for_list(methods)
         return {"jsonrpc": "2.0", "id": rid, "result": result}
     if req["method"] != "call":
         return _error(rid, ERR_METHOD)
@@ -110,7 +113,7 @@ def ubus_one(agent, req):
         return _error(rid, ERR_OBJECT)
     args = dict(args)
     args["ubus_rpc_session"] = sid
-    status, reply, message = api.call(agent, method, args)
+    status, reply, message = (call or api.call)(agent, method, args)
     if status:
         # ubus carries no message with a status; keep it where an admin looks
         plat.warn("ubus call spin.%s: %s" % (method, message))
@@ -118,7 +121,7 @@ def ubus_one(agent, req):
     return {"jsonrpc": "2.0", "id": rid, "result": [0, reply if reply is not None else {}]}
 
 
-def ubus_route(agent, method, headers, body):
+def ubus_route(agent, method, headers, body, call=None, methods=None):
     if method != "POST":
         return 405, json.dumps({"error": "POST a JSON-RPC request"}), "application/json"
     try:
@@ -127,9 +130,9 @@ def ubus_route(agent, method, headers, body):
         return 200, json.dumps({"jsonrpc": "2.0", "id": None,
                                 "error": {"code": -32700, "message": "Parse error"}}), "application/json"
     if isinstance(req, list):
-        out = [ubus_one(agent, r) for r in req]
+        out = [ubus_one(agent, r, call, methods) for r in req]
     else:
-        out = ubus_one(agent, req)
+        out = ubus_one(agent, req, call, methods)
     return 200, json.dumps(out), "application/json"
 
 
@@ -169,6 +172,29 @@ class Files:
         return static_file(agent.cfg.get("www_dir") or self.root, headers.get(":path", ""))
 
 
+class Ubus:
+    """POST /ubus on another method table than the agent's (the
+    controller's); a class for MicroPython, as Files."""
+
+    def __init__(self, call, methods):
+        self.call = call
+        self.methods = methods
+
+    def __call__(self, agent, method, headers, body):
+        return ubus_route(agent, method, headers, body, self.call, self.methods)
+
+
+def serve_page(server, root, route=ubus_route):
+    """The page's routes on a JSON-RPC server: /ubus (route), and the
+    files under root when there is one."""
+    server.routes["/ubus"] = route
+    server.routes["/ubus/"] = route   # LuCI appends "/spin.devices" to the URL
+    if root:
+        files = Files(root)
+        for prefix in ("/spin/", "/luci-static/"):
+            server.routes[prefix] = files
+
+
 class Web:
     """An agent part: adds its routes to the JSON-RPC server, if there is one."""
 
@@ -179,12 +205,5 @@ class Web:
                 server = p
         if server is None:
             return
-        server.routes["/ubus"] = ubus_route
-        server.routes["/ubus/"] = ubus_route   # LuCI appends "/spin.devices" to the URL
         server.routes["/capture/"] = capture_route
-        root = agent.cfg.get("www_dir") or ""
-        if not root:
-            return
-        files = Files(root)
-        for prefix in ("/spin/", "/luci-static/"):
-            server.routes[prefix] = files
+        serve_page(server, agent.cfg.get("www_dir") or "")

@@ -5,7 +5,7 @@ random module: a small LCG keeps every run the same)."""
 
 import json
 
-from spin_lite import detect
+from spin_lite import detect, scans
 
 BULB = "02:00:00:00:00:0b"
 LAPTOP = "02:00:00:00:00:0c"
@@ -411,3 +411,28 @@ def test_every_rule_reads_figures_its_window_has():
             assert t in rule["thresholds"], name
         if rule["layer"] == "B":
             assert rule["severity"] == "alert", name
+
+
+def test_a_scan_sent_as_figures_gives_a_controllers_detector_the_same_short_verdicts():
+    # issue 15: the agent publishes each closed scan (detect.scan_to_obj);
+    # a controller rebuilds it and runs its own detector on it
+    agent, rng = Home(), Lcg(7)
+    ctl = detect.Detector({})
+    short = [n for n in detect.RULES if detect.RULES[n]["window"] == detect.SHORT]
+    seen = {}
+    for n in range(3):
+        mirai_scan(agent, rng, per_scan=300 if n else 20)  # past EXACT: HyperLogLog goes too
+        for i in range(6000 if n == 2 else 10):
+            agent.flow(LAPTOP, "198.51.100.9", 9999, proto=b"udp", bo=1200, po=1, new=i == 0)
+        for i in range(25):
+            agent.flow(LAPTOP, "192.168.8.%d" % (10 + i), 445, refused=True, unreplied=False)
+        mine = agent.scan(table_max=0)
+        for mac, d in agent.det.devices.items():
+            obj = json.loads(json.dumps(detect.scan_to_obj(d.prev)))
+            scans.feed(ctl, mac, scans.from_obj(obj))
+        theirs = ctl.end_scan(agent.t, 5, {}, 0)
+        for got, who in ((mine, "agent"), (theirs, "controller")):
+            seen[who] = sorted((v["mac"], v["rule"], sorted(v["figures"].items()))
+                               for v in got if v["rule"] in short)
+        assert seen["agent"] == seen["controller"], n
+    assert set(r for _, r, _ in seen["agent"]) == {"outbound_scan", "udp_flood", "lan_scan"}

@@ -30,6 +30,7 @@ pattern write spin/{home}/%u/status
 pattern write spin/{home}/%u/digest
 pattern write spin/{home}/%u/device
 pattern write spin/{home}/%u/anomaly
+pattern write spin/{home}/%u/figures
 pattern write spin/{home}/%u/block
 pattern write spin/{home}/%u/ack
 pattern read spin/{home}/%u/cmd
