@@ -56,3 +56,16 @@ def test_the_demo_spin_command_calls_the_demo_agent(tmp_path):
     finally:
         agent.terminate()
         agent.wait(timeout=30)
+
+
+def test_a_router_without_the_controller_package_says_which_to_install(tmp_path):
+    # the spin package as a router has it: every module but the controller's
+    import shutil
+    lib = tmp_path / "spin_lite"
+    shutil.copytree(os.path.join(ROOT, "src", "spin_lite"), str(lib),
+                    ignore=shutil.ignore_patterns("controller.py", "scans.py", "__pycache__"))
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), PYTHONDONTWRITEBYTECODE="1")
+    p = subprocess.run([sys.executable, "-m", "spin_lite", "controller", "-c", str(tmp_path / "x")],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 1
+    assert "opkg install spin-controller" in p.stderr

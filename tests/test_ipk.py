@@ -32,7 +32,7 @@ def ipks(tmp_path_factory):
                        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
     print(r.stdout)
     assert r.returncode == 0, r.stdout
-    names = ("spin", "spin-micropython", "luci-app-spin")
+    names = ("spin", "spin-micropython", "spin-controller", "luci-app-spin")
     paths = {n: out / ("%s_%s_all.ipk" % (n, VERSION)) for n in names}
     assert sorted(os.listdir(out)) == sorted(p.name for p in paths.values())
     return {n: str(p) for n, p in paths.items()}
@@ -242,7 +242,8 @@ FIXED = {
 
 def test_spin_ships_the_agent_as_plain_py_files_and_the_router_files(ipks):
     files = data_files(ipks["spin"])
-    sources = sorted(f for f in os.listdir(os.path.join(TOP, "src", "spin_lite")) if f.endswith(".py"))
+    sources = sorted(f for f in os.listdir(os.path.join(TOP, "src", "spin_lite"))
+                     if f.endswith(".py") and f not in CONTROLLER)
     expected = dict(FIXED)
     for f in sources:
         expected["/usr/lib/spin/spin_lite/" + f] = "-rw-r--r--"
@@ -257,6 +258,20 @@ def test_spin_ships_the_agent_as_plain_py_files_and_the_router_files(ipks):
 
 
 MPY_LAUNCHER = "/usr/bin/spin.micropython"
+CONTROLLER = ("controller.py", "scans.py")  # package spin-controller's, for the NAS
+
+
+def test_the_controller_is_a_package_of_its_own_that_needs_spin(ipks):
+    """A router that is one of the agents carries none of the controller's
+    code; the host that governs them installs spin-controller beside spin."""
+    files = data_files(ipks["spin-controller"])
+    assert {p: m for p, (m, o) in files.items()} == {
+        "/usr/lib/spin/spin_lite/" + f: "-rw-r--r--" for f in CONTROLLER}
+    c = control(ipks["spin-controller"])
+    assert c["Package"] == "spin-controller" and c["Depends"] == "libc, spin"
+    assert c["Architecture"] == "all"
+    for variant in ("spin", "spin-micropython"):
+        assert not [p for p in data_files(ipks[variant]) if p.rsplit("/", 1)[-1] in CONTROLLER], variant
 
 
 def test_spin_micropython_ships_the_same_files_with_its_own_launcher(ipks):

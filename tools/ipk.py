@@ -1,10 +1,12 @@
-"""make ipk: build spin_<v>_all.ipk, spin-micropython_<v>_all.ipk and
-luci-app-spin_<v>_all.ipk without the OpenWrt SDK, in the format opkg reads.
+"""make ipk: build spin_<v>_all.ipk, spin-micropython_<v>_all.ipk,
+spin-controller_<v>_all.ipk and luci-app-spin_<v>_all.ipk without the
+OpenWrt SDK, in the format opkg reads.
 
 The SDK Makefiles are the specification: the packages package/spin/Makefile
 builds (its `BuildPackage` lines), their control fields, conffiles and
 install lists (`$(INSTALL_BIN)` and friends, `$(call Package/x/...)` and
-`Package/y/z = $(Package/x/z)` for a variant that shares them), and the
+`Package/y/z = $(Package/x/z)` for a variant that shares them, and
+`$(filter-out ...,$(wildcard ...))` in an install line), and the
 luci.mk layout of luci-app-spin/ (htdocs/ -> /www,
 root/ -> /) are read from them, so `make ipk` and an SDK build ship the
 same files with the same modes. The version is src/spin_lite/__version__
@@ -245,6 +247,7 @@ def install_list(text, subst):
             continue
         for key, value in subst.items():
             line = line.replace("$(%s)" % key, value)
+        line = _filter_out_wildcard(line)
         words = line.split()
         m = re.match(r"\$\((INSTALL_[A-Z]+)\)$", words[0])
         if not m:
@@ -267,6 +270,17 @@ def install_list(text, subst):
             path = dest + "/" + os.path.basename(src) if words[-1].endswith("/") else dest
             files[path] = (INSTALL_MODES[macro], src)
     return files, dirs
+
+
+def _filter_out_wildcard(line):
+    """make's $(filter-out PATTERN...,$(wildcard GLOB)), the one function an
+    install block uses (spin's modules without the controller's): the
+    files it names, each % in a pattern matching any text."""
+    def expand(m):
+        drop = [re.compile(re.escape(p).replace("%", ".*") + "$") for p in m.group(1).split()]
+        return " ".join(f for f in sorted(glob.glob(m.group(2)))
+                        if not any(d.match(f) for d in drop))
+    return re.sub(r"\$\(filter-out ([^,()]+),\$\(wildcard ([^()]+)\)\)", expand, line)
 
 
 def _dest(word):

@@ -78,7 +78,11 @@ def cmd_agent(argv):
 
 
 def cmd_controller(argv):
-    from . import controller
+    try:
+        from . import controller
+    except ImportError as e:  # a router's spin package does not carry it
+        plat.warn("spin controller: %s (on OpenWrt: opkg install spin-controller)" % e)
+        return 1
     opts, _ = options(argv, ("-c", "--share", "--id"))
     return controller.main(opts.get("-c", DEFAULT_CONFIG), opts.get("--share"), opts.get("--id"))
 
