@@ -290,6 +290,12 @@ def union_count(a, b):
                 for x in p.small:
                     s.add(x)
         return len(s)
+    return hll_estimate(union_regs(parts))
+
+
+def union_regs(parts):
+    """The HyperLogLog registers of several distinct counts together, the
+    exact ones hashed in (the controller merges agents' counts so too)."""
     regs = bytearray(HLL_M)
     for p in parts:
         if p.regs is not None:
@@ -299,7 +305,7 @@ def union_count(a, b):
         elif p.small is not None:
             for x in p.small:
                 _reg(regs, x)
-    return hll_estimate(regs)
+    return regs
 
 
 def top_add(top, key, weight, extra):

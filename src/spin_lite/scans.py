@@ -9,7 +9,7 @@ alone, which stays in detect.py.
 """
 
 from .detect import (DISTINCTS, EXACT, EXAMPLES, HLL_M, NCOUNT, SCAN_EXAMPLES, TOP_K, TOPS, Scan,
-                     _keep_example, _reg, top_add)
+                     _keep_example, top_add, union_regs)
 
 
 def _count(v, what):
@@ -66,16 +66,7 @@ def from_obj(obj):
 
 def _union(a, b):
     if b.regs is not None or a.regs is not None:
-        regs = bytearray(HLL_M)
-        for p in (a, b):
-            if p.regs is not None:
-                for j in range(HLL_M):
-                    if p.regs[j] > regs[j]:
-                        regs[j] = p.regs[j]
-            elif p.small is not None:
-                for x in p.small:
-                    _reg(regs, x)
-        a.regs, a.small = regs, None
+        a.regs, a.small = union_regs((a, b)), None
     elif b.small is not None:
         for x in b.small:
             a.add(x)
