@@ -323,6 +323,7 @@ def inside(work, ns, scan_only=False):
         proc_read.add(timed(bare_read, "/proc/net/nf_conntrack"))
         idle.add(timed(agent.scan))
         refresh.add(timed(agent.refresh_devices, time.time()))
+    agent_path = (s.guessed, s.probed)  # the last idle scan's lines by path
 
     # -- (b) every flow moved: tmpfs copies with growing counters ------------
     snaps = moved_snapshots(text, RUNS + 1, work)
@@ -348,6 +349,7 @@ def inside(work, ns, scan_only=False):
     bare.scan_file("/proc/net/nf_conntrack", _nothing)
     for _ in range(RUNS):
         ct_idle.add(timed(bare.scan_file, "/proc/net/nf_conntrack", _nothing))
+    bare_path = (bare.guessed, bare.probed)
     del bare
 
     r = proc_read.med
@@ -383,6 +385,8 @@ def inside(work, ns, scan_only=False):
         " %.1f ms = %.0f%% of the agent's moved parse (the rest: digests, devices, tick)"
         % (ct_idle.med / r, (ct_moved.med - shm_read.med) * 1e3,
            100.0 * (ct_moved.med - shm_read.med) / max(moved_parse, 1e-9)))
+    out("  idle scan's lines by path (met by the next-slot guess / keyed and probed):"
+        " agent's scanner %d / %d, conntrack alone %d / %d" % (agent_path + bare_path))
 
     out()
     out("== CPU per minute (scan CPU x scans a minute); 1 read = %.1f ms" % (r * 1e3))
