@@ -450,7 +450,9 @@ class Device:
         self.sums = [0] * RING_FIELDS  # the ring's totals, kept as slots fill and clear
         self.ring_pos = 0
         self.ring_secs = 0
-        self.slot_remotes = set()  # failed scanner-port remotes in this slot, capped
+        # failed scanner-port remotes in this slot, capped; None until the
+        # slot has one (an empty set is 216 B on CPython, for each device)
+        self.slot_remotes = None
         # examples for the long window outlive a scan: the few latest
         self.ex_slow = []
         self.ex_slow_ports = []
@@ -471,7 +473,7 @@ class Device:
 
     def nbytes(self):
         n = 900 + self.cur.nbytes() + self.prev.nbytes()
-        n += len(self.ring) * 4 + len(self.slot_remotes) * 100 + 3 * BLOOM_BYTES
+        n += len(self.ring) * 4 + len(self.slot_remotes or ()) * 100 + 3 * BLOOM_BYTES
         n += self.minute_remotes.nbytes() + 70 * (len(self.ex_slow) + len(self.ex_dns))
         n += 8 * len(self.ex_slow_ports)
         if self.base is not None:
@@ -734,8 +736,11 @@ class Detector:
         base = d.ring_pos * RING_FIELDS
         d.ring[base + R_SCANNER_FAILED] += 1
         d.sums[R_SCANNER_FAILED] += 1
-        if h not in d.slot_remotes and len(d.slot_remotes) < EXACT:
-            d.slot_remotes.add(h)
+        sr = d.slot_remotes
+        if sr is None:
+            sr = d.slot_remotes = set()
+        if h not in sr and len(sr) < EXACT:
+            sr.add(h)
             d.ring[base + R_SCANNER_REMOTES] += 1
             d.sums[R_SCANNER_REMOTES] += 1
         _keep_latest(d.ex_slow, remote)
@@ -880,7 +885,7 @@ class Detector:
             for i in range(RING_FIELDS):
                 d.sums[i] -= d.ring[base + i]
                 d.ring[base + i] = 0
-            d.slot_remotes = set()
+            d.slot_remotes = None
         d.ring_secs %= RING_SECONDS  # a long pause (a clock jump) clears the ring once
 
     def _long(self, d):
