@@ -419,6 +419,10 @@ class Scanner:
         self.acct = None
         self.dropped = 0
         self.dropped_total = 0
+        # the last scan's lines met by the nxt guess (no key, no probe) and
+        # lines keyed and probed: an idle table should be all guessed
+        self.guessed = 0
+        self.probed = 0
         self.swept = {}
 
     def nbytes(self):
@@ -499,6 +503,7 @@ class Scanner:
         cnt = [0] * len(self.devs)  # idle flows per device index
         prev = self.cap  # nxt's cell for the first line
         seen = uncounted = malformed = skipped = hits = dropped = idle = 0
+        probed = reidle = 0  # lines keyed and probed; of them, idle after all
         for buf, end in blocks:
             mv = memoryview(buf)
             find = buf.find
@@ -543,6 +548,7 @@ class Scanner:
                     if b < 0:
                         b = e
                 key = bytes(mv[p + 9:p + 16]) + bytes(mv[a:b])
+                probed += 1
                 h = kh(key) & 0xFFFFFFFF
                 i = h & mask
                 h2 = None
@@ -572,6 +578,7 @@ class Scanner:
                     if fast and SUMS[s] == chk:
                         MARK[s] = mk
                         idle += 1
+                        reidle += 1
                         cnt[DEV[s]] += 1
                         if not FLAGS[s] & counted:
                             uncounted += 1
@@ -625,6 +632,8 @@ class Scanner:
         self.uncounted = uncounted
         self.dropped = dropped
         self.dropped_total += dropped
+        self.guessed = idle - reidle
+        self.probed = probed
         return live, hits + idle
 
     def _moved(self, buf, mv, p, a, b, e, s, chk, mk, sink):

@@ -385,11 +385,15 @@ def _keep_example(lst, value):
 
 
 def _keep_latest(lst, value):
+    """-> lst with value the latest of its EXAMPLES (a new list for None)."""
+    if lst is None:
+        return [value]
     if value in lst:
         lst.remove(value)
     lst.append(value)
     if len(lst) > EXAMPLES:
         lst.pop(0)
+    return lst
 
 
 # -- one device ---------------------------------------------------------------
@@ -456,11 +460,14 @@ class Device:
         self.sums = [0] * RING_FIELDS  # the ring's totals, kept as slots fill and clear
         self.ring_pos = 0
         self.ring_secs = 0
-        self.slot_remotes = set()  # failed scanner-port remotes in this slot, capped
+        # failed scanner-port remotes in this slot, capped; None until the
+        # slot has one (an empty set is 216 B on CPython, for each device)
+        self.slot_remotes = None
         # examples for the long window outlive a scan: the few latest
-        self.ex_slow = []
-        self.ex_slow_ports = []
-        self.ex_dns = []
+        # (None until the first: 56 B an empty list, three for each device)
+        self.ex_slow = None
+        self.ex_slow_ports = None
+        self.ex_dns = None
         self.minute = [0] * NCOUNT
         self.minute_secs = 0
         self.minute_remotes = Distinct()
@@ -477,9 +484,9 @@ class Device:
 
     def nbytes(self):
         n = 900 + self.cur.nbytes() + self.prev.nbytes()
-        n += len(self.ring) * 4 + len(self.slot_remotes) * 100 + 3 * BLOOM_BYTES
-        n += self.minute_remotes.nbytes() + 70 * (len(self.ex_slow) + len(self.ex_dns))
-        n += 8 * len(self.ex_slow_ports)
+        n += len(self.ring) * 4 + len(self.slot_remotes or ()) * 100 + 3 * BLOOM_BYTES
+        n += self.minute_remotes.nbytes() + 70 * (len(self.ex_slow or ()) + len(self.ex_dns or ()))
+        n += 8 * len(self.ex_slow_ports or ())
         if self.base is not None:
             n += 250 + len(self.base) * 4 + len(self.hour_base) * 4 + len(self.hour_n)
         return n
@@ -566,8 +573,8 @@ def _ex_lan(d):
 
 EXAMPLE_SOURCES = {
     "failed": _ex_failed, "peer": _ex_peer, "udp": _ex_udp, "lan": _ex_lan,
-    "dns": lambda d: (list(d.ex_dns), [53]),
-    "slow": lambda d: (list(d.ex_slow), list(d.ex_slow_ports)),
+    "dns": lambda d: (list(d.ex_dns or ()), [53]),
+    "slow": lambda d: (list(d.ex_slow or ()), list(d.ex_slow_ports or ())),
     "upload": lambda d: (list(d.cur.ex_upload or d.prev.ex_upload), []),
     "none": lambda d: ([], []),
 }
@@ -734,18 +741,21 @@ class Detector:
             c[REFUSED] += 1
         if port in DNS_PORTS:
             c[DNS_PUBLIC] += 1
-            _keep_latest(d.ex_dns, remote)
+            d.ex_dns = _keep_latest(d.ex_dns, remote)
 
     def _slow_attempt(self, d, remote, port, h):
         base = d.ring_pos * RING_FIELDS
         d.ring[base + R_SCANNER_FAILED] += 1
         d.sums[R_SCANNER_FAILED] += 1
-        if h not in d.slot_remotes and len(d.slot_remotes) < EXACT:
-            d.slot_remotes.add(h)
+        sr = d.slot_remotes
+        if sr is None:
+            sr = d.slot_remotes = set()
+        if h not in sr and len(sr) < EXACT:
+            sr.add(h)
             d.ring[base + R_SCANNER_REMOTES] += 1
             d.sums[R_SCANNER_REMOTES] += 1
-        _keep_latest(d.ex_slow, remote)
-        _keep_latest(d.ex_slow_ports, port)
+        d.ex_slow = _keep_latest(d.ex_slow, remote)
+        d.ex_slow_ports = _keep_latest(d.ex_slow_ports, port)
 
     def _new_lan(self, s, host, port, h):
         s.c[LAN_NEW] += 1
@@ -886,7 +896,7 @@ class Detector:
             for i in range(RING_FIELDS):
                 d.sums[i] -= d.ring[base + i]
                 d.ring[base + i] = 0
-            d.slot_remotes = set()
+            d.slot_remotes = None
         d.ring_secs %= RING_SECONDS  # a long pause (a clock jump) clears the ring once
 
     def _long(self, d):
@@ -896,7 +906,7 @@ class Detector:
         fig = {"window": RING_SLOTS * RING_SECONDS, "scanner_failed": sums[R_SCANNER_FAILED],
                "scanner_remotes": sums[R_SCANNER_REMOTES], "dns_public": sums[R_DNS_PUBLIC],
                "long_new": sums[R_NEW], "long_failed": sums[R_FAILED]}
-        fig["resolver"] = ", ".join(d.ex_dns) or "several"
+        fig["resolver"] = ", ".join(d.ex_dns or ()) or "several"
         return fig
 
     # -- Layer B ----------------------------------------------------------------

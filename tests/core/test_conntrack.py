@@ -531,3 +531,26 @@ def test_a_full_table_read_twice_in_one_snapshot_reports_its_drops_once():
     calls, live = scan(sc, b"\n".join(lines + [lines[2]]))
     assert sorted((x[4], x[8]) for x in calls) == [(0, True)] * k + [(100, False)]
     assert live == {BULB: n + k} and sc.dropped == k and sc.used == n
+
+
+def test_an_idle_rescan_after_the_table_grew_meets_every_flow_by_its_guess():
+    # the bulb's 600 attempts outgrow 4 slots seven times over in one read;
+    # a second read a second later (every timeout one lower) is idle, and
+    # every line of it is the slot that followed the one before: no key is
+    # made and no index cell probed, for any line, growth or not
+    n = 600
+    sc = conntrack.Scanner(lan(), 4096, initial=4)
+    text = b"\n".join(_syn(5000 + i) for i in range(n))
+    calls, _ = scan(sc, text)
+    assert sc.grown == 8 and sc.used == n and len(calls) == n and sc.probed == n
+    calls, live = scan(sc, text.replace(b" 119 SYN_SENT", b" 118 SYN_SENT"))
+    assert calls == [] and live == {BULB: n}
+    assert (sc.guessed, sc.probed) == (n, 0)
+    # the kernel's own table of the home: only the router's own lines (no
+    # slot to guess) are keyed and probed when nothing moved
+    sc = conntrack.Scanner(lan(), 4096, initial=4)
+    text = data("conntrack-acct.txt")
+    scan(sc, text)
+    calls, _ = scan(sc, text)
+    assert calls == [] and sc.skipped > 0
+    assert (sc.guessed, sc.probed) == (sc.used, sc.skipped)
