@@ -46,14 +46,7 @@ def make_root(path):
     os.makedirs(os.path.join(path, "dev"), exist_ok=True)
     os.mknod(os.path.join(path, "dev", "null"), stat.S_IFCHR | 0o666, os.makedev(1, 3))
     shutil.copy2(busybox, os.path.join(path, "bin", "busybox"))
-    # busybox's shared libraries, at the paths its loader looks for them
-    for line in sh("ldd", busybox).splitlines():
-        words = line.split()
-        lib = words[2] if "=>" in words and len(words) > 2 else words[0]
-        if lib.startswith("/"):
-            dest = os.path.join(path, lib.lstrip("/"))
-            os.makedirs(os.path.dirname(dest), exist_ok=True)
-            shutil.copy2(os.path.realpath(lib), dest)
+    copy_libraries(path, busybox)
     subprocess.run(["chroot", path, "/bin/busybox", "--install", "-s"], check=True)
     shutil.copytree(os.path.join(HERE, "root"), path, dirs_exist_ok=True)
     for name in STUBS:
@@ -89,14 +82,20 @@ SHADOW = ("root:::0:99999:7:::\ndaemon:*:0:0:99999:7:::\nnetwork:*:0:0:99999:7::
 
 def add_program(root, program, dest):
     """A host program at dest in the root, with the shared libraries it
-    links at the paths its loader looks for them (as busybox above)."""
+    links (copy_libraries)."""
     path = shutil.which(program) or program
     target = os.path.join(root, dest.lstrip("/"))
     os.makedirs(os.path.dirname(target), exist_ok=True)
     if os.path.lexists(target):
         os.unlink(target)
     shutil.copy2(os.path.realpath(path), target)
-    for line in sh("ldd", path).splitlines():
+    copy_libraries(root, path)
+
+
+def copy_libraries(root, program):
+    """The shared libraries a host program links, into the root at the
+    paths its loader looks for them."""
+    for line in sh("ldd", program).splitlines():
         words = line.split()
         lib = words[2] if "=>" in words and len(words) > 2 else words[0]
         if lib.startswith("/"):
