@@ -352,9 +352,10 @@ METHODS = {
 }
 
 
-def dispatch(agent, method, args):
-    """Call a method. Returns the reply dict; raises ApiError."""
-    entry = METHODS.get(method)
+def dispatch(agent, method, args, table=None):
+    """Call a method of table (METHODS; the controller serves a table of
+    its own). Returns the reply dict; raises ApiError."""
+    entry = (METHODS if table is None else table).get(method)
     if entry is None:
         raise ApiError(METHOD_NOT_FOUND, "no method %r" % method)
     schema, handler, _ = entry
@@ -362,11 +363,11 @@ def dispatch(agent, method, args):
     return handler(agent, checked)
 
 
-def call(agent, method, args):
+def call(agent, method, args, table=None):
     """dispatch() as (status, reply, message) for transports: a handler bug
     becomes UNKNOWN_ERROR with one line on stderr and the agent goes on."""
     try:
-        return OK, dispatch(agent, method, args), None
+        return OK, dispatch(agent, method, args, table), None
     except ApiError as e:
         return e.status, None, e.message
     except Exception as e:  # a bug in a handler must not stop the agent

@@ -488,44 +488,17 @@ METHODS = dict((m, api.METHODS[m]) for m in SERVED)
 METHODS["agents"] = ({}, lambda c, a: c.agent_list(), False)
 
 
-def dispatch(controller, method, args):
-    entry = METHODS.get(method)
-    if entry is None:
-        raise ApiError(api.METHOD_NOT_FOUND, "no method %r on the controller" % method)
-    return entry[1](controller, api.validate(entry[0], args))
-
-
 def call(controller, method, args):
-    """dispatch() as (status, reply, message), as api.call is for the
-    agent's transports (the page's /ubus)."""
-    try:
-        return 0, dispatch(controller, method, args), None
-    except ApiError as e:
-        return e.status, None, e.message
-    except Exception as e:  # a bug in a handler must not stop the controller
-        plat.warn("%s failed: %s: %s" % (method, type(e).__name__, e))
-        return api.UNKNOWN_ERROR, None, "internal error in %s" % method
+    """api.call on the controller's table, for the page's /ubus."""
+    return api.call(controller, method, args, METHODS)
 
 
 def rpc_route(controller, method, headers, body):
     """JSON-RPC 2.0 on / and /rpc, on the controller's table."""
     if method != "POST":
         return 405, json.dumps({"error": "POST a JSON-RPC request"}), "application/json"
-    try:
-        req = json.loads(body)
-    except (ValueError, UnicodeError, RuntimeError):
-        return 200, json.dumps({"jsonrpc": "2.0", "id": None,
-                                "error": {"code": -32700, "message": "parse error"}}), "application/json"
-    if not isinstance(req, dict) or not isinstance(req.get("method"), str):
-        return 200, json.dumps({"jsonrpc": "2.0", "id": None,
-                                "error": {"code": -32600, "message": "invalid request"}}), "application/json"
     from . import jsonrpc
-    try:
-        out = {"jsonrpc": "2.0", "id": req.get("id"),
-               "result": dispatch(controller, req["method"], req.get("params") or {})}
-    except ApiError as e:
-        out = {"jsonrpc": "2.0", "id": req.get("id"), "error": jsonrpc.error_obj(e.status, e.message)}
-    return 200, json.dumps(out), "application/json"
+    return 200, json.dumps(jsonrpc.handle_rpc(controller, body, METHODS)), "application/json"
 
 
 def routes(server, cfg):

@@ -41,8 +41,9 @@ def error_obj(status, message):
             "data": {"status": status, "status_name": api.STATUS_NAMES.get(status, str(status))}}
 
 
-def handle_rpc(agent, body):
-    """A JSON-RPC request body (bytes) -> response object (or list)."""
+def handle_rpc(agent, body, table=None):
+    """A JSON-RPC request body (bytes) -> response object (or list), on
+    api.METHODS or (the controller's) another method table."""
     try:
         req = json.loads(body)
     except (ValueError, UnicodeError):
@@ -55,11 +56,11 @@ def handle_rpc(agent, body):
         if not req:
             return {"jsonrpc": "2.0", "id": None,
                     "error": {"code": -32600, "message": "empty batch"}}
-        return [one_call(agent, r) for r in req]
-    return one_call(agent, req)
+        return [one_call(agent, r, table) for r in req]
+    return one_call(agent, req, table)
 
 
-def one_call(agent, req):
+def one_call(agent, req, table=None):
     if not isinstance(req, dict) or not isinstance(req.get("method"), str):
         return {"jsonrpc": "2.0", "id": None,
                 "error": {"code": -32600, "message": "invalid request: need an object with a method"}}
@@ -67,7 +68,7 @@ def one_call(agent, req):
     params = req.get("params")
     if params is None:
         params = {}
-    status, reply, message = api.call(agent, req["method"], params)
+    status, reply, message = api.call(agent, req["method"], params, table)
     if status:
         return {"jsonrpc": "2.0", "id": rid, "error": error_obj(status, message)}
     return {"jsonrpc": "2.0", "id": rid, "result": reply}
