@@ -150,11 +150,17 @@ def h_graph(agent, a):
 
 # -- handlers: blocks (the store and firewall part is blocks.Blocks) -----
 
-def _blocks(agent):
-    part = getattr(agent, "blocks", None)
+def running(agent, attr, why):
+    """The agent's part that answers a group of methods, or NOT_FOUND
+    saying why (an agent started without it)."""
+    part = getattr(agent, attr, None)
     if part is None:
-        raise ApiError(NOT_FOUND, "blocking is not running in this agent")
+        raise ApiError(NOT_FOUND, why)
     return part
+
+
+def _blocks(agent):
+    return running(agent, "blocks", "blocking is not running in this agent")
 
 
 def h_block(agent, a):
@@ -194,10 +200,7 @@ def h_reapply(agent, a):
 # -- handlers: anomalies (the detector's records; the part is anomalies.Anomalies)
 
 def _anomalies(agent):
-    part = getattr(agent, "anomalies", None)
-    if part is None:
-        raise ApiError(NOT_FOUND, "the anomaly response is not running in this agent")
-    return part
+    return running(agent, "anomalies", "the anomaly response is not running in this agent")
 
 
 def h_anomalies(agent, a):
@@ -227,10 +230,7 @@ def h_mutes(agent, a):
 # -- handlers: names and the ignore list (the part is names.Names) -------
 
 def _names(agent):
-    part = getattr(agent, "names", None)
-    if part is None:
-        raise ApiError(NOT_FOUND, "names are not running in this agent")
-    return part
+    return running(agent, "names", "names are not running in this agent")
 
 
 def h_name(agent, a):
@@ -252,10 +252,7 @@ def h_ignored(agent, a):
 # -- handlers: captures (the part is capture.Captures) --------------------
 
 def _captures(agent):
-    part = getattr(agent, "captures", None)
-    if part is None:
-        raise ApiError(NOT_FOUND, "captures are not running in this agent")
-    return part
+    return running(agent, "captures", "captures are not running in this agent")
 
 
 def h_capture_start(agent, a):

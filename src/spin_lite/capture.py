@@ -42,12 +42,25 @@ SNAPLEN = 65535
 RECV = 65536 + 64       # a GSO frame from the host's own stack may pass 64 KB; cut there
 BATCH = 64              # packets per wake-up, so a flood cannot starve the loop
 WATCH_S = 1             # seconds between checks of the running captures
-PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, SNAPLEN, 1)
 RECORD = 16             # bytes of a pcap record header
 EAGAIN = 11
 # a capture_data reply: 96 KB as base64 is 128 KB, within the 256 KB any reply may take
 CHUNK = 96 * 1024
 KEEP_RECORDS = 64       # finished captures listed; the oldest record (not its file, if kept) goes
+
+
+def pcap_header(snaplen):
+    """A pcap file's header: version 2.4, microseconds, Ethernet frames."""
+    return struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, snaplen, 1)
+
+
+PCAP_HEADER = pcap_header(SNAPLEN)
+
+
+def pcap_record(t, caplen, length):
+    """The header of one packet record: wall time t, bytes kept, bytes sent."""
+    sec = int(t)
+    return struct.pack("<IIII", sec, int((t - sec) * 1000000), caplen, length)
 
 
 def mac_filter(mac):
@@ -221,10 +234,9 @@ class Watch:
         return [p for p in (self.ring[(self.next + i) % n] for i in range(n)) if p is not None]
 
     def pcap(self):
-        out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, WATCH_SNAP, 1)]
+        out = [pcap_header(WATCH_SNAP)]
         for t, length, data in self.packets():
-            sec = int(t)
-            out.append(struct.pack("<IIII", sec, int((t - sec) * 1000000), len(data), length))
+            out.append(pcap_record(t, len(data), length))
             out.append(data)
         return b"".join(out)
 
@@ -538,9 +550,7 @@ class Captures:
             if c.bytes + RECORD + n > c.max_bytes:
                 self.finish(c, "size")
                 return
-            t = plat.wall()
-            sec = int(t)
-            c.out.write(struct.pack("<IIII", sec, int((t - sec) * 1000000), n, n))
+            c.out.write(pcap_record(plat.wall(), n, n))
             c.out.write(data)
             c.bytes += RECORD + n
             c.packets += 1
