@@ -206,7 +206,13 @@ def test_bad_requests_change_nothing(home):
     cam = home.devices["camera"]
     bid = home.call("block", {"mac": cam.mac, "remote": NEWS4})["id"]
     state_file = home.path("state", "blocks.json")
-    before = (home.call("blocks")["blocks"], open(state_file).read())
+
+    def decisions():
+        # `dropped` counts traffic: a block left from an earlier story (the
+        # thermostat's minute) keeps counting its polls meanwhile
+        return ([{k: v for k, v in b.items() if k != "dropped"} for b in home.call("blocks")["blocks"]],
+                open(state_file).read())
+    before = decisions()
     bad = [
         ("block", {"mac": "02:00:00:00:00"}, 2),
         ("block", {"mac": "zz:00:00:00:00:01"}, 2),
@@ -228,7 +234,7 @@ def test_bad_requests_change_nothing(home):
     try:
         for method, args, status in bad:
             assert error_status(home, method, args) == status, (method, args)
-        assert (home.call("blocks")["blocks"], open(state_file).read()) == before
+        assert decisions() == before
     finally:
         home.call("unblock", {"id": bid})
 
