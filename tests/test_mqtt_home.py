@@ -201,9 +201,12 @@ def test_the_controller_merges_agents_and_orders_the_one_that_sees_the_device(ho
                            if a["agent"] == "router" and a["state"] == "online" and a["digests"]],
                   timeout=20, what="the router's digests at the controller")
     laptop = home.devices["laptop"].mac
-    home.wait_for(lambda: (ctl("device", {"mac": laptop}) if laptop in
-                           [d["mac"] for d in ctl("devices")["devices"]] else {}).get("agent") == "router",
-                  timeout=20, what="the laptop through the router")
+    # a bucket in which the laptop moved nothing names it alone, with no
+    # point in its history: wait for one in which it did
+    home.wait_for(lambda: laptop in [d["mac"] for d in ctl("devices")["devices"]]
+                  and ctl("device", {"mac": laptop}).get("agent") == "router"
+                  and ctl("history", {"mac": laptop})["points"],
+                  timeout=40, what="the laptop's traffic through the router")
     # the laptop roams to an access point: ap1's agent reports it in a newer bucket
     t = max(p["t"] for p in ctl("history", {"mac": laptop})["points"]) + 60
     roamed = {"v": 1, "agent": "ap1", "started": 1, "seq": 1, "t": t, "bucket_seconds": 2,
