@@ -844,6 +844,11 @@ class Home:
             "bucket_seconds": 60,
             "firewall": "nft" if self.firewall == "nft" else "iptables",
         }
+        if self.firewall != "nft":
+            # the agent's rules go through the same iptables as the home's
+            # firewall3 (its own default would be iptables-legacy, which a
+            # Debian "iptables" home does not use)
+            cfg["iptables_cmd"] = IPTABLES[self.firewall][0].replace("-restore", "")
         cfg.update(self.config)
         cfg.update(overrides)
         lines = ["config spin 'main'"]
