@@ -267,12 +267,14 @@ def test_the_last_will_says_offline_when_the_agent_dies(home):
 
 
 @pytest.mark.skipif(not shutil.which("micropython"), reason="no micropython (tools/requirements-test.txt)")
-def test_the_agent_on_micropython_publishes_and_takes_orders_too():
+def test_the_agent_on_micropython_publishes_and_takes_orders_too_and_over_tls():
     with Home(firewall="nft", devices=["camera", "bulb"], interpreter="micropython",
               config={"bucket_seconds": 2, "scan_interval": 1, "detect": 0,
                       "mqtt_broker": "127.0.0.1:1883", "mqtt_agent": "router",
                       "mqtt_username": "router", "mqtt_password": USERS["router"]}) as h:
-        h.broker = brokers.Broker(h, USERS).start()
+        certs = brokers.make_certificates(h.path("certs"))
+        ca, _, _, cert, key = certs
+        h.broker = brokers.Broker(h, USERS, tls=certs).start()
         h.digests_out = h.path("digests.txt")
         h.broker.subscriber("spin/home/+/digest", "controller", USERS["controller"], "counter",
                             h.digests_out)
@@ -282,3 +284,21 @@ def test_the_agent_on_micropython_publishes_and_takes_orders_too():
         assert ack["status"] == 0, ack
         assert h.call("device", {"mac": BULB})["quarantine"]
         assert order(h, '{"id": "mpy-2", "method": "quarantine", "args": {"mac": "zz"}}')["status"] == 2
+        # the owner turns TLS on: MicroPython's mbedTLS (it reads DER only;
+        # the agent hands it the PEM files decoded) checks the broker's
+        # certificate and shows its own
+        h.stop_agent()
+        h.start_agent(mqtt_broker="127.0.0.1:1884", mqtt_ca=ca, mqtt_cert=cert, mqtt_key=key)
+        h.wait_for(lambda: mqtt_status(h)["state"] == "up" and mqtt_status(h)["tls"], timeout=30,
+                   what="the MicroPython agent on the broker over TLS")
+        before = len(received_digests(h))
+        h.wait_for(lambda: len(received_digests(h)) > before, timeout=30, what="a digest over TLS")
+        assert order(h, json.dumps({"id": "mpy-3", "method": "release", "args": {"mac": BULB}}))["status"] == 0
+        assert h.call("device", {"mac": BULB})["quarantine"] is None
+        # a CA that did not sign the broker's certificate: no session, and why
+        other = brokers.make_certificates(h.path("other-ca"))[0]
+        h.stop_agent()
+        h.start_agent(mqtt_broker="127.0.0.1:1884", mqtt_ca=other, mqtt_cert=cert, mqtt_key=key)
+        h.wait_for(lambda: "verify" in mqtt_status(h)["last_error"].lower(), timeout=30,
+                   what="the untrusted broker refused")
+        assert mqtt_status(h)["connects"] == 0

@@ -248,7 +248,8 @@ class Client:
         self.on_message = None
         self.on_ack = None
         self.on_down = None
-        self.sock = None
+        self.sock = None  # what we read and write: the TCP socket, or TLS over it
+        self.raw = None  # the TCP socket, which the loop polls (MicroPython's TLS socket has no fd)
         self.state = "down"  # down | connecting | handshake | connack | up
         self.out = b""
         self.reader = None
@@ -280,10 +281,12 @@ class Client:
         if self.state == "up" and self.sock is not None:
             try:
                 self.sock.setblocking(True)
-                self.sock.settimeout(2)
+                self.raw.settimeout(2)  # MicroPython's TLS socket has no settimeout; its TCP one has
                 data = self.out + farewell + DISCONNECT_PACKET
                 while data:
                     n = self.sock.send(data)
+                    if not n:
+                        break
                     data = data[n:]
             except OSError:
                 pass
@@ -318,7 +321,7 @@ class Client:
                 s.close()
                 self._retry("connect: %s" % e)
                 return
-        self.sock = s
+        self.sock = self.raw = s
         self.state = "connecting"
         self.out = b""
         self.reader = Reader(self.max_packet)
@@ -338,12 +341,13 @@ class Client:
     def _close(self):
         self._cancel_timers()
         if self.sock is not None:
-            self.loop.remove_reader(self.sock)
-            try:
-                self.sock.close()
-            except OSError:
-                pass
-        self.sock = None
+            self.loop.remove_reader(self.raw)
+            for s in (self.sock, self.raw):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+        self.sock = self.raw = None
         self.writing = False
         self.state = "down"
         self.out = b""
@@ -367,7 +371,7 @@ class Client:
     def _want_write(self, on):
         if on != self.writing and self.sock is not None:
             self.writing = on
-            self.loop.want_write(self.sock, on)
+            self.loop.want_write(self.raw, on)
 
     def _ready(self):
         if self.sock is None:
@@ -376,6 +380,10 @@ class Client:
             if self.tls:
                 try:
                     self.sock = plat.tls_wrap(self.sock, self.host, *self.tls)
+                    if hasattr(self.sock, "fileno"):
+                        # CPython's TLS socket took the fd over (the TCP one is
+                        # detached); MicroPython's has none: poll the TCP one
+                        self.raw = self.sock
                 except (OSError, ValueError) as e:
                     self._drop("TLS: %s" % e)
                     return
@@ -413,6 +421,9 @@ class Client:
                     return True
                 self._drop("send: %s" % e)
                 return False
+            if n is None:  # MicroPython's TLS socket: it would block
+                self._want_write(True)
+                return True
             if not n:
                 break
             self.out = self.out[n:]
@@ -429,6 +440,8 @@ class Client:
                 if plat.would_block(e):
                     return
                 self._drop("recv: %s" % e)
+                return
+            if data is None:  # MicroPython's TLS socket: nothing more for now
                 return
             if not data:
                 self._drop("the broker closed the connection")
