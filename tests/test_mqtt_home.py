@@ -259,6 +259,51 @@ def test_the_owner_turns_on_tls_and_a_broker_it_cannot_trust_is_refused(home):
                   timeout=20, what="the digests made while TLS failed")
 
 
+def test_the_broker_by_name_is_looked_up_without_stalling_the_scan(home):
+    """The owner names the broker; the router's own resolver (a dnsmasq,
+    as on OpenWrt) knows it. `ip netns exec` mounts /etc/netns/<ns>/ over
+    /etc for what it starts: the agent's /etc/resolv.conf and /etc/hosts."""
+    etc = "/etc/netns/%s" % home.ns("router")
+    os.makedirs(etc, exist_ok=True)
+    resolv = os.path.join(etc, "resolv.conf")
+    try:
+        with open(os.path.join(etc, "hosts"), "w") as f:
+            f.write("127.0.0.1 localhost\n")
+        with open(resolv, "w") as f:
+            f.write("nameserver 127.0.0.53\n")
+        home.popen("router", ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-hosts",
+                              "--no-resolv", "--user=root", "--pid-file=" + home.path("names-dnsmasq.pid"),
+                              "--listen-address=127.0.0.53", "--bind-interfaces", "--local-ttl=2",
+                              "--host-record=mqtt.home.example,127.0.0.1", "--log-queries",
+                              "--log-facility=" + home.path("names-dnsmasq.log")], label="names-dnsmasq")
+        home.stop_agent()
+        home.start_agent(mqtt_broker="mqtt.home.example:1883", mqtt_ca="", mqtt_cert="", mqtt_key="")
+        home.wait_for(lambda: mqtt_status(home)["state"] == "up", timeout=20,
+                      what="the agent on the broker it found by name")
+        assert mqtt_status(home)["address"] == "127.0.0.1"
+        assert "mqtt.home.example" in open(home.path("names-dnsmasq.log")).read()
+        # the resolver goes dead (an address the internet drops): the agent
+        # scans on, and says why it is not on the broker
+        with open(resolv, "w") as f:  # in place: the agent's bind mount sees it
+            f.write("nameserver 198.19.0.53\n")
+        home.stop_agent()
+        home.start_agent(mqtt_broker="mqtt.home.example:1883")
+        home.wait_for(lambda: "cannot resolve mqtt.home.example" in mqtt_status(home)["last_error"],
+                      timeout=20, what="the failed lookup said")
+        assert "198.19.0.53: no answer" in mqtt_status(home)["last_error"]
+        scans = home.call("status")["scans"]
+        home.wait_for(lambda: home.call("status")["scans"] >= scans + 3, timeout=20,
+                      what="scans while the name does not resolve")
+        assert mqtt_status(home)["state"] != "up"
+        # the resolver is back: the agent finds the broker on its next try
+        with open(resolv, "w") as f:
+            f.write("nameserver 127.0.0.53\n")
+        home.wait_for(lambda: mqtt_status(home)["state"] == "up", timeout=60,
+                      what="the agent on the broker once the name resolves")
+    finally:
+        shutil.rmtree(etc, ignore_errors=True)
+
+
 def test_the_last_will_says_offline_when_the_agent_dies(home):
     home.kill_agent()
     home.wait_for(lambda: (read_one(home, "spin/home/router/status", timeout=2) or {})
