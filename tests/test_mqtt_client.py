@@ -236,3 +236,29 @@ def test_no_such_name_is_said_at_once(tmp_path):
         assert address is None and "no such name" in why
     finally:
         ns.close()
+
+
+def test_ipv4_is_taken_before_ipv6_whichever_comes_first(tmp_path):
+    loop = agent.Loop()
+
+    def v6_first(q):
+        if q[-4:-2] == b"\x00\x1c":  # AAAA: answered at once
+            end = q.index(b"\x00", 12) + 5
+            rr = b"\xc0\x0c\x00\x1c\x00\x01\x00\x00\x01\x2c\x00\x10" + b"\xfd" + b"\x00" * 14 + b"\x02"
+            return [q[:2] + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + q[12:end] + rr]
+        ns.held.append(q)
+        return []
+    ns = Nameserver(loop, v6_first)
+    ns.held = []
+    look = lookup(loop, tmp_path, ns)
+    got = []
+    look.resolve("nas.lan", lambda address, why: got.append(address))
+    try:
+        assert run_until(loop, lambda: len(ns.queries) == 2)
+        loop.run_once(50)
+        assert got == []  # the IPv6 answer waits for the IPv4 one
+        ns.s.sendto(reply(ns.held[0], b"\xc0\xa8\x08\x02"), ("127.0.0.1", look.sock.getsockname()[1]))
+        assert run_until(loop, lambda: got)
+        assert got == ["192.168.8.2"]
+    finally:
+        ns.close()

@@ -367,7 +367,7 @@ class Lookup:
             return
         self.queries += 1
         self.loop.add_reader(self.sock, self._readable)
-        self.timer = self.loop.call_later(self.seconds, self._ask)
+        self.timer = self.loop.call_later(self.seconds, self._timeout)
 
     def _readable(self):
         for _ in range(16):
@@ -395,14 +395,25 @@ class Lookup:
             self.why[self.ns] = RCODES.get(rcode, "rcode %d" % rcode)
             self._ask()
             return
-        if found:
-            ttl = min(MAX_TTL, min(t for _, t in found))
-            self.cache[self.name.lower()] = (found[0][0], plat.monotonic_ms() + ttl * 1000)
-            self._finish(found[0][0], "")
-            return
         self.got[i] = found
-        if len(self.got) == len(self.ids):
+        if self.got.get(0) or len(self.got) == len(self.ids):  # IPv4 first, as getaddrinfo
+            self._take()
+
+    def _take(self):
+        found = self.got.get(0) or self.got.get(1)
+        if not found:
             self._finish(None, "%s has no address (at %s)" % (self.name, self.ns))
+            return
+        ttl = min(MAX_TTL, min(t for _, t in found))
+        self.cache[self.name.lower()] = (found[0][0], plat.monotonic_ms() + ttl * 1000)
+        self._finish(found[0][0], "")
+
+    def _timeout(self):
+        self.timer = None
+        if self.got.get(1):  # an IPv6 address, and no word on IPv4: take it
+            self._take()
+        else:
+            self._ask()
 
     def _finish(self, address, why):
         self.cancel()
