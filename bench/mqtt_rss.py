@@ -1,13 +1,14 @@
-"""The agent's RSS with MQTT publishing on and off, and what the MQTT
-client costs to import (issue 15).
+"""The agent's RSS with MQTT publishing off, on (digests), and on with
+the detector's figures, and what the MQTT client costs to import (issue 15).
 
     python3 bench/mqtt_rss.py      (root: a network namespace of its own)
 
 In its own namespace: the bench's home table (16,384 flows, 250 devices,
 bench/ctfill.py), a mosquitto on loopback, and the agent living a
 simulated hour (bench/rss_probe.py: one scan a minute, every device
-moving) in fresh `python3 -S` processes, once with mqtt_broker empty and
-once publishing every digest to the broker. Then the import cost, in
+moving) in fresh `python3 -S` processes: mqtt_broker empty and publishing
+every digest, each with the detector off and on (on, the agent also
+publishes each scan's figures for a controller's detector). Then the import cost, in
 fresh interpreters: the agent's modules, plus mqtt and mqttlink, plus ssl
 (TLS), on CPython, and the heap MicroPython takes for mqtt and mqttlink.
 """
@@ -50,7 +51,7 @@ def broker(work):
 
 def inside(work):
     import ctfill
-    run.out("== agent RSS, MQTT publishing off vs on (%d flows, %d devices, 62 simulated minutes;"
+    run.out("== agent RSS, MQTT off / on / on with figures (%d flows, %d devices, 62 simulated minutes;"
             " load %s)" % (run.FLOWS, run.DEVICES, open("/proc/loadavg").read().split()[0]))
     with open("/proc/sys/net/netfilter/nf_conntrack_acct", "w") as f:
         f.write("1\n")
@@ -63,31 +64,45 @@ def inside(work):
     cfg.update(ctevents=False, dns_snoop=False, firewall="none", rpc_socket="", ubus_socket="")
     snaps = run.moved_snapshots(text, 62, work, share=0.1, name="part")
     mosq = broker(work)
+    on = {"mqtt_broker": "127.0.0.1:1883", "mqtt_agent": "bench"}
+    # with the detector on, the agent also publishes each scan's figures
+    # (mqttlink, topic figures); off, digests alone: the figures' cost is
+    # what MQTT adds with the detector on beyond what it adds without
+    runs = (("MQTT off, detector off", {"detect": False}),
+            ("MQTT on,  detector off (digests)", dict(on, detect=False)),
+            ("MQTT off, detector on", {"detect": True}),
+            ("MQTT on,  detector on (digests + figures)", dict(on, detect=True)))
     rows = {}
     try:
-        for label, extra in (("off", {}), ("on", {"mqtt_broker": "127.0.0.1:1883", "mqtt_agent": "bench"})):
-            spec = os.path.join(work, "probe-%s.json" % label)
+        for i, (label, extra) in enumerate(runs):
+            spec = os.path.join(work, "probe-%d.json" % i)
             with open(spec, "w") as f:
                 json.dump({"cfg": dict(cfg, **extra), "snaps": snaps, "buckets": 62, "pump": True}, f)
             rows[label] = run.probe([sys.executable, "-S", os.path.join(HERE, "rss_probe.py"), spec], work)
     finally:
         mosq.send_signal(signal.SIGTERM)
         mosq.wait(10)
-    for label in ("off", "on"):
+    for label, _ in runs:
         r = rows[label] or {}
-        if "error" in r:
-            run.out("  publishing %-4s failed: %s" % (label, r["error"]))
+        if "error" in r or "rss_kb" not in r:
+            run.out("  %-42s failed: %s" % (label, r.get("error")))
             continue
         m = r.get("mqtt") or {}
-        run.out("  publishing %-4s RSS %5.1f MB (peak %.1f; after imports %.1f)%s"
+        run.out("  %-42s RSS %5.1f MB (peak %.1f; after imports %.1f)%s"
                 % (label, r["rss_kb"] / 1024.0, r["hwm_kb"] / 1024.0, r["import_kb"] / 1024.0,
-                   "   digests %d (last %.1f KB), sent %d, acked %d, queued %d, dropped %d, state %s"
+                   "   digests %d (last %.1f KB), sent %d, figures %d, dropped %d, state %s"
                    % (m.get("seq", 0), m.get("digest_bytes", 0) / 1024.0, m.get("sent", 0),
-                      m.get("acked", 0), m.get("queued", 0),
-                      m.get("dropped", 0), m.get("state")) if m else ""))
-    if "rss_kb" in (rows.get("on") or {}) and "rss_kb" in (rows.get("off") or {}):
-        run.out("  on / off: %.2fx (+%.1f MB)" % (rows["on"]["rss_kb"] / rows["off"]["rss_kb"],
-                                                 (rows["on"]["rss_kb"] - rows["off"]["rss_kb"]) / 1024.0))
+                      m.get("figures_sent", 0), m.get("dropped", 0), m.get("state")) if m else ""))
+
+    def mb(label):
+        return (rows.get(label) or {}).get("rss_kb", 0) / 1024.0
+    labels = [label for label, _ in runs]
+    if all(mb(label) for label in labels):
+        digests = mb(labels[1]) - mb(labels[0])
+        with_figures = mb(labels[3]) - mb(labels[2])
+        run.out("  MQTT adds: %+.1f MB without the detector (digests), %+.1f MB with it (digests +"
+                " figures): the figures %+.1f MB; on / off with the detector %.2fx"
+                % (digests, with_figures, with_figures - digests, mb(labels[3]) / mb(labels[2])))
     return 0
 
 

@@ -182,7 +182,7 @@ def main(path):
         "first_kb": first_kb, "started_kb": marks.get("parts_kb", 0), "devices": len(a.devices.table),
         "digest_devices": len(a.digests.devices), "closed": a.digests.open_n - closed_before,
         "flows": a.scanner.seen, "steps_kb": steps, "parts": [type(p).__name__ for p in a.parts],
-        "errors": a.errors,
+        "errors": a.errors, "mqtt": a.mqtt.status() if getattr(a, "mqtt", None) else None,
     }
     for p in a.parts:
         stop = getattr(p, "stop", None)

@@ -56,7 +56,7 @@ SPIND_PER_MIN = 2 * 60 * 1.65      # two netlink dumps a second, 1.65 x read eac
 NLBWMON_PER_MIN = 34 * 2           # one dump per 30 s, 34 x read each
 OTHER_BENCHES = ("ubus_rss.py", "block_latency.py", "lan_watch.py", "detect_cost.py",
                  "ctevents_flood.py", "flood_rss.py", "names_seen.py", "capture_cost.py",
-                 "mqtt_rss.py", "mqtt_agents.py", "controller_detect.py")
+                 "mqtt_rss.py", "mqtt_agents.py", "order_latency.py", "controller_detect.py")
 # seconds each may take (default 300): the flood runs 150 s on two
 # interpreters after an hour of simulated history
 BENCH_TIMEOUTS = {"flood_rss.py": 900}

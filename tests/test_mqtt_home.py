@@ -259,6 +259,51 @@ def test_the_owner_turns_on_tls_and_a_broker_it_cannot_trust_is_refused(home):
                   timeout=20, what="the digests made while TLS failed")
 
 
+def test_the_broker_by_name_is_looked_up_without_stalling_the_scan(home):
+    """The owner names the broker; the router's own resolver (a dnsmasq,
+    as on OpenWrt) knows it. `ip netns exec` mounts /etc/netns/<ns>/ over
+    /etc for what it starts: the agent's /etc/resolv.conf and /etc/hosts."""
+    etc = "/etc/netns/%s" % home.ns("router")
+    os.makedirs(etc, exist_ok=True)
+    resolv = os.path.join(etc, "resolv.conf")
+    try:
+        with open(os.path.join(etc, "hosts"), "w") as f:
+            f.write("127.0.0.1 localhost\n")
+        with open(resolv, "w") as f:
+            f.write("nameserver 127.0.0.53\n")
+        home.popen("router", ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-hosts",
+                              "--no-resolv", "--user=root", "--pid-file=" + home.path("names-dnsmasq.pid"),
+                              "--listen-address=127.0.0.53", "--bind-interfaces", "--local-ttl=2",
+                              "--host-record=mqtt.home.example,127.0.0.1", "--log-queries",
+                              "--log-facility=" + home.path("names-dnsmasq.log")], label="names-dnsmasq")
+        home.stop_agent()
+        home.start_agent(mqtt_broker="mqtt.home.example:1883", mqtt_ca="", mqtt_cert="", mqtt_key="")
+        home.wait_for(lambda: mqtt_status(home)["state"] == "up", timeout=20,
+                      what="the agent on the broker it found by name")
+        assert mqtt_status(home)["address"] == "127.0.0.1"
+        assert "mqtt.home.example" in open(home.path("names-dnsmasq.log")).read()
+        # the resolver goes dead (an address the internet drops): the agent
+        # scans on, and says why it is not on the broker
+        with open(resolv, "w") as f:  # in place: the agent's bind mount sees it
+            f.write("nameserver 198.19.0.53\n")
+        home.stop_agent()
+        home.start_agent(mqtt_broker="mqtt.home.example:1883")
+        home.wait_for(lambda: "cannot resolve mqtt.home.example" in mqtt_status(home)["last_error"],
+                      timeout=20, what="the failed lookup said")
+        assert "198.19.0.53: no answer" in mqtt_status(home)["last_error"]
+        scans = home.call("status")["scans"]
+        home.wait_for(lambda: home.call("status")["scans"] >= scans + 3, timeout=20,
+                      what="scans while the name does not resolve")
+        assert mqtt_status(home)["state"] != "up"
+        # the resolver is back: the agent finds the broker on its next try
+        with open(resolv, "w") as f:
+            f.write("nameserver 127.0.0.53\n")
+        home.wait_for(lambda: mqtt_status(home)["state"] == "up", timeout=60,
+                      what="the agent on the broker once the name resolves")
+    finally:
+        shutil.rmtree(etc, ignore_errors=True)
+
+
 def test_the_last_will_says_offline_when_the_agent_dies(home):
     home.kill_agent()
     home.wait_for(lambda: (read_one(home, "spin/home/router/status", timeout=2) or {})
@@ -267,12 +312,14 @@ def test_the_last_will_says_offline_when_the_agent_dies(home):
 
 
 @pytest.mark.skipif(not shutil.which("micropython"), reason="no micropython (tools/requirements-test.txt)")
-def test_the_agent_on_micropython_publishes_and_takes_orders_too():
+def test_the_agent_on_micropython_publishes_and_takes_orders_too_and_over_tls():
     with Home(firewall="nft", devices=["camera", "bulb"], interpreter="micropython",
               config={"bucket_seconds": 2, "scan_interval": 1, "detect": 0,
                       "mqtt_broker": "127.0.0.1:1883", "mqtt_agent": "router",
                       "mqtt_username": "router", "mqtt_password": USERS["router"]}) as h:
-        h.broker = brokers.Broker(h, USERS).start()
+        certs = brokers.make_certificates(h.path("certs"))
+        ca, _, _, cert, key = certs
+        h.broker = brokers.Broker(h, USERS, tls=certs).start()
         h.digests_out = h.path("digests.txt")
         h.broker.subscriber("spin/home/+/digest", "controller", USERS["controller"], "counter",
                             h.digests_out)
@@ -282,3 +329,21 @@ def test_the_agent_on_micropython_publishes_and_takes_orders_too():
         assert ack["status"] == 0, ack
         assert h.call("device", {"mac": BULB})["quarantine"]
         assert order(h, '{"id": "mpy-2", "method": "quarantine", "args": {"mac": "zz"}}')["status"] == 2
+        # the owner turns TLS on: MicroPython's mbedTLS (it reads DER only;
+        # the agent hands it the PEM files decoded) checks the broker's
+        # certificate and shows its own
+        h.stop_agent()
+        h.start_agent(mqtt_broker="127.0.0.1:1884", mqtt_ca=ca, mqtt_cert=cert, mqtt_key=key)
+        h.wait_for(lambda: mqtt_status(h)["state"] == "up" and mqtt_status(h)["tls"], timeout=30,
+                   what="the MicroPython agent on the broker over TLS")
+        before = len(received_digests(h))
+        h.wait_for(lambda: len(received_digests(h)) > before, timeout=30, what="a digest over TLS")
+        assert order(h, json.dumps({"id": "mpy-3", "method": "release", "args": {"mac": BULB}}))["status"] == 0
+        assert h.call("device", {"mac": BULB})["quarantine"] is None
+        # a CA that did not sign the broker's certificate: no session, and why
+        other = brokers.make_certificates(h.path("other-ca"))[0]
+        h.stop_agent()
+        h.start_agent(mqtt_broker="127.0.0.1:1884", mqtt_ca=other, mqtt_cert=cert, mqtt_key=key)
+        h.wait_for(lambda: "verify" in mqtt_status(h)["last_error"].lower(), timeout=30,
+                   what="the untrusted broker refused")
+        assert mqtt_status(h)["connects"] == 0

@@ -217,6 +217,222 @@ def decode(kind, flags, body):
     raise ProtocolError("packet type %d is not one a broker sends a client" % kind)
 
 
+# -- the broker's address, from its name, without waiting ---------------------
+
+HOSTS = "/etc/hosts"
+RESOLV_CONF = "/etc/resolv.conf"
+QUERY_SECONDS = 2  # a nameserver's time to answer before the next is asked
+QUERY_ROUNDS = 2  # passes over the nameservers before the lookup fails
+MAX_TTL = 86400
+RCODES = {1: "format error", 2: "server failure", 3: "no such name", 4: "not implemented",
+          5: "refused"}
+
+
+def literal(host):
+    """The address text when host is one (it needs no lookup), else None."""
+    from . import addr
+    try:
+        return addr.parse_ip(host)
+    except ValueError:
+        return None
+
+
+def hosts_address(text, name):
+    """The first address /etc/hosts gives name, or None."""
+    name = name.lower()
+    for line in text.split("\n"):
+        words = line.split("#")[0].split()
+        if len(words) > 1 and name in [w.lower() for w in words[1:]] and literal(words[0]):
+            return literal(words[0])
+    return None
+
+
+def nameservers(text):
+    """The nameservers of resolv.conf, in order (the resolver's three at most)."""
+    out = []
+    for line in text.split("\n"):
+        words = line.split()
+        if len(words) > 1 and words[0] == "nameserver" and literal(words[1]) and len(out) < 3:
+            out.append(literal(words[1]))
+    return out
+
+
+def question(name, qtype):
+    out = b""
+    for label in name.rstrip(".").split("."):
+        b = label.encode()
+        if not 0 < len(b) < 64:
+            raise ValueError("%r is not a host name" % name)
+        out += bytes([len(b)]) + b
+    return out + b"\x00" + struct.pack(">HH", qtype, 1)
+
+
+def query_packet(qid, q):
+    """A recursive query (RD) of one question."""
+    return struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0) + q
+
+
+def answer(msg, qid, q):
+    """A resolver's answer to query (qid, question bytes q) -> (addresses
+    [(text, ttl)], rcode), or ValueError for a message that is not that
+    answer (another id or question, a query, a fault): such a message is
+    ignored. dnssnoop's strict parser reads the records."""
+    from . import dnssnoop
+    if len(msg) < 12 + len(q) or struct.unpack(">H", msg[:2])[0] != qid:
+        raise ValueError("not the answer to our query")
+    flags = struct.unpack(">H", msg[2:4])[0]
+    if not flags & 0x8000 or msg[12:12 + len(q)].lower() != q.lower():
+        raise ValueError("not the answer to our question")
+    if flags & 15:
+        return [], flags & 15
+    if flags & 0x0200:
+        raise ValueError("truncated answer")  # a broker with too many addresses for UDP
+    try:
+        return [(a, t) for a, _, t in dnssnoop.parse_dns(msg, {})], 0
+    except dnssnoop.Malformed as e:
+        raise ValueError("malformed answer: %s" % e)
+
+
+class Lookup:
+    """Name -> address from the loop: a literal address as it is, then
+    /etc/hosts, then an A and an AAAA query over UDP to each nameserver of
+    /etc/resolv.conf in turn (QUERY_SECONDS each, QUERY_ROUNDS passes).
+    An answer is kept for its TTL. What is not the answer to our query (a
+    stray or forged datagram, a malformed one) is counted and ignored, so
+    a bad answer changes nothing; a socket connected to the nameserver
+    takes datagrams from it only."""
+
+    def __init__(self, loop, hosts=HOSTS, resolv_conf=RESOLV_CONF, seconds=QUERY_SECONDS, port=53):
+        self.loop = loop
+        self.port = port
+        self.hosts = hosts
+        self.resolv_conf = resolv_conf
+        self.seconds = seconds
+        self.cache = {}  # name -> (address, until ms)
+        self.sock = None
+        self.timer = None
+        self.bad_answers = 0
+        self.queries = 0
+
+    def resolve(self, name, done):
+        """done(address, "") or done(None, why), maybe before this returns."""
+        self.cancel()
+        a = literal(name)
+        if a is None:
+            a = hosts_address((plat.read_file(self.hosts) or b"").decode("utf-8", "replace"), name)
+        kept = self.cache.get(name.lower())
+        if a is None and kept is not None and kept[1] > plat.monotonic_ms():
+            a = kept[0]
+        if a is not None:
+            done(a, "")
+            return
+        servers = nameservers((plat.read_file(self.resolv_conf) or b"").decode("utf-8", "replace"))
+        if not servers:
+            done(None, "no nameserver in %s" % self.resolv_conf)
+            return
+        try:
+            self.questions = [question(name, 1), question(name, 28)]
+        except ValueError as e:
+            done(None, str(e))
+            return
+        self.name = name
+        self.done = done
+        self.tries = servers * QUERY_ROUNDS
+        self.servers = servers
+        self.why = {}
+        self._ask()
+
+    def _ask(self):
+        self._close()
+        if not self.tries:
+            why = "; ".join("%s: %s" % (ns, self.why.get(ns, "no answer")) for ns in self.servers)
+            self.done(None, why)
+            return
+        ns = self.tries.pop(0)
+        import os
+        import socket
+        self.ns = ns
+        self.ids = [struct.unpack(">H", os.urandom(2))[0] for _ in self.questions]
+        self.got = {}  # qtype index -> addresses
+        try:
+            ai = socket.getaddrinfo(ns, self.port)[0]  # a literal: nothing to look up
+            self.sock = socket.socket(ai[0], socket.SOCK_DGRAM)
+            self.sock.setblocking(False)
+            self.sock.connect(ai[-1])
+            for qid, q in zip(self.ids, self.questions):
+                self.sock.send(query_packet(qid, q))
+        except OSError as e:
+            self.why[ns] = "send: %s" % e
+            self._ask()
+            return
+        self.queries += 1
+        self.loop.add_reader(self.sock, self._readable)
+        self.timer = self.loop.call_later(self.seconds, self._timeout)
+
+    def _readable(self):
+        for _ in range(16):
+            try:
+                msg = self.sock.recv(4096)
+            except OSError as e:
+                if not plat.would_block(e):  # ECONNREFUSED: nobody at port 53 there
+                    self.why[self.ns] = "recv: %s" % e
+                    self._ask()
+                return
+            for i in range(len(self.ids)):
+                try:
+                    found, rcode = answer(msg, self.ids[i], self.questions[i])
+                except ValueError:
+                    continue
+                self._answered(i, found, rcode)
+                return
+            self.bad_answers += 1
+
+    def _answered(self, i, found, rcode):
+        if rcode == 3:  # no such name: another nameserver would say the same
+            self._finish(None, "%s: no such name (at %s)" % (self.name, self.ns))
+            return
+        if rcode:
+            self.why[self.ns] = RCODES.get(rcode, "rcode %d" % rcode)
+            self._ask()
+            return
+        self.got[i] = found
+        if self.got.get(0) or len(self.got) == len(self.ids):  # IPv4 first, as getaddrinfo
+            self._take()
+
+    def _take(self):
+        found = self.got.get(0) or self.got.get(1)
+        if not found:
+            self._finish(None, "%s has no address (at %s)" % (self.name, self.ns))
+            return
+        ttl = min(MAX_TTL, min(t for _, t in found))
+        self.cache[self.name.lower()] = (found[0][0], plat.monotonic_ms() + ttl * 1000)
+        self._finish(found[0][0], "")
+
+    def _timeout(self):
+        self.timer = None
+        if self.got.get(1):  # an IPv6 address, and no word on IPv4: take it
+            self._take()
+        else:
+            self._ask()
+
+    def _finish(self, address, why):
+        self.cancel()
+        self.done(address, why)
+
+    def _close(self):
+        if self.timer is not None:
+            self.loop.cancel(self.timer)
+            self.timer = None
+        if self.sock is not None:
+            self.loop.remove_reader(self.sock)
+            self.sock.close()
+            self.sock = None
+
+    def cancel(self):
+        self.tries = []
+        self._close()
+
+
 # -- the client ---------------------------------------------------------------
 
 class Client:
@@ -244,12 +460,15 @@ class Client:
         self.backoff_max = backoff_max
         self.backoff = backoff_min
         self.clean = clean
+        self.lookup = Lookup(loop)
+        self.address = ""  # the broker's, from its name
         self.on_up = None
         self.on_message = None
         self.on_ack = None
         self.on_down = None
-        self.sock = None
-        self.state = "down"  # down | connecting | handshake | connack | up
+        self.sock = None  # what we read and write: the TCP socket, or TLS over it
+        self.raw = None  # the TCP socket, which the loop polls (MicroPython's TLS socket has no fd)
+        self.state = "down"  # down | resolving | connecting | handshake | connack | up
         self.out = b""
         self.reader = None
         self.next_pid = 0
@@ -277,13 +496,16 @@ class Client:
     def stop(self, farewell=b""):
         """farewell: packets to send before DISCONNECT (best effort, at once)."""
         self.stopped = True
+        self.lookup.cancel()
         if self.state == "up" and self.sock is not None:
             try:
                 self.sock.setblocking(True)
-                self.sock.settimeout(2)
+                self.raw.settimeout(2)  # MicroPython's TLS socket has no settimeout; its TCP one has
                 data = self.out + farewell + DISCONNECT_PACKET
                 while data:
                     n = self.sock.send(data)
+                    if not n:
+                        break
                     data = data[n:]
             except OSError:
                 pass
@@ -303,12 +525,23 @@ class Client:
         self._cancel_timers()
         if self.stopped:
             return
+        self.state = "resolving"
+        self.lookup.resolve(self.host, self._resolved)
+
+    def _resolved(self, address, why):
+        if self.stopped:
+            return
+        if address is None:
+            self.state = "down"
+            self._retry("cannot resolve %s: %s" % (self.host, why))
+            return
+        self.address = address
         import socket  # here: the codec above also runs where there are no sockets (WebAssembly)
         try:
-            ai = socket.getaddrinfo(self.host, self.port)[0]
+            ai = socket.getaddrinfo(address, self.port)[0]  # an address: nothing to look up
             s = socket.socket(ai[0], socket.SOCK_STREAM)
         except OSError as e:
-            self._retry("cannot resolve %s: %s" % (self.host, e))
+            self._retry("socket for %s: %s" % (address, e))
             return
         s.setblocking(False)
         try:
@@ -318,7 +551,7 @@ class Client:
                 s.close()
                 self._retry("connect: %s" % e)
                 return
-        self.sock = s
+        self.sock = self.raw = s
         self.state = "connecting"
         self.out = b""
         self.reader = Reader(self.max_packet)
@@ -338,12 +571,13 @@ class Client:
     def _close(self):
         self._cancel_timers()
         if self.sock is not None:
-            self.loop.remove_reader(self.sock)
-            try:
-                self.sock.close()
-            except OSError:
-                pass
-        self.sock = None
+            self.loop.remove_reader(self.raw)
+            for s in (self.sock, self.raw):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+        self.sock = self.raw = None
         self.writing = False
         self.state = "down"
         self.out = b""
@@ -367,7 +601,7 @@ class Client:
     def _want_write(self, on):
         if on != self.writing and self.sock is not None:
             self.writing = on
-            self.loop.want_write(self.sock, on)
+            self.loop.want_write(self.raw, on)
 
     def _ready(self):
         if self.sock is None:
@@ -376,6 +610,10 @@ class Client:
             if self.tls:
                 try:
                     self.sock = plat.tls_wrap(self.sock, self.host, *self.tls)
+                    if hasattr(self.sock, "fileno"):
+                        # CPython's TLS socket took the fd over (the TCP one is
+                        # detached); MicroPython's has none: poll the TCP one
+                        self.raw = self.sock
                 except (OSError, ValueError) as e:
                     self._drop("TLS: %s" % e)
                     return
@@ -413,6 +651,9 @@ class Client:
                     return True
                 self._drop("send: %s" % e)
                 return False
+            if n is None:  # MicroPython's TLS socket: it would block
+                self._want_write(True)
+                return True
             if not n:
                 break
             self.out = self.out[n:]
@@ -429,6 +670,8 @@ class Client:
                 if plat.would_block(e):
                     return
                 self._drop("recv: %s" % e)
+                return
+            if data is None:  # MicroPython's TLS socket: nothing more for now
                 return
             if not data:
                 self._drop("the broker closed the connection")
@@ -544,6 +787,7 @@ class Client:
 
     def status(self):
         return {"state": self.state, "broker": "%s:%d" % (self.host, self.port),
+                "address": self.address, "bad_dns_answers": self.lookup.bad_answers,
                 "tls": bool(self.tls), "connects": self.connects, "drops": self.drops,
                 "malformed": self.malformed, "received": self.received,
                 "published": self.published, "acked": self.acked,

@@ -62,12 +62,14 @@ def agent_name(cfg):
 def compact_digest(d, agent, seq, started=0):
     """agent.flow_digest(n) as one compact message: a device that moved
     nothing in the bucket is its MAC alone (so a controller knows who is
-    here), the bucket time is said once."""
+    here), the bucket time is said once. d is left as it is: it may be
+    the one the agent's spin.digest event handed its other listeners."""
     out = []
     for b in d["devices"]:
-        b.pop("t", None)
         if b.get("bytes_out") or b.get("bytes_in") or b.get("conns") or b.get("packets_out") \
                 or b.get("packets_in"):
+            b = dict(b)
+            b.pop("t", None)
             out.append(b)
         else:
             out.append({"mac": b["mac"]})
@@ -137,6 +139,7 @@ class Link:
         self.figures_dropped = 0  # scans the broker was away for (or its buffer full)
         self.agent = None
         self.off = False
+        self.newest = None  # the digest of the scan's spin.digest event, built once for both
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -275,10 +278,12 @@ class Link:
     def after_scan(self, agent, now_ms):
         last = agent.digests.open_n - 1
         first = max(self.next_n, last - agent.digests.fine_slots + 1)
+        newest, self.newest = self.newest, None
         for n in range(first, last + 1):
+            d = newest if newest is not None and newest["t"] == agent.digests.clock.label(n) \
+                else agent.flow_digest(n)
             self.seq += 1
-            self.queue("digest", compact_digest(agent.flow_digest(n), self.name, self.seq,
-                                                       int(agent.started)))
+            self.queue("digest", compact_digest(d, self.name, self.seq, int(agent.started)))
         self.next_n = last + 1
         self._figures(agent)
         now = set(agent.devices.table)
@@ -316,7 +321,9 @@ class Link:
             self.figures_dropped += 1
 
     def _event(self, name, data):
-        if name == "spin.anomaly":
+        if name == "spin.digest":  # the bucket just closed: after_scan publishes it
+            self.newest = data
+        elif name == "spin.anomaly":
             self.queue("anomaly", {"v": SCHEMA, "agent": self.name, "anomaly": data})
         elif name in ("spin.block", "spin.quarantine"):
             d = dict(data)

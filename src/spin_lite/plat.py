@@ -511,8 +511,24 @@ def tls_wrap(sock, hostname, ca_file, cert_file="", key_file=""):
     """A TLS client socket over a connected non-blocking one, the broker's
     certificate checked against ca_file (and its name), an optional client
     certificate. ssl is imported here, only when TLS is configured (it
-    costs megabytes on CPython). On MicroPython the handshake runs on the
-    first read or write (its ssl has no separate non-blocking handshake)."""
+    costs megabytes on CPython). MicroPython (1.22 on) has the built-in
+    `tls` (mbedTLS; its `ssl` is a frozen wrapper that MICROPYPATH hides):
+    the handshake runs on the first read or write, and it reads DER only,
+    so a PEM file is decoded here, its first block (a CA file holding
+    several certificates trusts the first)."""
+    if MICROPYTHON:
+        try:
+            import tls
+        except ImportError:
+            raise OSError(95, "no tls module in this MicroPython: MQTT over TLS needs 1.22 or later")
+        ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = tls.CERT_REQUIRED
+        ctx.load_verify_locations(_der(ca_file))
+        if cert_file:
+            # a key in the certificate's file is found there by its PEM label
+            ctx.load_cert_chain(_der(cert_file, "CERTIFICATE"), _der(key_file or cert_file, "PRIVATE KEY"))
+        return ctx.wrap_socket(sock, server_side=False, do_handshake_on_connect=False,
+                               server_hostname=hostname)
     try:
         import ssl
     except ImportError:  # OpenWrt: python3-openssl, installed with the feature
@@ -523,6 +539,27 @@ def tls_wrap(sock, hostname, ca_file, cert_file="", key_file=""):
     if cert_file:
         ctx.load_cert_chain(cert_file, key_file or None)
     return ctx.wrap_socket(sock, server_hostname=hostname, do_handshake_on_connect=False)
+
+
+def _der(path, label=""):
+    """A certificate or key file's bytes as DER: the first PEM block whose
+    label ends with `label` (CERTIFICATE, PRIVATE KEY), or the file as it
+    is when it is not PEM. ValueError when the file holds no such block."""
+    data = read_file(path)
+    if data is None:
+        raise OSError(2, "cannot read %s" % path)
+    if b"-----BEGIN " not in data:
+        return data
+    import binascii
+    for block in data.split(b"-----BEGIN ")[1:]:
+        head, _, rest = block.partition(b"-----")
+        if head.endswith(label.encode()):
+            body = rest.partition(b"-----END ")[0]
+            try:
+                return binascii.a2b_base64(b"".join(body.split()))
+            except ValueError:
+                break
+    raise ValueError("%s: no PEM %s in it" % (path, label or "block"))
 
 
 def tls_handshake(sock):
