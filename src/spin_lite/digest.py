@@ -32,7 +32,6 @@ COUNTERS = ("bytes_out", "bytes_in", "packets_out", "packets_in",
             "conns", "unreplied", "remotes", "ports")
 NC = len(COUNTERS)
 DISTINCT = (6, 7)  # folded by max, not by sum
-ZERO_ROW = [0] * NC
 OPEN = 6  # counters summed per flow; the distinct counts come from sketches
 
 
@@ -133,45 +132,74 @@ def put_varint(out, v):
     out.append(v)
 
 
-def varints(buf, start, end):
-    """The values put_varint wrote in buf[start:end] (most are one byte)."""
-    vals = []
-    v = 0
-    shift = 0
-    for c in buf[start:end]:
-        if c < 0x80:
-            if shift:
-                vals.append(v | (c << shift))
-                v = 0
-                shift = 0
-            else:
-                vals.append(c)
-        else:
-            v |= (c & 0x7F) << shift
-            shift += 7
-    return vals
+def read_varints(data, off, k, out):
+    """k values put_varint wrote in data from off, appended to out; the
+    offset after them (most are one byte)."""
+    while k:
+        c = data[off]
+        off += 1
+        if c >= 0x80:
+            v = c & 0x7F
+            shift = 7
+            c = data[off]
+            off += 1
+            while c >= 0x80:
+                v |= (c & 0x7F) << shift
+                shift += 7
+                c = data[off]
+                off += 1
+            c = v | (c << shift)
+        out.append(c)
+        k -= 1
+    return off
+
+
+def zigzag(d):
+    """A signed difference as a varint's value: 0, -1, 1, -2 ... -> 0, 1, 2, 3 ..."""
+    return d << 1 if d >= 0 else ((-d) << 1) - 1
+
+
+def unzigzag(z):
+    return -((z + 1) >> 1) if z & 1 else z >> 1
+
+
+POP = bytes([bin(i).count("1") for i in range(256)])  # bits set in a counter mask
+ZERO_ROW = [0] * NC
 
 
 class Ring:
     """The last `slots` buckets, each one variable-length record in one
-    bytes (`data`, oldest first) and its length in `lens`: a record
-    is the NC counters as varints (trailing zeros left out when it has no
-    top remotes: a silent bucket is empty), then (ref, bytes) pairs of its
-    top remotes, refs being slot numbers + 1 in the shared Remotes table.
-    Most counters of most buckets fit a byte or two: fixed columns wide
-    enough for the busiest bucket cost 38 B a bucket, this ~10-30.
-    A ring without a table (the coarse one) keeps no top remotes.
-    Records are written when their bucket closes (fine) or rewritten as
-    fine buckets fold in (coarse, only its newest); reading bucket n sums
-    the lengths before it."""
-    __slots__ = ("slots", "table", "data", "lens", "newest")
+    bytes (`data`, oldest first, `count` of them, the newest at offset
+    `tail`, the one before it at `before`).
+
+    A record is a header varint h, then values (varints):
+      h = delta | ntop << 1 | mask << (1 + tb), tb the bits ntop needs;
+      a set bit k of mask: counter k follows, the others are 0 (absolute
+      record) or the newer record's (delta record: values are zigzag
+      differences from the next newer record's); then ntop (ref, bytes)
+      pairs of top remotes, refs being slot numbers + 1 in the shared
+      Remotes table, bytes a difference too when the newer record has the
+      same ref in the same place. h = 0 is a silent bucket: one byte.
+    The newest record is always absolute; each older one is written the
+    shorter way. A device that does the same every minute (a sensor's
+    keepalive) costs its ring a byte or four a bucket, where one column
+    per counter cost 38 and absolute varints 13. Deltas point to the newer
+    record, so the oldest leaves the ring with nothing to rewrite, and a
+    new bucket rewrites only the one before it.
+    A ring without a table (the coarse one) keeps no top remotes. Only the
+    newest bucket is written: fine records when their bucket closes,
+    coarse ones as fine buckets fold in; reading one older bucket decodes
+    the ring (history reads them all at once: buckets())."""
+    __slots__ = ("slots", "table", "tb", "data", "count", "tail", "before", "newest")
 
     def __init__(self, slots, top, table=None):
         self.slots = slots
         self.table = (table if table is not None else Remotes(0xFFFF)) if top else None
+        self.tb = len(bin(top)) - 2 if top else 0  # MicroPython has no int.bit_length
         self.data = b""
-        # lengths: a byte while a record cannot pass 255 (10 bytes a varint at most)
-        self.lens = bytearray() if 1 + NC * 10 + top * 13 <= 255 else array("H")
+        self.count = 0
+        self.tail = -1
+        self.before = -1
         self.newest = -1
 
     def holds(self, n):
@@ -181,61 +209,149 @@ class Ring:
         """A new ring's newest bucket is n, empty: a device's first traffic
         in the middle of a half-hour folds into that half-hour's record."""
         self.newest = n
-        self.lens.append(0)
+        self.data = b"\x00"
+        self.count = 1
+        self.tail = 0
 
-    def _at(self, n):
-        """The index in lens of bucket n's record, or None (zeros)."""
-        i = len(self.lens) - 1 - (self.newest - n)
-        if i < 0 or not self.holds(n):
-            return None
-        return i
+    def _read(self, off):
+        """(header, raw values, end) of the record at off."""
+        data = self.data
+        raw = []
+        off = read_varints(data, off, 1, raw)
+        h = raw.pop()
+        if h:
+            tb = self.tb
+            off = read_varints(data, off, POP[h >> (1 + tb)] + 2 * ((h >> 1) & ((1 << tb) - 1)), raw)
+        return h, raw, off
+
+    def _decode(self, h, raw, newer):
+        """A record's values (NC counters, then ref, bytes pairs) from its
+        header and raw values; newer: the next newer record's values."""
+        if not h:
+            return list(ZERO_ROW)
+        tb = self.tb
+        mask = h >> (1 + tb)
+        delta = h & 1
+        vals = list(newer[:NC]) if delta else [0] * NC
+        j = 0
+        for k in range(NC):
+            if mask & (1 << k):
+                vals[k] = vals[k] + unzigzag(raw[j]) if delta else raw[j]
+                j += 1
+        p = NC
+        while j < len(raw):
+            ref = raw[j]
+            b = raw[j + 1]
+            if delta and p < len(newer) and newer[p] == ref:
+                b = newer[p + 1] + unzigzag(b)
+            vals.append(ref)
+            vals.append(b)
+            j += 2
+            p += 2
+        return vals
+
+    def _encode(self, vals, newer):
+        """vals as one record: absolute (newer None) or against newer."""
+        mask = 0
+        body = []
+        for k in range(NC):
+            v = vals[k] if newer is None else zigzag(vals[k] - newer[k])
+            if v:
+                mask |= 1 << k
+                body.append(v)
+        for p in range(NC, len(vals), 2):
+            ref = vals[p]
+            body.append(ref)
+            if newer is not None and p < len(newer) and newer[p] == ref:
+                body.append(zigzag(vals[p + 1] - newer[p + 1]))
+            else:
+                body.append(vals[p + 1])
+        rec = bytearray()
+        put_varint(rec, (newer is not None) | ((len(vals) - NC) // 2) << 1 | mask << (1 + self.tb))
+        for v in body:
+            put_varint(rec, v)
+        return rec
+
+    def _code(self, vals, newer):
+        """The shorter of vals absolute and vals against newer."""
+        rec = self._encode(vals, None)
+        if newer is not None and rec[0]:
+            d = self._encode(vals, newer)
+            if len(d) < len(rec):
+                return d
+        return rec
+
+    def _newest(self):
+        h, raw, _ = self._read(self.tail)
+        return self._decode(h, raw, None)
 
     def _values(self, n):
-        i = self._at(n)
-        if i is None or not self.lens[i]:
+        if n == self.newest and self.count:
+            return self._newest()
+        if not self.holds(n) or n <= self.newest - self.count:
             return ()
-        off = sum(self.lens[:i])
-        return varints(self.data, off, off + self.lens[i])
-
-    def _drop_refs(self, off, end):
-        vals = varints(self.data, off, end)
-        for k in range(NC, len(vals), 2):
-            self.table.drop(vals[k])
+        return self.buckets().get(n, ())
 
     def advance(self, n):
         """Make bucket n the newest; the buckets time skipped read as zeros
-        and the oldest beyond `slots` go (with their references)."""
+        and the oldest beyond `slots` go (with their references). The old
+        newest stays absolute: against a silent bucket nothing is shorter."""
         if n <= self.newest:
             return
-        lens = self.lens
         k = min(n - self.newest, self.slots)
-        for _ in range(k):
-            lens.append(0)
-        over = len(lens) - self.slots
-        if over > 0:
-            cut = sum(lens[:over])
-            if self.table is not None:
-                off = 0
-                for i in range(over):
-                    if lens[i]:
-                        self._drop_refs(off, off + lens[i])
-                    off += lens[i]
-            self.data = self.data[cut:]
-            lens[0:over] = lens[0:0]
+        size = len(self.data)
+        self.before = self.tail if k == 1 else size + k - 2
+        self.tail = size + k - 1
+        self.data += bytes(k)
+        self.count += k
         self.newest = n
+        over = self.count - self.slots
+        if over > 0:
+            off = 0
+            for _ in range(over):
+                h, raw, off = self._read(off)
+                self._release(h, raw)
+            self.data = self.data[off:]
+            self.count = self.slots
+            self.tail -= off
+            self.before = self.before - off if self.count > 1 else -1
+
+    def _release(self, h, raw):
+        """Give back the references of one record's top remotes."""
+        if h and self.table is not None:
+            ntop = (h >> 1) & ((1 << self.tb) - 1)
+            for j in range(len(raw) - 2 * ntop, len(raw), 2):
+                self.table.drop(raw[j])
 
     def buckets(self):
-        """{n: values} of every bucket with a record, in one pass (history
-        reads them all: no sum of lengths per bucket)."""
-        out = {}
+        """{n: values} of every bucket with traffic, in one pass (history
+        reads them all): parsed oldest first, resolved newest first."""
+        recs = []
         off = 0
-        n = self.newest - len(self.lens) + 1
-        data = self.data
-        for ln in self.lens:
-            if ln:
-                out[n] = varints(data, off, off + ln)
-                off += ln
-            n += 1
+        end = len(self.data)
+        while off < end:
+            h, raw, off = self._read(off)
+            recs.append((h, raw))
+        out = {}
+        n = self.newest
+        newer = ZERO_ROW
+        for i in range(len(recs) - 1, -1, -1):
+            h, raw = recs[i]
+            if h:
+                newer = out[n] = self._decode(h, raw, newer)
+            else:
+                newer = ZERO_ROW
+            n -= 1
+        return out
+
+    def sizes(self):
+        """Bytes of each record, oldest first (what a bucket costs)."""
+        out = []
+        off = 0
+        while off < len(self.data):
+            start = off
+            off = self._read(off)[2]
+            out.append(off - start)
         return out
 
     def row(self, n, vals=None):
@@ -252,41 +368,31 @@ class Ring:
         return [[self.table.name(vals[k]), vals[k + 1]] for k in range(NC, len(vals), 2)]
 
     def put(self, n, row, pairs=()):
-        """Write bucket n: its counters and (fine ring) its top remotes,
-        pairs [(bytes, remote)] best first; a remote the shared table has
-        no room for is left out (the table counts it)."""
-        i = self._at(n)
-        if i is None:
+        """Write bucket n, the newest: its counters and (fine ring) its top
+        remotes, pairs [(bytes, remote)] best first; a remote the shared
+        table has no room for is left out (the table counts it). The record
+        before it is written again against it."""
+        if n != self.newest or not self.count:
             return
-        rec = bytearray()
+        vals = list(row[:NC])
         if self.table is not None:
-            refs = []
             for b, r in pairs:
                 ref = self.table.take(r)
                 if ref:
-                    refs.append((ref, b))
+                    vals.append(ref)
+                    vals.append(b)
+        h, raw, _ = self._read(self.tail)
+        old = self._decode(h, raw, None)
+        self._release(h, raw)
+        rec = self._encode(vals, None)
+        # a new bytes of the exact size (a bytearray keeps what it grew by)
+        if self.before >= 0:
+            ph, praw, _ = self._read(self.before)
+            prev = self._code(self._decode(ph, praw, old), vals)
+            self.data = self.data[:self.before] + prev + rec
+            self.tail = self.before + len(prev)
         else:
-            refs = ()
-        last = NC
-        if not refs:
-            while last and not row[last - 1]:
-                last -= 1
-        for k in range(last):
-            put_varint(rec, row[k])
-        for ref, b in refs:
-            put_varint(rec, ref)
-            put_varint(rec, b)
-        off = sum(self.lens[:i])
-        end = off + self.lens[i]
-        if self.table is not None and end > off:
-            self._drop_refs(off, end)
-        # a new bytes of the exact size (a bytearray keeps what it grew by);
-        # mostly the newest record, at the end: one copy
-        if end == len(self.data):
-            self.data = (self.data[:off] if off < end else self.data) + rec
-        else:
-            self.data = self.data[:off] + rec + self.data[end:]
-        self.lens[i] = len(rec)
+            self.data = self.data[:self.tail] + rec
 
     def fold_row(self, n, row):
         """Add a fine bucket's counters to coarse bucket n (distinct counts:
@@ -302,14 +408,14 @@ class Ring:
 
     def release(self):
         """Give back every reference into the shared table (the device goes)."""
-        if self.table is not None:
-            off = 0
-            for ln in self.lens:
-                if ln:
-                    self._drop_refs(off, off + ln)
-                off += ln
+        off = 0
+        while off < len(self.data):
+            h, raw, off = self._read(off)
+            self._release(h, raw)
         self.data = b""
-        self.lens = self.lens[0:0]
+        self.count = 0
+        self.tail = -1
+        self.before = -1
 
 
 class NoRing:
