@@ -175,6 +175,34 @@ def add_rate(cfg, flows, runs=7, module=digest):
     return {k: sorted(v)[len(v) // 2] for k, v in res.items()}
 
 
+def home_history(module, cfg, devices=250, minutes=61):
+    """A home of `devices` devices (the profiles in turn) after `minutes`
+    minutes: what history reads."""
+    d = module.Digests(cfg, 0, 1700001000)
+    keys = ["02:00:00:00:%02x:%02x" % (i >> 8, i & 255) for i in range(devices)]
+    for minute in range(1, minutes + 1):
+        for i, key in enumerate(keys):
+            for remote, port, bo, bi, po, pi, new in PROFILES[i % len(PROFILES)][1](minute):
+                d.add(key, remote, port, bo, bi, po, pi, new, False)
+        d.tick(minute * 60000)
+    return d, keys
+
+
+def read_time(d, keys, runs=5):
+    """Median process CPU seconds of a whole-home history(None, 60) and of
+    every device's own history(mac, 60)."""
+    home, each = [], []
+    for _ in range(runs):
+        t = time.process_time()
+        d.history(None, 60)
+        home.append(time.process_time() - t)
+        t = time.process_time()
+        for key in keys:
+            d.history(key, 60)
+        each.append(time.process_time() - t)
+    return sorted(home)[runs // 2], sorted(each)[runs // 2]
+
+
 def main():
     cfg = config.defaults()
     print("digest bytes per device, %d min of history (fine %d + coarse %d x %d buckets, top %d,"
@@ -203,6 +231,16 @@ def main():
             for mod, acc in ((digest, new_t), (old, old_t)):
                 for k, v in add_rate(cfg, flows, 3, mod).items():
                     acc.setdefault(k, []).append(v)
+        homes = [home_history(mod, cfg) for mod in (digest, old)]
+        new_r, old_r = [], []
+        for _ in range(3):
+            new_r.append(read_time(*homes[0]))
+            old_r.append(read_time(*homes[1]))
+        print("history of 250 devices, 60 min, process CPU, medians in turns (load %s)"
+              % open("/proc/loadavg").read().split()[0])
+        for i, what in enumerate(("history(None, 60)", "250 x history(mac, 60)")):
+            n, o = min(r[i] for r in new_r), min(r[i] for r in old_r)
+            print("  %-24s this %7.1f ms  %s %7.1f ms  ratio %.2f" % (what, n * 1e3, sys.argv[2], o * 1e3, n / o))
         print("  %-12s %24s %24s %7s" % ("", "this digest.py", sys.argv[2], "speedup"))
         for k in new_t:
             n, o = min(new_t[k]), min(old_t[k])

@@ -422,6 +422,7 @@ class NoRing:
     """What a device has before it first moves traffic: holds nothing."""
     slots = 1
     newest = -1
+    count = 0
 
     def holds(self, n):
         return False
@@ -772,27 +773,49 @@ class Digests:
         d = self.devices.get(key)
         return [d] if d is not None else []
 
-    def closed(self, key, n, decoded=None):
+    def closed(self, key, n):
         """Bucket n of one device (or of all devices if key is None) as a
-        dict, or None when it is no longer in the fine ring. decoded:
-        {id(device): its fine ring's buckets()}, when reading many n."""
-        devs = self._devs(key)
-        row = [0] * NC
+        dict, or None when it is no longer in the fine ring."""
+        return self._points(key, n, n)[0]
+
+    def _points(self, key, first, last):
+        """closed() of buckets first..last, each ring decoded once: the
+        devices' counters summed (distinct counts of the home: the
+        maximum) and their top remotes merged, bucket by bucket."""
+        rows = {}
         tops = {}
-        for d in devs:
+        home = key is None
+        for d in self._devs(key):
             f = d.fine
-            if not f.holds(n):
-                continue
-            vals = f._values(n) if decoded is None else decoded[id(d)].get(n, ())
-            r = f.row(n, vals)
-            for i in range(NC):
-                row[i] = max(row[i], r[i]) if (i in DISTINCT and key is None) else row[i] + r[i]
-            for rem, b in f.top_list(n, vals):
-                tops[rem] = tops.get(rem, 0) + b
-        out = dict(zip(COUNTERS, row))
-        out["t"] = self.clock.label(n)
-        out["top"] = [[r, b] for b, r in best(tops, self.top)]
-        return out
+            if first == last == f.newest:
+                got = {first: f._values(first)} if f.count else {}
+            else:
+                got = f.buckets()
+            for n, vals in got.items():
+                if n < first or n > last or not f.holds(n) or not vals:
+                    continue
+                row = rows.get(n)
+                if row is None:
+                    rows[n] = list(vals[:NC])
+                    tops[n] = top = {}
+                else:
+                    for i in range(NC):
+                        if home and i >= DISTINCT[0]:
+                            if vals[i] > row[i]:
+                                row[i] = vals[i]
+                        else:
+                            row[i] += vals[i]
+                    top = tops[n]
+                for k in range(NC, len(vals), 2):
+                    rem = f.table.name(vals[k])
+                    top[rem] = top.get(rem, 0) + vals[k + 1]
+        points = []
+        for n in range(first, last + 1):
+            out = dict(zip(COUNTERS, rows.get(n, ZERO_ROW)))
+            out["t"] = self.clock.label(n)
+            out["top"] = [[r, b] for b, r in best(tops.get(n, {}), self.top)]
+            points.append(out)
+        return points
 
     def history(self, key, minutes):
         """One point per elapsed bucket in the last `minutes` (fine ring),
@@ -800,10 +823,7 @@ class Digests:
         want = max(1, (minutes * 60000) // self.bucket_ms)
         last = self.open_n - 1
         first = max(self.first_n, last - want + 1, last - self.fine_slots + 1)
-        decoded = {}
-        for d in self._devs(key):
-            decoded[id(d)] = d.fine.buckets()
-        points = [self.closed(key, n, decoded) for n in range(first, last + 1)]
+        points = self._points(key, first, last)
         out = {"bucket_seconds": self.bucket_ms // 1000, "points": points,
                "current": self.current(key) if key is not None else None}
         span = self.bucket_ms * self.factor
