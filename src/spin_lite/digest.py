@@ -462,7 +462,7 @@ except ImportError:  # a port without binascii: FNV-1a, slower, as good here
 
 M32 = 0xFFFFFFFF
 EXACT = 32  # distinct values counted exactly up to this many
-HLL_BITS = 8  # Distinct.add has it written out
+HLL_BITS = 8  # distinct_add has it written out
 HLL_M = 1 << HLL_BITS  # 256 one-byte registers: ~6.5 % standard error
 
 
@@ -517,67 +517,55 @@ def hll_estimate(regs):
     return int(e + 0.5)
 
 
-class Distinct:
-    """How many distinct values: exact (the values themselves, in a small
-    list: `in` on it is one C loop, and MicroPython's arrays have no `in`)
-    up to EXACT, then a HyperLogLog of HLL_M one-byte registers.
-    Memory is bounded whatever the traffic; `reset` gives it back at each
-    bucket. K spreads the values before mixing (ports are small numbers)."""
-    __slots__ = ("small", "regs")
-    K = 1
-
-    def __init__(self):
-        self.small = None  # made on the first value: a silent device pays nothing
-        self.regs = None
-
-    def add(self, v):
-        """v: a 32-bit value (a crc32, a port)."""
-        if self.regs is None:
-            s = self.small
-            if s is None:
-                self.small = [v]
-                return
-            if v in s:
-                return
-            if len(s) < EXACT:
-                s.append(v)
-                return
-            self.regs = bytearray(HLL_M)
-            self.small = None
-            for x in s:
-                hll_add(self.regs, HLL_BITS, mix((x * self.K) & M32))
-        # hll_add(self.regs, 8, mix(v * K)) written out: a busy device's
-        # every flow comes here, and calls are what costs
-        h = (v * self.K) & M32
-        h ^= h >> 16
-        h = (h * 0x85EBCA6B) & M32
-        h ^= h >> 13
-        h = (h * 0xC2B2AE35) & M32
-        h ^= h >> 16
-        w = h >> 8
-        if w >> 16:
-            rank = LZ8[w >> 16] + 1
-        elif w >> 8:
-            rank = LZ8[w >> 8] + 9
-        else:
-            rank = LZ8[w] + 17
-        regs = self.regs
-        if rank > regs[h & 0xFF]:
-            regs[h & 0xFF] = rank
-
-    def count(self):
-        if self.regs is None:
-            return len(self.small) if self.small is not None else 0
-        return hll_estimate(self.regs)
-
-    def reset(self):
-        self.small = None
-        self.regs = None
+def distinct_add(s, v, k=1):
+    """Count v (a 32-bit value: a crc32, a port) in sketch s; the sketch
+    after it. A sketch is None (nothing yet: a silent device pays
+    nothing), the values themselves in a small list (`in` on it is one C
+    loop, and MicroPython's arrays have no `in`) up to EXACT of them, then
+    a HyperLogLog of HLL_M one-byte registers (a bytearray). Bounded
+    whatever the traffic, and no object of its own: a device holds two.
+    k spreads the values before mixing (ports are small numbers)."""
+    if s is None:
+        return [v]
+    if type(s) is list:
+        if v in s:
+            return s
+        if len(s) < EXACT:
+            s.append(v)
+            return s
+        regs = bytearray(HLL_M)
+        for x in s:
+            hll_add(regs, HLL_BITS, mix((x * k) & M32))
+        s = regs
+    # hll_add(s, 8, mix(v * k)) written out: a busy device's every flow
+    # comes here, and calls are what costs
+    h = (v * k) & M32
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & M32
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & M32
+    h ^= h >> 16
+    w = h >> 8
+    if w >> 16:
+        rank = LZ8[w >> 16] + 1
+    elif w >> 8:
+        rank = LZ8[w >> 8] + 9
+    else:
+        rank = LZ8[w] + 17
+    if rank > s[h & 0xFF]:
+        s[h & 0xFF] = rank
+    return s
 
 
-class Ports(Distinct):
-    __slots__ = ()
-    K = 0x9E3779B1
+def distinct_count(s):
+    if s is None:
+        return 0
+    if type(s) is list:
+        return len(s)
+    return hll_estimate(s)
+
+
+PORT_K = 0x9E3779B1  # ports are spread by this before mixing
 
 
 class Device:
@@ -587,15 +575,15 @@ class Device:
     go to `others`), one with fewer goes to `others` directly. The totals
     in `open` (COUNTERS but the two distinct counts; a list: the scan adds
     to it per flow, and a list's items add 3x faster than an array's) are
-    always exact. Rings are NO_RING until the device first closes a bucket
-    with traffic."""
+    always exact. `remotes` and `ports` are sketches (distinct_add). Rings
+    are NO_RING until the device first closes a bucket with traffic."""
     __slots__ = ("open", "remotes", "ports", "per_remote", "others", "floor",
                  "fine", "coarse")
 
     def __init__(self, fine_slots=0, coarse_slots=0, top=0):
         self.open = [0] * OPEN
-        self.remotes = Distinct()
-        self.ports = Ports()
+        self.remotes = None  # sketch of the remotes' crc32 (distinct_add)
+        self.ports = None  # sketch of the remote ports
         self.per_remote = {}
         self.others = 0  # bytes of remotes not kept in per_remote
         self.floor = 0  # no kept remote has fewer bytes than this
@@ -603,7 +591,11 @@ class Device:
         self.coarse = NO_RING
 
     def current(self):
-        return self.open + [self.remotes.count(), self.ports.count()]
+        return self.open + [distinct_count(self.remotes), distinct_count(self.ports)]
+
+    def remote_count(self):
+        """Distinct remotes of the open bucket (an estimate past EXACT)."""
+        return distinct_count(self.remotes)
 
 
 class Digests:
@@ -663,16 +655,16 @@ class Digests:
                 o[5] += 1
         if bo or bi or new:
             if port:
-                s = d.ports.small
-                if s is None or port not in s:
-                    d.ports.add(port)
+                s = d.ports
+                if s is None or type(s) is not list or port not in s:
+                    d.ports = distinct_add(s, port, PORT_K)
             pr = d.per_remote
             b = bo + bi
             had = pr.get(remote)
             if had is not None:
                 pr[remote] = had + b
                 return
-            d.remotes.add(crc32(remote.encode()))
+            d.remotes = distinct_add(d.remotes, crc32(remote.encode()))
             if not b:
                 return
             if len(pr) < self.keep:
@@ -736,8 +728,8 @@ class Digests:
                 c.advance(m)
             c.fold_row(m, row)
             d.open = [0] * OPEN
-            d.remotes.reset()
-            d.ports.reset()
+            d.remotes = None
+            d.ports = None
             d.per_remote = {}
             d.others = 0
             d.floor = 0
