@@ -38,6 +38,9 @@ MINUTES = 25 * 60  # full history: 60 fine buckets and 48 half-hours
 # (name, minute -> [(remote, port, bytes out, bytes in, packets out, in, new)])
 PROFILES = (
     ("sensor", lambda m: [("203.0.113.7", 8883, 1800, 600, 12, 10, m % 30 == 0)]),
+    # the same sensor whose minutes differ a little (retries, TLS records)
+    ("sensor~", lambda m: [("203.0.113.8", 8883, 1700 + (m * 37) % 211, 600 + (m * 11) % 53,
+                            12 + m % 3, 10 + m % 2, m % 30 == 0)]),
     ("quiet", lambda m: [("203.0.113.%d" % k, 443, 20000 * (k + 1), 3000, 30, 20, k == 0)
                          for k in range(5)]),
     ("sparse", lambda m: [("203.0.113.%d" % k, 443, 20000 * (k + 1), 3000, 30, 20, k == 0)
@@ -47,15 +50,25 @@ PROFILES = (
 )
 
 
+TEXTS = {}  # remote -> one text object, as the agent's address cache hands it out
+
+
+def text(remote):
+    return TEXTS.setdefault(remote, remote)
+
+
 def feed(d, key, profile, minutes=MINUTES):
     """The profile's traffic each minute; the open bucket of the last
     minute keeps what it got (as an agent's between two closes)."""
     for minute in range(1, minutes + 1):
         for remote, port, bo, bi, po, pi, new in profile(minute):
-            d.add(key, remote, port, bo, bi, po, pi, new, False)
+            d.add(key, text(remote), port, bo, bi, po, pi, new, False)
         if minute == minutes:
             break
         d.tick(minute * 60000)
+
+
+SHARED = {id(i) for i in range(-5, 257)}  # CPython's small ints: one of each per interpreter
 
 
 def walk(obj, skip, seen):
@@ -85,7 +98,8 @@ def feed_scanner(d, key):
 
 
 def sizes_cpython(cfg):
-    """name -> (device bytes, of it the rings)"""
+    """name -> (device bytes, of it the rings, device bytes less what the
+    interpreter and the address cache share: small ints, remote texts)"""
     out = {}
     feeds = [(name, lambda d, k, p=profile: feed(d, k, p)) for name, profile in PROFILES]
     for name, fn in feeds + [("scanner", feed_scanner)]:
@@ -94,10 +108,12 @@ def sizes_cpython(cfg):
         skip = {id(d.table), id(digest.NO_RING)}
         dev = d.devices["02:00:00:00:00:01"]
         rings = sum(walk(r, skip, set()) for r in (dev.fine, dev.coarse))
-        out[name] = (walk(dev, skip, set()), rings)
+        own = walk(dev, skip | SHARED | {id(t) for t in TEXTS.values()}, set())
+        out[name] = (walk(dev, skip, set()), rings, own)
     silent = digest.Digests(cfg, 0, 1700001000)
     silent.add("02:00:00:00:00:05", "203.0.113.9", 80, 0, 0, 0, 0, False, False)
-    out["silent"] = (walk(silent.devices["02:00:00:00:00:05"], {id(digest.NO_RING)}, set()), 0)
+    dev = silent.devices["02:00:00:00:00:05"]
+    out["silent"] = (walk(dev, {id(digest.NO_RING)}, set()), 0, walk(dev, {id(digest.NO_RING)} | SHARED, set()))
     return out
 
 
@@ -113,7 +129,7 @@ def sizes_micropython(cfg):
                 for i in range(n):
                     key = "02:00:00:00:01:%02x" % i
                     for remote, port, bo, bi, po, pi, new in profile(minute):
-                        d.add(key, remote, port, bo, bi, po, pi, new, False)
+                        d.add(key, text(remote), port, bo, bi, po, pi, new, False)
                 if minute < MINUTES:
                     d.tick(minute * 60000)
             if not per:
@@ -175,6 +191,49 @@ def add_rate(cfg, flows, runs=7, module=digest):
     return {k: sorted(v)[len(v) // 2] for k, v in res.items()}
 
 
+def home_history(module, cfg, devices=250, minutes=61):
+    """A home of `devices` devices (the profiles in turn) after `minutes`
+    minutes: what history reads."""
+    d = module.Digests(cfg, 0, 1700001000)
+    keys = ["02:00:00:00:%02x:%02x" % (i >> 8, i & 255) for i in range(devices)]
+    for minute in range(1, minutes + 1):
+        for i, key in enumerate(keys):
+            for remote, port, bo, bi, po, pi, new in PROFILES[i % len(PROFILES)][1](minute):
+                d.add(key, text(remote), port, bo, bi, po, pi, new, False)
+        d.tick(minute * 60000)
+    return d, keys
+
+
+def close_time(d, keys, runs=5):
+    """Median process CPU seconds of closing one bucket of the home
+    (every device's ring records written), its traffic fed before."""
+    times = []
+    for _ in range(runs):
+        minute = d.open_n - d.first_n + 1
+        for i, key in enumerate(keys):
+            for remote, port, bo, bi, po, pi, new in PROFILES[i % len(PROFILES)][1](minute):
+                d.add(key, text(remote), port, bo, bi, po, pi, new, False)
+        t = time.process_time()
+        d.tick(minute * 60000)
+        times.append(time.process_time() - t)
+    return sorted(times)[runs // 2]
+
+
+def read_time(d, keys, runs=5):
+    """Median process CPU seconds of a whole-home history(None, 60) and of
+    every device's own history(mac, 60)."""
+    home, each = [], []
+    for _ in range(runs):
+        t = time.process_time()
+        d.history(None, 60)
+        home.append(time.process_time() - t)
+        t = time.process_time()
+        for key in keys:
+            d.history(key, 60)
+        each.append(time.process_time() - t)
+    return sorted(home)[runs // 2], sorted(each)[runs // 2]
+
+
 def main():
     cfg = config.defaults()
     print("digest bytes per device, %d min of history (fine %d + coarse %d x %d buckets, top %d,"
@@ -186,8 +245,9 @@ def main():
         for name, (b, _) in sizes_micropython(cfg).items():
             print("  %-8s %6d B  (gc.mem_alloc delta / %d devices)" % (name, b, DEVS))
         return
-    for name, (b, rings) in sizes_cpython(cfg).items():
-        print("  %-8s %6d B  (rings %d, open bucket and device %d)" % (name, b, rings, b - rings))
+    for name, (b, rings, own) in sizes_cpython(cfg).items():
+        print("  %-8s %6d B  (rings %d, open bucket and device %d; %d B less small ints and remote texts)"
+              % (name, b, rings, b - rings, own))
     flows = home_flows()
     print("Digests.add, %d flows of 250 devices, process CPU (load %s)"
           % (len(flows), open("/proc/loadavg").read().split()[0]))
@@ -203,6 +263,19 @@ def main():
             for mod, acc in ((digest, new_t), (old, old_t)):
                 for k, v in add_rate(cfg, flows, 3, mod).items():
                     acc.setdefault(k, []).append(v)
+        homes = [home_history(mod, cfg) for mod in (digest, old)]
+        new_r, old_r = [], []
+        for _ in range(3):
+            new_r.append(read_time(*homes[0]))
+            old_r.append(read_time(*homes[1]))
+        print("history of 250 devices, 60 min, process CPU, medians in turns (load %s)"
+              % open("/proc/loadavg").read().split()[0])
+        for k in range(3):  # closing changes the home: after the reads
+            new_r[k] += (close_time(*homes[0]),)
+            old_r[k] += (close_time(*homes[1]),)
+        for i, what in enumerate(("history(None, 60)", "250 x history(mac, 60)", "close a bucket (tick)")):
+            n, o = min(r[i] for r in new_r), min(r[i] for r in old_r)
+            print("  %-24s this %7.1f ms  %s %7.1f ms  ratio %.2f" % (what, n * 1e3, sys.argv[2], o * 1e3, n / o))
         print("  %-12s %24s %24s %7s" % ("", "this digest.py", sys.argv[2], "speedup"))
         for k in new_t:
             n, o = min(new_t[k]), min(old_t[k])

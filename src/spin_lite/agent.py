@@ -497,7 +497,7 @@ class Agent:
             left = dd.others
             for b, _ in rest[limit:]:
                 left += b
-            unnamed = max(0, dd.remotes.count() - len(dd.per_remote)) if dd.others else 0
+            unnamed = max(0, dd.remote_count() - len(dd.per_remote)) if dd.others else 0
             others[m] = {"count": max(0, len(rest) - limit) + unnamed, "bytes": left}
         for r, b in remotes.items():
             nodes.append({"id": r, "kind": "endpoint", "bytes": b})

@@ -32,7 +32,6 @@ COUNTERS = ("bytes_out", "bytes_in", "packets_out", "packets_in",
             "conns", "unreplied", "remotes", "ports")
 NC = len(COUNTERS)
 DISTINCT = (6, 7)  # folded by max, not by sum
-ZERO_ROW = [0] * NC
 OPEN = 6  # counters summed per flow; the distinct counts come from sketches
 
 
@@ -133,45 +132,74 @@ def put_varint(out, v):
     out.append(v)
 
 
-def varints(buf, start, end):
-    """The values put_varint wrote in buf[start:end] (most are one byte)."""
-    vals = []
-    v = 0
-    shift = 0
-    for c in buf[start:end]:
-        if c < 0x80:
-            if shift:
-                vals.append(v | (c << shift))
-                v = 0
-                shift = 0
-            else:
-                vals.append(c)
-        else:
-            v |= (c & 0x7F) << shift
-            shift += 7
-    return vals
+def read_varints(data, off, k, out):
+    """k values put_varint wrote in data from off, appended to out; the
+    offset after them (most are one byte)."""
+    while k:
+        c = data[off]
+        off += 1
+        if c >= 0x80:
+            v = c & 0x7F
+            shift = 7
+            c = data[off]
+            off += 1
+            while c >= 0x80:
+                v |= (c & 0x7F) << shift
+                shift += 7
+                c = data[off]
+                off += 1
+            c = v | (c << shift)
+        out.append(c)
+        k -= 1
+    return off
+
+
+def zigzag(d):
+    """A signed difference as a varint's value: 0, -1, 1, -2 ... -> 0, 1, 2, 3 ..."""
+    return d << 1 if d >= 0 else ((-d) << 1) - 1
+
+
+def unzigzag(z):
+    return -((z + 1) >> 1) if z & 1 else z >> 1
+
+
+POP = bytes([bin(i).count("1") for i in range(256)])  # bits set in a counter mask
+ZERO_ROW = [0] * NC
 
 
 class Ring:
     """The last `slots` buckets, each one variable-length record in one
-    bytes (`data`, oldest first) and its length in `lens`: a record
-    is the NC counters as varints (trailing zeros left out when it has no
-    top remotes: a silent bucket is empty), then (ref, bytes) pairs of its
-    top remotes, refs being slot numbers + 1 in the shared Remotes table.
-    Most counters of most buckets fit a byte or two: fixed columns wide
-    enough for the busiest bucket cost 38 B a bucket, this ~10-30.
-    A ring without a table (the coarse one) keeps no top remotes.
-    Records are written when their bucket closes (fine) or rewritten as
-    fine buckets fold in (coarse, only its newest); reading bucket n sums
-    the lengths before it."""
-    __slots__ = ("slots", "table", "data", "lens", "newest")
+    bytes (`data`, oldest first, `count` of them, the newest at offset
+    `tail`, the one before it at `before`).
+
+    A record is a header varint h, then values (varints):
+      h = delta | ntop << 1 | mask << (1 + tb), tb the bits ntop needs;
+      a set bit k of mask: counter k follows, the others are 0 (absolute
+      record) or the newer record's (delta record: values are zigzag
+      differences from the next newer record's); then ntop (ref, bytes)
+      pairs of top remotes, refs being slot numbers + 1 in the shared
+      Remotes table, bytes a difference too when the newer record has the
+      same ref in the same place. h = 0 is a silent bucket: one byte.
+    The newest record is always absolute; each older one is written the
+    shorter way. A device that does the same every minute (a sensor's
+    keepalive) costs its ring a byte or four a bucket, where one column
+    per counter cost 38 and absolute varints 13. Deltas point to the newer
+    record, so the oldest leaves the ring with nothing to rewrite, and a
+    new bucket rewrites only the one before it.
+    A ring without a table (the coarse one) keeps no top remotes. Only the
+    newest bucket is written: fine records when their bucket closes,
+    coarse ones as fine buckets fold in; reading one older bucket decodes
+    the ring (history reads them all at once: buckets())."""
+    __slots__ = ("slots", "table", "tb", "data", "count", "tail", "before", "newest")
 
     def __init__(self, slots, top, table=None):
         self.slots = slots
         self.table = (table if table is not None else Remotes(0xFFFF)) if top else None
+        self.tb = len(bin(top)) - 2 if top else 0  # MicroPython has no int.bit_length
         self.data = b""
-        # lengths: a byte while a record cannot pass 255 (10 bytes a varint at most)
-        self.lens = bytearray() if 1 + NC * 10 + top * 13 <= 255 else array("H")
+        self.count = 0
+        self.tail = -1
+        self.before = -1
         self.newest = -1
 
     def holds(self, n):
@@ -181,61 +209,149 @@ class Ring:
         """A new ring's newest bucket is n, empty: a device's first traffic
         in the middle of a half-hour folds into that half-hour's record."""
         self.newest = n
-        self.lens.append(0)
+        self.data = b"\x00"
+        self.count = 1
+        self.tail = 0
 
-    def _at(self, n):
-        """The index in lens of bucket n's record, or None (zeros)."""
-        i = len(self.lens) - 1 - (self.newest - n)
-        if i < 0 or not self.holds(n):
-            return None
-        return i
+    def _read(self, off):
+        """(header, raw values, end) of the record at off."""
+        data = self.data
+        raw = []
+        off = read_varints(data, off, 1, raw)
+        h = raw.pop()
+        if h:
+            tb = self.tb
+            off = read_varints(data, off, POP[h >> (1 + tb)] + 2 * ((h >> 1) & ((1 << tb) - 1)), raw)
+        return h, raw, off
+
+    def _decode(self, h, raw, newer):
+        """A record's values (NC counters, then ref, bytes pairs) from its
+        header and raw values; newer: the next newer record's values."""
+        if not h:
+            return list(ZERO_ROW)
+        tb = self.tb
+        mask = h >> (1 + tb)
+        delta = h & 1
+        vals = list(newer[:NC]) if delta else [0] * NC
+        j = 0
+        for k in range(NC):
+            if mask & (1 << k):
+                vals[k] = vals[k] + unzigzag(raw[j]) if delta else raw[j]
+                j += 1
+        p = NC
+        while j < len(raw):
+            ref = raw[j]
+            b = raw[j + 1]
+            if delta and p < len(newer) and newer[p] == ref:
+                b = newer[p + 1] + unzigzag(b)
+            vals.append(ref)
+            vals.append(b)
+            j += 2
+            p += 2
+        return vals
+
+    def _encode(self, vals, newer):
+        """vals as one record: absolute (newer None) or against newer."""
+        mask = 0
+        body = []
+        for k in range(NC):
+            v = vals[k] if newer is None else zigzag(vals[k] - newer[k])
+            if v:
+                mask |= 1 << k
+                body.append(v)
+        for p in range(NC, len(vals), 2):
+            ref = vals[p]
+            body.append(ref)
+            if newer is not None and p < len(newer) and newer[p] == ref:
+                body.append(zigzag(vals[p + 1] - newer[p + 1]))
+            else:
+                body.append(vals[p + 1])
+        rec = bytearray()
+        put_varint(rec, (newer is not None) | ((len(vals) - NC) // 2) << 1 | mask << (1 + self.tb))
+        for v in body:
+            put_varint(rec, v)
+        return rec
+
+    def _code(self, vals, newer):
+        """The shorter of vals absolute and vals against newer."""
+        rec = self._encode(vals, None)
+        if newer is not None and rec[0]:
+            d = self._encode(vals, newer)
+            if len(d) < len(rec):
+                return d
+        return rec
+
+    def _newest(self):
+        h, raw, _ = self._read(self.tail)
+        return self._decode(h, raw, None)
 
     def _values(self, n):
-        i = self._at(n)
-        if i is None or not self.lens[i]:
+        if n == self.newest and self.count:
+            return self._newest()
+        if not self.holds(n) or n <= self.newest - self.count:
             return ()
-        off = sum(self.lens[:i])
-        return varints(self.data, off, off + self.lens[i])
-
-    def _drop_refs(self, off, end):
-        vals = varints(self.data, off, end)
-        for k in range(NC, len(vals), 2):
-            self.table.drop(vals[k])
+        return self.buckets().get(n, ())
 
     def advance(self, n):
         """Make bucket n the newest; the buckets time skipped read as zeros
-        and the oldest beyond `slots` go (with their references)."""
+        and the oldest beyond `slots` go (with their references). The old
+        newest stays absolute: against a silent bucket nothing is shorter."""
         if n <= self.newest:
             return
-        lens = self.lens
         k = min(n - self.newest, self.slots)
-        for _ in range(k):
-            lens.append(0)
-        over = len(lens) - self.slots
-        if over > 0:
-            cut = sum(lens[:over])
-            if self.table is not None:
-                off = 0
-                for i in range(over):
-                    if lens[i]:
-                        self._drop_refs(off, off + lens[i])
-                    off += lens[i]
-            self.data = self.data[cut:]
-            lens[0:over] = lens[0:0]
+        size = len(self.data)
+        self.before = self.tail if k == 1 else size + k - 2
+        self.tail = size + k - 1
+        self.data += bytes(k)
+        self.count += k
         self.newest = n
+        over = self.count - self.slots
+        if over > 0:
+            off = 0
+            for _ in range(over):
+                h, raw, off = self._read(off)
+                self._release(h, raw)
+            self.data = self.data[off:]
+            self.count = self.slots
+            self.tail -= off
+            self.before = self.before - off if self.count > 1 else -1
+
+    def _release(self, h, raw):
+        """Give back the references of one record's top remotes."""
+        if h and self.table is not None:
+            ntop = (h >> 1) & ((1 << self.tb) - 1)
+            for j in range(len(raw) - 2 * ntop, len(raw), 2):
+                self.table.drop(raw[j])
 
     def buckets(self):
-        """{n: values} of every bucket with a record, in one pass (history
-        reads them all: no sum of lengths per bucket)."""
-        out = {}
+        """{n: values} of every bucket with traffic, in one pass (history
+        reads them all): parsed oldest first, resolved newest first."""
+        recs = []
         off = 0
-        n = self.newest - len(self.lens) + 1
-        data = self.data
-        for ln in self.lens:
-            if ln:
-                out[n] = varints(data, off, off + ln)
-                off += ln
-            n += 1
+        end = len(self.data)
+        while off < end:
+            h, raw, off = self._read(off)
+            recs.append((h, raw))
+        out = {}
+        n = self.newest
+        newer = ZERO_ROW
+        for i in range(len(recs) - 1, -1, -1):
+            h, raw = recs[i]
+            if h:
+                newer = out[n] = self._decode(h, raw, newer)
+            else:
+                newer = ZERO_ROW
+            n -= 1
+        return out
+
+    def sizes(self):
+        """Bytes of each record, oldest first (what a bucket costs)."""
+        out = []
+        off = 0
+        while off < len(self.data):
+            start = off
+            off = self._read(off)[2]
+            out.append(off - start)
         return out
 
     def row(self, n, vals=None):
@@ -252,41 +368,31 @@ class Ring:
         return [[self.table.name(vals[k]), vals[k + 1]] for k in range(NC, len(vals), 2)]
 
     def put(self, n, row, pairs=()):
-        """Write bucket n: its counters and (fine ring) its top remotes,
-        pairs [(bytes, remote)] best first; a remote the shared table has
-        no room for is left out (the table counts it)."""
-        i = self._at(n)
-        if i is None:
+        """Write bucket n, the newest: its counters and (fine ring) its top
+        remotes, pairs [(bytes, remote)] best first; a remote the shared
+        table has no room for is left out (the table counts it). The record
+        before it is written again against it."""
+        if n != self.newest or not self.count:
             return
-        rec = bytearray()
+        vals = list(row[:NC])
         if self.table is not None:
-            refs = []
             for b, r in pairs:
                 ref = self.table.take(r)
                 if ref:
-                    refs.append((ref, b))
+                    vals.append(ref)
+                    vals.append(b)
+        h, raw, _ = self._read(self.tail)
+        old = self._decode(h, raw, None)
+        self._release(h, raw)
+        rec = self._encode(vals, None)
+        # a new bytes of the exact size (a bytearray keeps what it grew by)
+        if self.before >= 0:
+            ph, praw, _ = self._read(self.before)
+            prev = self._code(self._decode(ph, praw, old), vals)
+            self.data = self.data[:self.before] + prev + rec
+            self.tail = self.before + len(prev)
         else:
-            refs = ()
-        last = NC
-        if not refs:
-            while last and not row[last - 1]:
-                last -= 1
-        for k in range(last):
-            put_varint(rec, row[k])
-        for ref, b in refs:
-            put_varint(rec, ref)
-            put_varint(rec, b)
-        off = sum(self.lens[:i])
-        end = off + self.lens[i]
-        if self.table is not None and end > off:
-            self._drop_refs(off, end)
-        # a new bytes of the exact size (a bytearray keeps what it grew by);
-        # mostly the newest record, at the end: one copy
-        if end == len(self.data):
-            self.data = (self.data[:off] if off < end else self.data) + rec
-        else:
-            self.data = self.data[:off] + rec + self.data[end:]
-        self.lens[i] = len(rec)
+            self.data = self.data[:self.tail] + rec
 
     def fold_row(self, n, row):
         """Add a fine bucket's counters to coarse bucket n (distinct counts:
@@ -302,20 +408,21 @@ class Ring:
 
     def release(self):
         """Give back every reference into the shared table (the device goes)."""
-        if self.table is not None:
-            off = 0
-            for ln in self.lens:
-                if ln:
-                    self._drop_refs(off, off + ln)
-                off += ln
+        off = 0
+        while off < len(self.data):
+            h, raw, off = self._read(off)
+            self._release(h, raw)
         self.data = b""
-        self.lens = self.lens[0:0]
+        self.count = 0
+        self.tail = -1
+        self.before = -1
 
 
 class NoRing:
     """What a device has before it first moves traffic: holds nothing."""
     slots = 1
     newest = -1
+    count = 0
 
     def holds(self, n):
         return False
@@ -355,7 +462,7 @@ except ImportError:  # a port without binascii: FNV-1a, slower, as good here
 
 M32 = 0xFFFFFFFF
 EXACT = 32  # distinct values counted exactly up to this many
-HLL_BITS = 8  # Distinct.add has it written out
+HLL_BITS = 8  # distinct_add has it written out
 HLL_M = 1 << HLL_BITS  # 256 one-byte registers: ~6.5 % standard error
 
 
@@ -410,67 +517,55 @@ def hll_estimate(regs):
     return int(e + 0.5)
 
 
-class Distinct:
-    """How many distinct values: exact (the values themselves, in a small
-    list: `in` on it is one C loop, and MicroPython's arrays have no `in`)
-    up to EXACT, then a HyperLogLog of HLL_M one-byte registers.
-    Memory is bounded whatever the traffic; `reset` gives it back at each
-    bucket. K spreads the values before mixing (ports are small numbers)."""
-    __slots__ = ("small", "regs")
-    K = 1
-
-    def __init__(self):
-        self.small = None  # made on the first value: a silent device pays nothing
-        self.regs = None
-
-    def add(self, v):
-        """v: a 32-bit value (a crc32, a port)."""
-        if self.regs is None:
-            s = self.small
-            if s is None:
-                self.small = [v]
-                return
-            if v in s:
-                return
-            if len(s) < EXACT:
-                s.append(v)
-                return
-            self.regs = bytearray(HLL_M)
-            self.small = None
-            for x in s:
-                hll_add(self.regs, HLL_BITS, mix((x * self.K) & M32))
-        # hll_add(self.regs, 8, mix(v * K)) written out: a busy device's
-        # every flow comes here, and calls are what costs
-        h = (v * self.K) & M32
-        h ^= h >> 16
-        h = (h * 0x85EBCA6B) & M32
-        h ^= h >> 13
-        h = (h * 0xC2B2AE35) & M32
-        h ^= h >> 16
-        w = h >> 8
-        if w >> 16:
-            rank = LZ8[w >> 16] + 1
-        elif w >> 8:
-            rank = LZ8[w >> 8] + 9
-        else:
-            rank = LZ8[w] + 17
-        regs = self.regs
-        if rank > regs[h & 0xFF]:
-            regs[h & 0xFF] = rank
-
-    def count(self):
-        if self.regs is None:
-            return len(self.small) if self.small is not None else 0
-        return hll_estimate(self.regs)
-
-    def reset(self):
-        self.small = None
-        self.regs = None
+def distinct_add(s, v, k=1):
+    """Count v (a 32-bit value: a crc32, a port) in sketch s; the sketch
+    after it. A sketch is None (nothing yet: a silent device pays
+    nothing), the values themselves in a small list (`in` on it is one C
+    loop, and MicroPython's arrays have no `in`) up to EXACT of them, then
+    a HyperLogLog of HLL_M one-byte registers (a bytearray). Bounded
+    whatever the traffic, and no object of its own: a device holds two.
+    k spreads the values before mixing (ports are small numbers)."""
+    if s is None:
+        return [v]
+    if type(s) is list:
+        if v in s:
+            return s
+        if len(s) < EXACT:
+            s.append(v)
+            return s
+        regs = bytearray(HLL_M)
+        for x in s:
+            hll_add(regs, HLL_BITS, mix((x * k) & M32))
+        s = regs
+    # hll_add(s, 8, mix(v * k)) written out: a busy device's every flow
+    # comes here, and calls are what costs
+    h = (v * k) & M32
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & M32
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & M32
+    h ^= h >> 16
+    w = h >> 8
+    if w >> 16:
+        rank = LZ8[w >> 16] + 1
+    elif w >> 8:
+        rank = LZ8[w >> 8] + 9
+    else:
+        rank = LZ8[w] + 17
+    if rank > s[h & 0xFF]:
+        s[h & 0xFF] = rank
+    return s
 
 
-class Ports(Distinct):
-    __slots__ = ()
-    K = 0x9E3779B1
+def distinct_count(s):
+    if s is None:
+        return 0
+    if type(s) is list:
+        return len(s)
+    return hll_estimate(s)
+
+
+PORT_K = 0x9E3779B1  # ports are spread by this before mixing
 
 
 class Device:
@@ -480,15 +575,15 @@ class Device:
     go to `others`), one with fewer goes to `others` directly. The totals
     in `open` (COUNTERS but the two distinct counts; a list: the scan adds
     to it per flow, and a list's items add 3x faster than an array's) are
-    always exact. Rings are NO_RING until the device first closes a bucket
-    with traffic."""
+    always exact. `remotes` and `ports` are sketches (distinct_add). Rings
+    are NO_RING until the device first closes a bucket with traffic."""
     __slots__ = ("open", "remotes", "ports", "per_remote", "others", "floor",
                  "fine", "coarse")
 
     def __init__(self, fine_slots=0, coarse_slots=0, top=0):
         self.open = [0] * OPEN
-        self.remotes = Distinct()
-        self.ports = Ports()
+        self.remotes = None  # sketch of the remotes' crc32 (distinct_add)
+        self.ports = None  # sketch of the remote ports
         self.per_remote = {}
         self.others = 0  # bytes of remotes not kept in per_remote
         self.floor = 0  # no kept remote has fewer bytes than this
@@ -496,7 +591,11 @@ class Device:
         self.coarse = NO_RING
 
     def current(self):
-        return self.open + [self.remotes.count(), self.ports.count()]
+        return self.open + [distinct_count(self.remotes), distinct_count(self.ports)]
+
+    def remote_count(self):
+        """Distinct remotes of the open bucket (an estimate past EXACT)."""
+        return distinct_count(self.remotes)
 
 
 class Digests:
@@ -556,16 +655,16 @@ class Digests:
                 o[5] += 1
         if bo or bi or new:
             if port:
-                s = d.ports.small
-                if s is None or port not in s:
-                    d.ports.add(port)
+                s = d.ports
+                if s is None or type(s) is not list or port not in s:
+                    d.ports = distinct_add(s, port, PORT_K)
             pr = d.per_remote
             b = bo + bi
             had = pr.get(remote)
             if had is not None:
                 pr[remote] = had + b
                 return
-            d.remotes.add(crc32(remote.encode()))
+            d.remotes = distinct_add(d.remotes, crc32(remote.encode()))
             if not b:
                 return
             if len(pr) < self.keep:
@@ -629,8 +728,8 @@ class Digests:
                 c.advance(m)
             c.fold_row(m, row)
             d.open = [0] * OPEN
-            d.remotes.reset()
-            d.ports.reset()
+            d.remotes = None
+            d.ports = None
             d.per_remote = {}
             d.others = 0
             d.floor = 0
@@ -666,27 +765,49 @@ class Digests:
         d = self.devices.get(key)
         return [d] if d is not None else []
 
-    def closed(self, key, n, decoded=None):
+    def closed(self, key, n):
         """Bucket n of one device (or of all devices if key is None) as a
-        dict, or None when it is no longer in the fine ring. decoded:
-        {id(device): its fine ring's buckets()}, when reading many n."""
-        devs = self._devs(key)
-        row = [0] * NC
+        dict, or None when it is no longer in the fine ring."""
+        return self._points(key, n, n)[0]
+
+    def _points(self, key, first, last):
+        """closed() of buckets first..last, each ring decoded once: the
+        devices' counters summed (distinct counts of the home: the
+        maximum) and their top remotes merged, bucket by bucket."""
+        rows = {}
         tops = {}
-        for d in devs:
+        home = key is None
+        for d in self._devs(key):
             f = d.fine
-            if not f.holds(n):
-                continue
-            vals = f._values(n) if decoded is None else decoded[id(d)].get(n, ())
-            r = f.row(n, vals)
-            for i in range(NC):
-                row[i] = max(row[i], r[i]) if (i in DISTINCT and key is None) else row[i] + r[i]
-            for rem, b in f.top_list(n, vals):
-                tops[rem] = tops.get(rem, 0) + b
-        out = dict(zip(COUNTERS, row))
-        out["t"] = self.clock.label(n)
-        out["top"] = [[r, b] for b, r in best(tops, self.top)]
-        return out
+            if first == last == f.newest:
+                got = {first: f._values(first)} if f.count else {}
+            else:
+                got = f.buckets()
+            for n, vals in got.items():
+                if n < first or n > last or not f.holds(n) or not vals:
+                    continue
+                row = rows.get(n)
+                if row is None:
+                    rows[n] = list(vals[:NC])
+                    tops[n] = top = {}
+                else:
+                    for i in range(NC):
+                        if home and i >= DISTINCT[0]:
+                            if vals[i] > row[i]:
+                                row[i] = vals[i]
+                        else:
+                            row[i] += vals[i]
+                    top = tops[n]
+                for k in range(NC, len(vals), 2):
+                    rem = f.table.name(vals[k])
+                    top[rem] = top.get(rem, 0) + vals[k + 1]
+        points = []
+        for n in range(first, last + 1):
+            out = dict(zip(COUNTERS, rows.get(n, ZERO_ROW)))
+            out["t"] = self.clock.label(n)
+            out["top"] = [[r, b] for b, r in best(tops.get(n, {}), self.top)]
+            points.append(out)
+        return points
 
     def history(self, key, minutes):
         """One point per elapsed bucket in the last `minutes` (fine ring),
@@ -694,10 +815,7 @@ class Digests:
         want = max(1, (minutes * 60000) // self.bucket_ms)
         last = self.open_n - 1
         first = max(self.first_n, last - want + 1, last - self.fine_slots + 1)
-        decoded = {}
-        for d in self._devs(key):
-            decoded[id(d)] = d.fine.buckets()
-        points = [self.closed(key, n, decoded) for n in range(first, last + 1)]
+        points = self._points(key, first, last)
         out = {"bucket_seconds": self.bucket_ms // 1000, "points": points,
                "current": self.current(key) if key is not None else None}
         span = self.bucket_ms * self.factor

@@ -72,9 +72,10 @@ def test_memory_of_the_rings_does_not_grow_with_traffic():
     fine = d.devices[CAMERA].fine
     coarse = d.devices[CAMERA].coarse
     # one record a bucket kept, no more; every minute wrote the same shape
-    assert len(fine.lens) == 60 and len(fine.data) == sum(fine.lens)
-    assert max(fine.lens) - min(fine.lens) <= 3 and max(fine.lens) < 40
-    assert len(coarse.lens) <= 199 // 30 + 2 and len(coarse.data) == sum(coarse.lens)
+    sizes = fine.sizes()
+    assert fine.count == 60 and len(sizes) == 60 and len(fine.data) == sum(sizes)
+    assert max(sizes[:-1]) - min(sizes[:-1]) <= 3 and max(sizes) < 40
+    assert coarse.count <= 199 // 30 + 2 and len(coarse.data) == sum(coarse.sizes())
     # buckets that left the ring gave their top remotes back
     assert len([r for r in d.table.refs if r]) <= 60 * 3
     assert len(d.history(CAMERA, 1000)["points"]) == 60
@@ -86,7 +87,7 @@ def test_a_silent_minute_costs_its_ring_one_byte():
     d.tick(60000)
     d.tick(30 * 60000)  # half an hour of nothing
     fine = d.devices[CAMERA].fine
-    assert list(fine.lens[-29:]) == [0] * 29 and fine.lens[-30] > 0
+    assert fine.sizes()[-29:] == [1] * 29 and fine.sizes()[-30] > 1
     assert d.closed(CAMERA, d.open_n - 30)["bytes_out"] == 5 * 2 ** 40
     assert [p["bytes_out"] for p in d.history(CAMERA, 29)["points"]] == [0] * 29
 
@@ -164,9 +165,9 @@ def test_a_scan_of_100000_remotes_in_one_bucket_keeps_the_digest_bounded():
             biggest += 2000
             dev = d.devices[SCANNER]
             assert len(dev.per_remote) <= 64
-            assert dev.remotes.regs is None or len(dev.remotes.regs) == 256
             for sketch in (dev.remotes, dev.ports):
-                assert sketch.small is None or len(sketch.small) <= 33
+                # at most EXACT values, then the 256 registers
+                assert len(sketch) <= 32 or (type(sketch) is bytearray and len(sketch) == 256)
     dev = d.devices[SCANNER]
     assert len(dev.per_remote) <= 64
     cur = d.current(SCANNER)
@@ -181,7 +182,7 @@ def test_a_scan_of_100000_remotes_in_one_bucket_keeps_the_digest_bounded():
     assert b["top"][0] == [heavy, biggest]
     assert b["bytes_out"] + b["bytes_in"] == total and b["conns"] == 100000
     assert abs(b["remotes"] - 100001) <= 10000
-    assert len(d.devices[SCANNER].per_remote) == 0 and d.devices[SCANNER].remotes.regs is None
+    assert len(d.devices[SCANNER].per_remote) == 0 and d.devices[SCANNER].remotes is None
 
 
 def test_a_device_seen_but_silent_has_no_rings():
@@ -248,27 +249,28 @@ def test_a_camera_streaming_has_a_recent_top_in_the_first_second_of_a_minute():
 
 
 def test_past_32_remotes_the_sketch_holds_what_hyperloglog_would():
-    """Distinct.add writes the register update out (it runs per flow of a
+    """distinct_add writes the register update out (it runs per flow of a
     busy device): its registers must be the shared hll_add's."""
-    for kind in (digest.Distinct, digest.Ports):
-        sketch = kind()
+    for k in (1, digest.PORT_K):
+        sketch = None
         values = [(i * 2654435761) & 0xFFFFFFFF for i in range(500)] + [7, 7, 443, 443]
         for v in values:
-            sketch.add(v)
+            sketch = digest.distinct_add(sketch, v, k)
         regs = bytearray(digest.HLL_M)
         for v in set(values):
-            digest.hll_add(regs, digest.HLL_BITS, digest.mix((v * kind.K) & digest.M32))
-        assert sketch.small is None and sketch.regs == regs
-        assert abs(sketch.count() - len(set(values))) <= len(set(values)) // 5
-    few = digest.Ports()
+            digest.hll_add(regs, digest.HLL_BITS, digest.mix((v * k) & digest.M32))
+        assert sketch == regs
+        assert abs(digest.distinct_count(sketch) - len(set(values))) <= len(set(values)) // 5
+    few = None
     for p in (443, 80, 443, 53):
-        few.add(p)
-    assert few.count() == 3 and few.regs is None
+        few = digest.distinct_add(few, p, digest.PORT_K)
+    assert digest.distinct_count(few) == 3 and few == [443, 80, 53]
 
 
 def test_a_long_top_list_of_huge_buckets_reads_back_whole():
-    """A record that could pass 255 bytes (20 top remotes of petabytes)
-    keeps its length in 16 bits: nothing is cut."""
+    """A record of 200 bytes and more (20 top remotes of petabytes) reads back
+    whole: records carry no length of their own, the header says how many
+    values follow."""
     d = make(dict(CFG, top_remotes=20))
     for i in range(25):
         d.add(CAMERA, "203.0.113.%d" % i, 443, (i + 1) * 2 ** 50, 2 ** 40, 2 ** 40, 1, True, False)
@@ -276,4 +278,78 @@ def test_a_long_top_list_of_huge_buckets_reads_back_whole():
     b = d.closed(CAMERA, d.open_n - 1)
     assert b["bytes_out"] == sum((i + 1) * 2 ** 50 for i in range(25)) and b["packets_out"] == 25 * 2 ** 40
     assert b["top"] == [["203.0.113.%d" % i, (i + 1) * 2 ** 50 + 2 ** 40] for i in range(24, 4, -1)]
-    assert max(d.devices[CAMERA].fine.lens) > 200
+    assert max(d.devices[CAMERA].fine.sizes()) > 200
+
+
+def test_a_sensor_that_does_the_same_every_minute_costs_its_ring_a_few_bytes():
+    """Each older record is written against the next newer one: a minute
+    like the one after it costs the header and its top remote's ref."""
+    d = make()
+    for minute in range(1, 90):
+        d.add(CAMERA, "203.0.113.7", 8883, 1800, 600, 12, 10, minute % 30 == 0, False)
+        d.tick(minute * 60000)
+    sizes = d.devices[CAMERA].fine.sizes()
+    assert len(sizes) == 60 and sizes[-1] >= 10  # the newest: absolute
+    assert sum(s <= 3 for s in sizes) >= 55
+    pts = d.history(CAMERA, 60)["points"]
+    assert [p["bytes_out"] for p in pts] == [1800] * 60
+    assert [p["conns"] for p in pts] == [1 if k % 30 == 0 else 0 for k in range(60)]  # minutes 30 to 89
+    assert all(p["top"] == [["203.0.113.7", 2400]] for p in pts)
+
+
+class Dice:
+    """A small seeded generator (the same on both interpreters)."""
+
+    def __init__(self, seed):
+        self.x = seed * 2654435761 + 1
+
+    def below(self, n):
+        self.x = (self.x * 6364136223846793005 + 1442695040888963407) & 0xFFFFFFFFFFFFFFFF
+        return (self.x >> 33) % n
+
+
+def test_a_ring_reads_back_what_a_plain_list_of_buckets_holds():
+    """Random hours of advances, writes and folds against the plain
+    reference (bucket -> counters, top pairs): every bucket reads back the
+    same, and the shared table counts exactly the references held."""
+    for seed in range(6):
+        dice = Dice(seed)
+        table = digest.Remotes(64)
+        fine = digest.Ring(5, 3, table)
+        coarse = digest.Ring(4, 0)
+        ref_f, ref_c = {}, {}
+        fine.begin(9)
+        coarse.begin(4)
+        n = 9
+        for _ in range(150):
+            n += 1 + (dice.below(7) if dice.below(5) == 0 else 0)
+            big = dice.below(8) == 0
+            row = [dice.below(2 ** 45) if big else dice.below(3) * 1000 + dice.below(40)
+                   for _ in range(digest.NC)]
+            if dice.below(4) == 0:
+                row = [0] * digest.NC
+            tops = [(row[0] // (k + 1) + dice.below(3), "198.51.100.%d" % dice.below(6))
+                    for k in range(dice.below(4))]
+            fine.advance(n)
+            fine.put(n, row, tops)
+            ref_f[n] = (list(row), [[r, b] for b, r in tops])
+            m = n // 2
+            if m > coarse.newest:
+                coarse.advance(m)
+            coarse.fold_row(m, row)
+            old = ref_c.get(m, [0] * digest.NC)
+            ref_c[m] = [max(a, b) if i in digest.DISTINCT else a + b for i, (a, b) in enumerate(zip(old, row))]
+            for ring, ref, top in ((fine, ref_f, True), (coarse, ref_c, False)):
+                got = ring.buckets()
+                for k in range(ring.newest - 8, ring.newest + 1):
+                    want = ref.get(k) if ring.holds(k) else None
+                    want_row = (want[0] if top else want) if want else [0] * digest.NC
+                    assert ring.row(k) == want_row, (seed, k)
+                    if any(want_row) or (top and want and want[1]):
+                        assert ring.row(k, got[k]) == want_row
+                    if top:
+                        assert ring.top_list(k) == (want[1] if want else [])
+            held = sum(len(ref_f[k][1]) for k in ref_f if fine.holds(k))
+            assert sum(table.refs) == held
+        fine.release()
+        assert sum(table.refs) == 0
