@@ -143,6 +143,7 @@ def test_a_controller_gives_up_a_home_and_pings_for_the_retained_messages():
         assert broker.packets[0] == (b"\xa2\x1c" + bytes([0, pid]) + b"\x00\x0bspin/h7/+/+"
                                      + b"\x00\x0bspin/h8/+/+")
         assert c.ping() and run_until(loop, lambda: pongs)
+        assert c.status()["subscribing"] == 0  # the UNSUBACK answered it
         assert c.state == "up" and c.malformed == 0
         acks.append(1)
         c.unsubscribe(["spin/h9/+/+"])

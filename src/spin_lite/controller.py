@@ -42,7 +42,7 @@ import sys
 
 from . import __version__, api, config, detect, mqtt, mqttlink, plat, scans
 from .addr import parse_mac
-from .digest import crc32
+from .digest import crc32, mix
 from .errors import ApiError, INVALID_ARGUMENT, NOT_FOUND
 
 json = plat.json
@@ -503,10 +503,11 @@ def wanted_homes(cfg):
 
 
 def owner(home, members):
-    """Rendezvous hashing: the member whose crc32 of home/member is the
+    """Rendezvous hashing: the member whose hash of home/member is the
     highest holds the home. A member that comes or goes moves only the
-    homes it wins or held; each controller computes it alone, the same."""
-    return max(members, key=lambda m: (crc32(("%s/%s" % (home, m)).encode()), m))
+    homes it wins or held; each controller computes it alone, the same.
+    crc32 is linear (two members' sums differ alike for every home): mixed."""
+    return max(members, key=lambda m: (mix(crc32(("%s/%s" % (home, m)).encode())), m))
 
 
 class Controller:

@@ -269,6 +269,7 @@ class Client:
         self.reader = None
         self.next_pid = 0
         self.inflight = {}  # pid -> None (QoS 1 publishes awaiting PUBACK)
+        self.subscribing = {}  # pid -> None: (UN)SUBSCRIBEs the broker has not answered yet
         self.timers = []
         self.last_in = 0
         self.last_out = 0
@@ -338,6 +339,7 @@ class Client:
         self.out = b""
         self.reader = Reader(self.max_packet)
         self.inflight = {}
+        self.subscribing = {}
         self.loop.add_reader(s, self._ready)
         self._want_write(True)
         # a broker that takes the TCP connection but never answers
@@ -496,8 +498,9 @@ class Client:
                 self.acked += 1
                 if self.on_ack is not None:
                     self.on_ack(p[1])
-        elif kind == "suback":
-            if 0x80 in p[2]:
+        elif kind == "suback" or kind == "unsuback":
+            self.subscribing.pop(p[1], None)
+            if kind == "suback" and 0x80 in p[2]:
                 self.last_error = "a subscription was refused (ACL?)"
                 plat.warn("mqtt %s:%d: %s" % (self.host, self.port, self.last_error))
         elif kind == "pingresp":
@@ -549,6 +552,7 @@ class Client:
         if self.state != "up":
             return None
         pid = self._new_pid()
+        self.subscribing[pid] = None
         self.out += subscribe_packet(pid, topics)
         self._flush()
         return pid
@@ -557,6 +561,7 @@ class Client:
         if self.state != "up":
             return None
         pid = self._new_pid()
+        self.subscribing[pid] = None
         self.out += unsubscribe_packet(pid, filters)
         self._flush()
         return pid
@@ -573,7 +578,7 @@ class Client:
     def _new_pid(self):
         for _ in range(65535):
             self.next_pid = self.next_pid % 65535 + 1
-            if self.next_pid not in self.inflight:
+            if self.next_pid not in self.inflight and self.next_pid not in self.subscribing:
                 return self.next_pid
         raise ValueError("no free packet id")
 
@@ -582,4 +587,5 @@ class Client:
                 "tls": bool(self.tls), "connects": self.connects, "drops": self.drops,
                 "malformed": self.malformed, "received": self.received,
                 "published": self.published, "acked": self.acked,
-                "inflight": len(self.inflight), "last_error": self.last_error}
+                "inflight": len(self.inflight), "subscribing": len(self.subscribing),
+                "last_error": self.last_error}
