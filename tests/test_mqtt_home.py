@@ -8,7 +8,9 @@ devices it sees; the broker restarts and not one digest is lost; an
 order that is not JSON, has a field too many, names a bad MAC or a device
 the agent does not see is answered and changes nothing; a rogue client
 with the router's name and a wrong password, or none, is refused, and
-another agent cannot give the router orders.
+another agent cannot give the router orders. The neighbours' homes share
+the broker: two controllers of a group share the homes out whole, and
+when one dies the other takes its homes over.
 """
 
 import json

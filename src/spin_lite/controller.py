@@ -1,9 +1,12 @@
-"""The controller: many agents of one home as one view (`spin controller`).
+"""The controller: the agents of a home as one view, for many homes (`spin controller`).
 
 It runs on any Linux host (a NAS), reads the same UCI file as an agent
 (mqtt_* to reach the broker, with mqtt_username its own user, by default
-`controller`; rpc_listen/rpc_socket and token for its API), subscribes to
-spin/<home>/+/... and keeps:
+`controller`; rpc_listen/rpc_socket and token for its API; the homes it
+serves in controller_homes, '+' for all), subscribes to spin/<home>/+/...
+of each home it holds (a Controller holds a Home each; a group of
+controllers shares the homes out whole: Controller below) and keeps, per
+home:
 
 * per agent: online or offline (its retained status and last will), the
   last digest's bucket and sequence number, digests received, repeats
@@ -17,7 +20,7 @@ spin/<home>/+/... and keeps:
   another stays one device.
 
 It serves the API's read methods on that view (status, devices, device,
-history, graph) and the orders (quarantine, release, block, unblock)
+history, graph; each with the home it is about) and the orders (quarantine, release, block, unblock)
 over JSON-RPC, token-guarded off loopback as the agent's listener is;
 an order goes on MQTT to the device's current agent, and its answer
 (ack) is kept under `orders`. An agent's anomaly that asks for a
