@@ -647,6 +647,10 @@ class Controller:
         """A status names a home (and whether that agent is online)."""
         if self.wanted is not None and name not in self.wanted:
             return
+        try:
+            online = json.loads(payload).get("state") == "online"
+        except (ValueError, AttributeError, UnicodeError):
+            return  # the home's view counts it malformed, if held here
         k = self.known.get(name)
         if k is None:
             if len(self.known) >= HOMES_KEPT:
@@ -654,10 +658,6 @@ class Controller:
                 self.errors["homes"] = "%d homes known already; %s left out" % (HOMES_KEPT, name)
                 return
             k = self.known[name] = {"agents": {}, "heard": 0}
-        try:
-            online = json.loads(payload).get("state") == "online"
-        except (ValueError, AttributeError, UnicodeError):
-            return  # the home's view counts it malformed, if held here
         if online or agent in k["agents"]:
             k["agents"][agent] = online
         k["heard"] = plat.wall()
