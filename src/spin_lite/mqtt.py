@@ -549,20 +549,18 @@ class Client:
         return pid
 
     def subscribe(self, topics):
-        if self.state != "up":
-            return None
-        pid = self._new_pid()
-        self.subscribing[pid] = None
-        self.out += subscribe_packet(pid, topics)
-        self._flush()
-        return pid
+        """topics: [(filter, max qos)]; the packet id, None when not up."""
+        return self._ask(subscribe_packet, topics)
 
     def unsubscribe(self, filters):
+        return self._ask(unsubscribe_packet, filters)
+
+    def _ask(self, make, what):
         if self.state != "up":
             return None
         pid = self._new_pid()
-        self.subscribing[pid] = None
-        self.out += unsubscribe_packet(pid, filters)
+        self.subscribing[pid] = None  # until its SUBACK or UNSUBACK
+        self.out += make(pid, what)
         self._flush()
         return pid
 
