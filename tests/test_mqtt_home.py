@@ -303,7 +303,19 @@ def test_two_controllers_share_the_homes_whole_and_one_takes_over_when_the_other
     alive("release", {"home": "home", "mac": BULB})
     home.wait_for(lambda: home.call("device", {"mac": BULB})["quarantine"] is None, timeout=10,
                   what="the bulb released")
-    alive.proc.terminate()
+    # the dead one comes back: its session still holds its old homes'
+    # subscriptions; it takes back what the hash gives it, the survivor
+    # gives those up, and again no home is in two
+    name = "c%d" % (dead + 1)
+    os.unlink(home.path(name + ".sock"))
+    ctls[dead] = start_controller(home, name, extra, ["--share", "nas", "--id", name])
+    home.wait_for(shared, timeout=20, what="the homes shared out again")
+    for name in OTHER_HOMES:
+        neighbour_digest(home, name, 3, devices[name])
+    home.wait_for(lambda: all(views(c, s - {"home"}) == dict((n, sorted(devices[n])) for n in s - {"home"})
+                              for c, s in zip(ctls, held())), timeout=20, what="each home whole again")
+    for c in ctls:
+        c.proc.terminate()
 
 
 def test_the_owner_turns_on_tls_and_a_broker_it_cannot_trust_is_refused(home):
