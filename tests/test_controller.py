@@ -258,6 +258,9 @@ def test_controllers_of_a_group_split_the_homes_whole_and_take_over_a_dead_ones(
             c.message("spin/%s/router/status" % h, STATUS % (b"router", b"online"), True)
     held = [set(c.homes) for c in group]
     assert sorted(h for s in held for h in s) == sorted(homes)  # each home in exactly one
+    for junk in (b"{", b"[]", b"\xff"):  # not a member's word: changes nothing
+        group[0].message("spin-controllers/nas/c2", junk, True)
+    assert set(group[0].homes) == held[0] and "c2" in group[0].members
     assert all(len(s) >= 4 for s in held)  # and each controller has a share
     # c3 dies: its will empties its retained membership; the others take its homes, keep theirs
     for c in group[:2]:

@@ -633,8 +633,9 @@ class Controller:
             return
         try:
             alive = bool(payload) and json.loads(payload).get("state") == "online"
-        except (ValueError, AttributeError, UnicodeError):
-            alive = False
+        except (ValueError, AttributeError, UnicodeError) as e:
+            self.errors["member"] = "%s: %s" % (member, e)  # not a word of a member: changes nothing
+            return
         if alive == (member in self.members):
             return
         if alive:
