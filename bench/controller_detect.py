@@ -31,7 +31,7 @@ def main(devices=250):
     agents = {"ap1": detect.Detector({}), "router": detect.Detector({})}
     cfg = config.defaults()
     cfg["mqtt_broker"] = "127.0.0.1"
-    c = controller.Controller(cfg)
+    c = controller.Home(cfg)
     sent = []
     c.publish_order = lambda agent, order: sent.append(agent)
     c.message("spin/home/ap1/status", b'{"v":1,"agent":"ap1","state":"online","role":"ap"}', True)

@@ -1,20 +1,22 @@
-"""Many agents, one broker, one controller (issue 15 item 6, in part).
+"""Many agents in many homes, one broker, one and two controllers (issue 15 item 6).
 
-    python3 bench/mqtt_agents.py [AGENTS]     (root: a namespace of its own; 1,000 by default)
+    python3 bench/mqtt_agents.py [AGENTS [HOMES]]   (root: a namespace of its own; 1,000 in 100 by default)
 
 In its own network namespace: a mosquitto on loopback, `spin controller`
-in its own process, and AGENTS MQTT connections from this process (the
-project's own client, in one poll loop), each an agent of the home with
-five devices. First a burst: every agent publishes one digest at once;
-then a steady phase of 30 s at the rate of one digest per agent per
-minute. Printed: the controller's throughput (digests merged per second
-in the burst), end-to-end lag (publish -> merged, from the controller's
-own p50/p99 over its latest 1,024 digests) and the controller's RSS.
+(controller_homes '+') in its own process, and AGENTS MQTT connections
+from this process (the project's own client, in one poll loop), spread
+over HOMES homes, each agent with five devices and its retained status.
+First a burst: every agent publishes one digest at once; then a steady
+phase of 30 s at the rate of one digest per agent per minute. Printed:
+the controllers' throughput (digests merged per second in the burst),
+end-to-end lag (publish -> merged) at p50/p99, each controller's RSS,
+and whether a home was split.
 
-Then the same with two controllers in one shared subscription group
-(`spin controller --share bench --id cN`): the broker hands each digest
-to one of them, so the load is split, and so is the home: each one's
-view holds only the digests it got (README "MQTT").
+Then the same with two controllers in one group (`spin controller
+--share bench --id cN`): each holds the homes the rendezvous hash gives
+it (README "MQTT"); no home split means the homes they hold are
+disjoint, cover every home, and their devices add up to what the agents
+publish (a device is only merged where its home is held).
 """
 
 import json
@@ -32,7 +34,11 @@ sys.path[:0] = [HERE]
 import run  # noqa: E402
 
 DEVICES_EACH = 5
-STEADY_S = 30
+STEADY_S = int(os.environ.get("STEADY_S", 30))
+
+
+def topic(k, homes, what):
+    return "spin/h%d/a%d/%s" % (k % homes, k, what)
 
 
 def digest(k, seq, started):
@@ -48,14 +54,15 @@ def digest(k, seq, started):
 
 
 def start_controllers(work, k):
-    """k controllers (k > 1: one shared subscription group); their sockets."""
+    """k controllers (k > 1: one group sharing the homes); their sockets."""
     procs, socks = [], []
     for j in range(k):
         sock = os.path.join(work, "controller-%d-%d.sock" % (k, j))
         conf = os.path.join(work, "controller-%d-%d.conf" % (k, j))
         with open(conf, "w") as f:
             f.write("config spin 'main'\n\toption mqtt_broker '127.0.0.1:1883'\n"
-                    "\toption rpc_socket '%s'\n\toption www_dir ''\n" % sock)
+                    "\toption rpc_socket '%s'\n\toption www_dir ''\n\tlist controller_homes '+'\n"
+                    "\toption mqtt_keepalive '30'\n" % sock)
         argv = [sys.executable, "-m", "spin_lite", "controller", "-c", conf]
         if k > 1:
             argv += ["--share", "bench", "--id", "c%d" % j]
@@ -75,7 +82,18 @@ def stop(procs):
             p.kill()
 
 
-def phase(loop, clients, socks, seqs, started):
+def split(statuses, homes, n):
+    """What says no home is split: held homes disjoint, all held, and the
+    devices merged add up to what the agents publish."""
+    held = [h for s in statuses for h in s["homes"]]
+    whole = len(held) == len(set(held)) == homes
+    devices = sum(s["devices"] for s in statuses)
+    return "homes held %s, disjoint and all: %s; devices %s = %d published: %s" % (
+        "/".join(str(len(s["homes"])) for s in statuses), whole,
+        "+".join(str(s["devices"]) for s in statuses), n * DEVICES_EACH, devices == n * DEVICES_EACH)
+
+
+def phase(loop, clients, socks, seqs, started, homes):
     """The burst and the steady phase against the controllers at socks."""
     from spin_lite import jsonrpc
     n = len(clients)
@@ -86,20 +104,27 @@ def phase(loop, clients, socks, seqs, started):
 
     def merged():
         return sum(s["digests"] for s in statuses())
+
+    def settled():
+        st = statuses()
+        held = [h for s in st for h in s["homes"]]
+        return all(s["mqtt"]["state"] == "up" and not s["mqtt"]["subscribing"] for s in st) and \
+            len(held) == len(set(held)) == homes and sum(s["agents"] for s in st) == n
     t0 = time.time()
-    while time.time() - t0 < 20:
+    while time.time() - t0 < 60:
         try:
-            if all(s["mqtt"]["state"] == "up" for s in statuses()):
+            if settled():
                 break
         except OSError:
             pass
-        time.sleep(0.1)
-    time.sleep(0.5)  # their SUBSCRIBE reached the broker
+        loop.run_once(100)
+    run.out("  %d controller%s: every home held, subscribed, and every agent's status in after %.1f s"
+            % (k, "s" if k > 1 else "", time.time() - t0))
     base = merged()
     t0 = time.time()
     for i, c in enumerate(clients):
         seqs[i] += 1
-        c.publish("spin/home/a%d/digest" % i, digest(i, seqs[i], started), qos=1)
+        c.publish(topic(i, homes, "digest"), digest(i, seqs[i], started), qos=1)
         if i % 50 == 0:
             loop.run_once(0)
     sent_s = time.time() - t0
@@ -107,6 +132,10 @@ def phase(loop, clients, socks, seqs, started):
         loop.run_once(10)
     burst_s = time.time() - t0
     st = statuses()
+    if merged() - base < n:
+        run.out("  burst: %d of %d merged; repeats %s, malformed %s, errors %s" % (
+            merged() - base, n, [s["repeats"] for s in st], [s["malformed"] for s in st],
+            [s["errors"] for s in st]))
     run.out("  %d controller%s, burst: %d digests published in %.2f s, merged in %.2f s: %.0f digests/s;"
             " lag p50 %s s, p99 %s s; controller RSS %s MB"
             % (k, "s" if k > 1 else "", n, sent_s, burst_s, (merged() - base) / burst_s,
@@ -121,22 +150,24 @@ def phase(loop, clients, socks, seqs, started):
         if time.time() >= due:
             i = sent % n
             seqs[i] += 1
-            clients[i].publish("spin/home/a%d/digest" % i, digest(i, seqs[i], started), qos=1)
+            clients[i].publish(topic(i, homes, "digest"), digest(i, seqs[i], started), qos=1)
             sent += 1
         loop.run_once(max(0, int((due - time.time()) * 1000)))
     while merged() - base < sent and time.time() - t0 < STEADY_S + 60:
         loop.run_once(10)
-    lags = sorted(a["lag"] for s in socks for a in jsonrpc.call(s, "agents")["agents"]
+    lags = sorted(a["lag"] for s in socks for h in jsonrpc.call(s, "status")["homes"]
+                  for a in jsonrpc.call(s, "agents", {"home": h})["agents"]
                   if int(a["agent"][1:]) < min(sent, n) and a["lag"] is not None)
     st = statuses()
     run.out("  %d controller%s, steady: %d digests in %d s (%.1f/s), all merged: %s; lag p50 %.3f s,"
-            " p99 %.3f s; controller RSS %s MB; devices %s (each controller's view)"
+            " p99 %.3f s; controller RSS %s MB"
             % (k, "s" if k > 1 else "", sent, STEADY_S, sent / STEADY_S, merged() - base >= sent,
                lags[len(lags) // 2], lags[min(len(lags) - 1, int(0.99 * len(lags)))],
-               "/".join("%.1f" % (s["rss_kb"] / 1024.0) for s in st), "/".join(str(s["devices"]) for s in st)))
+               "/".join("%.1f" % (s["rss_kb"] / 1024.0) for s in st)))
+    run.out("  %d controller%s: %s" % (k, "s" if k > 1 else "", split(st, homes, n)))
 
 
-def inside(work, n):
+def inside(work, n, homes):
     from spin_lite import agent, mqtt
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * n + 256)), hard))
@@ -154,19 +185,21 @@ def inside(work, n):
         clients = []
         for i in range(n):
             c = mqtt.Client(loop, "127.0.0.1", 1883, "bench-%d" % i, keepalive=300)
+            status = json.dumps({"v": 1, "agent": "a%d" % i, "state": "online"})
+            c.on_up = lambda cl, t=topic(i, homes, "status"), m=status: cl.publish(t, m, qos=1, retain=True)
             c.start()
             clients.append(c)
         while sum(1 for c in clients if c.is_up()) < n and time.time() - t0 < 120:
             loop.run_once(20)
         up = sum(1 for c in clients if c.is_up())
-        run.out("== %d agents (%d connected in %.1f s), %d devices each, load %s"
-                % (n, up, time.time() - t0, DEVICES_EACH, open("/proc/loadavg").read().split()[0]))
+        run.out("== %d agents in %d homes (%d connected in %.1f s), %d devices each, load %s"
+                % (n, homes, up, time.time() - t0, DEVICES_EACH, open("/proc/loadavg").read().split()[0]))
         started = int(time.time())
         seqs = [0] * n
         for k in (1, 2):
             procs, socks = start_controllers(work, k)
             try:
-                phase(loop, clients, socks, seqs, started)
+                phase(loop, clients, socks, seqs, started, homes)
             finally:
                 stop(procs)
         for c in clients:
@@ -178,8 +211,9 @@ def inside(work, n):
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--inside"]:
-        sys.exit(inside(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 1000))
+        sys.exit(inside(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 1000,
+                        int(sys.argv[4]) if len(sys.argv) > 4 else 100))
     if not shutil.which("mosquitto") and not os.path.exists("/usr/sbin/mosquitto"):
         run.out("mqtt_agents: mosquitto is not installed (tools/apt-packages.txt)")
         sys.exit(0)
-    sys.exit(run.in_namespace("mqttagents", __file__, sys.argv[1:2]))
+    sys.exit(run.in_namespace("mqttagents", __file__, sys.argv[1:3]))

@@ -12,7 +12,7 @@ One target per parser the router meets from outside (issue 13 item 2):
     api        a method and random arguments -> api.dispatch on a real agent
     mqtt       bytes from the broker -> mqtt.Reader, mqtt.decode, and each
                PUBLISH on the agent's cmd topic -> mqttlink.Link's orders
-    controller what agents publish -> controller.Controller.message
+    controller what agents publish -> controller.Home.message
 
 A target is a callable taking bytes. It returns when the input was handled
 as the parser promises and raises otherwise: an exception other than the
@@ -634,7 +634,7 @@ def controller_target(data):
     if not _controller or _controller[0].digests > 5000:
         cfg = config.defaults()
         cfg.update(mqtt_broker="127.0.0.1", detect_mode="alert")
-        _controller[:] = [controller.Controller(cfg)]
+        _controller[:] = [controller.Home(cfg)]
     c = _controller[0]
     pick = data[0] if data else 0
     topic = "spin/home/a%d/%s" % (pick & 3, CONTROLLER_TOPICS[(pick >> 2) % len(CONTROLLER_TOPICS)])

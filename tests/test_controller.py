@@ -11,7 +11,14 @@ LAPTOP = "02:00:00:00:00:04"
 def home():
     cfg = config.defaults()
     cfg["mqtt_broker"] = "127.0.0.1"
-    return controller.Controller(cfg)
+    return controller.Home(cfg)
+
+
+def station(homes=(), group=None, name=None):
+    """A controller process without its broker: the homes it serves."""
+    cfg = config.defaults()
+    cfg.update(mqtt_broker="127.0.0.1", controller_homes=list(homes))
+    return controller.Controller(cfg, group, name)
 
 
 def digest(agent, seq, t, rows, started=100):
@@ -75,7 +82,7 @@ def test_status_and_the_will_say_who_is_online():
 
 def test_the_api_serves_the_view_and_agents_behind_the_token():
     from spin_lite import jsonrpc
-    c = home()
+    c = station()
     c.cfg["token"] = "s3cret"
     c.message("spin/home/ap1/digest", digest("ap1", 1, 600, [row(LAPTOP, 100, 1000)]), False)
     server = jsonrpc.Server()
@@ -179,7 +186,7 @@ def test_the_standalone_page_asks_the_controller_behind_the_token():
     import os
     from spin_lite import jsonrpc
     www = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "luci-app-spin", "htdocs")
-    c = home()
+    c = station()
     c.cfg.update(token="s3cret", www_dir=www)
     c.message("spin/home/ap1/digest", digest("ap1", 1, 600, [row(LAPTOP, 100, 1000)]), False)
     server = jsonrpc.Server()
@@ -207,3 +214,96 @@ def test_the_standalone_page_asks_the_controller_behind_the_token():
     gone = json.dumps({"jsonrpc": "2.0", "id": 3, "method": "call",
                        "params": ["0" * 32, "spin", "flows", {}]}).encode()
     assert json.loads(request("POST", "/ubus", gone, "s3cret")[1])["result"] == [3]
+
+
+STATUS = b'{"v":1,"agent":"%s","state":"%s"}'
+
+
+def test_one_controller_keeps_each_home_apart_and_asks_which_one_a_call_is_about():
+    c = station(["+"])
+    assert c.homes == {}  # '+': the homes come with their agents' statuses
+    for h in ("smith", "jones"):
+        c.message("spin/%s/router/status" % h, STATUS % (b"router", b"online"), True)
+        c.message("spin/%s/router/digest" % h, digest("router", 1, 600, [row(LAPTOP, 100, 1000)]), False)
+    c.message("spin/jones/router/digest", digest("router", 2, 660, [row(BULB, 1, 1)]), False)
+    assert sorted(c.homes) == ["jones", "smith"]
+    assert sorted(c.homes["smith"].devices) == [LAPTOP] and sorted(c.homes["jones"].devices) == [LAPTOP, BULB]
+    from spin_lite import api
+    status, _, message = api.call(c, "devices", {}, controller.METHODS)
+    assert status == api.INVALID_ARGUMENT and "jones, smith" in message
+    assert api.dispatch(c, "devices", {"home": "jones"}, controller.METHODS)["total"] == 2
+    status, _, message = api.call(c, "device", {"home": "brown", "mac": LAPTOP}, controller.METHODS)
+    assert status == api.NOT_FOUND and "brown" in message
+    st = api.dispatch(c, "status", {}, controller.METHODS)
+    assert st["homes"] == ["jones", "smith"] and (st["digests"], st["devices"]) == (3, 3)
+    assert api.dispatch(c, "status", {"home": "smith"}, controller.METHODS)["devices"] == 1
+    agents = api.dispatch(c, "agents", {}, controller.METHODS)
+    assert [(a["home"], a["agent"]) for a in agents["agents"]] == [("jones", "router"), ("smith", "router")]
+    # an order goes to the home it names, to that home's agent
+    sent = []
+    c.publish_order = lambda home, agent, order: sent.append((home, agent, order["method"]))
+    api.dispatch(c, "quarantine", {"home": "smith", "mac": LAPTOP}, controller.METHODS)
+    assert sent == [("smith", "router", "quarantine")]
+
+
+def test_controllers_of_a_group_split_the_homes_whole_and_take_over_a_dead_ones():
+    homes = ["h%d" % i for i in range(40)]
+    group = [station(["+"], "nas", n) for n in ("c1", "c2", "c3")]
+    for c in group:
+        for other in group:
+            if other is not c:
+                c.message("spin-controllers/nas/" + other.id, b'{"v":1,"state":"online"}', True)
+        c.settle()
+        for h in homes:
+            c.message("spin/%s/router/status" % h, STATUS % (b"router", b"online"), True)
+    held = [set(c.homes) for c in group]
+    assert sorted(h for s in held for h in s) == sorted(homes)  # each home in exactly one
+    for junk in (b"{", b"[]", b"\xff"):  # not a member's word: changes nothing
+        group[0].message("spin-controllers/nas/c2", junk, True)
+    assert set(group[0].homes) == held[0] and "c2" in group[0].members
+    assert all(len(s) >= 4 for s in held)  # and each controller has a share
+    # c3 dies: its will empties its retained membership; the others take its homes, keep theirs
+    for c in group[:2]:
+        c.message("spin-controllers/nas/c3", b"", True)
+    after = [set(c.homes) for c in group[:2]]
+    assert after[0] | after[1] == set(homes) and not after[0] & after[1]
+    assert after[0] >= held[0] and after[1] >= held[1]
+    # a call for a home held elsewhere says where
+    from spin_lite import api
+    elsewhere = sorted(after[1])[0]
+    status, _, message = api.call(group[0], "devices", {"home": elsewhere}, controller.METHODS)
+    assert status == api.NOT_FOUND and "controller c2 holds it" in message
+
+
+def test_a_controller_forgets_what_no_agent_has_named_for_a_day():
+    import time
+    c = station(["+"])
+    c.message("spin/smith/router/status", STATUS % (b"router", b"online"), True)
+    c.message("spin/smith/ap1/status", STATUS % (b"ap1", b"online"), True)
+    c.message("spin/smith/router/digest", digest("router", 1, 600, [row(LAPTOP, 100, 1000)]), False)
+    c.message("spin/gone/old/status", STATUS % (b"old", b"offline"), True)
+    c.message("spin/smith/ap1/status", STATUS % (b"ap1", b"offline"), True)
+    c.forget(time.time() + 3600)  # an hour on: all is kept
+    assert sorted(c.homes) == ["gone", "smith"] and LAPTOP in c.homes["smith"].devices
+    c.homes["smith"].devices[BULB] = controller.Device(BULB)  # named just now
+    c.homes["smith"].devices[BULB].heard = time.time() + 24 * 3600
+    c.forget(time.time() + 24 * 3600 + 60)  # controller_forget: 24 hours by default
+    smith = c.homes["smith"]
+    assert list(smith.devices) == [BULB]  # the laptop unnamed for a day: forgotten
+    assert list(smith.agents) == ["router"]  # ap1 offline for a day: forgotten; the router is online
+    assert "gone" not in c.homes and "gone" not in c.known  # a home whose agents are all gone
+
+
+def test_a_controller_knows_a_bounded_number_of_homes_and_devices(monkeypatch):
+    monkeypatch.setattr(controller, "HOMES_KEPT", 3)
+    c = station(["+"])
+    for i in range(5):
+        c.message("spin/h%d/router/status" % i, STATUS % (b"router", b"online"), True)
+    assert sorted(c.homes) == ["h0", "h1", "h2"] and c.homes_refused == 2
+    assert "h4 left out" in c.status()["errors"]["homes"]
+    h = c.homes["h0"]
+    h.cfg = dict(h.cfg, max_devices=2)
+    macs = ["02:00:00:00:01:%02x" % i for i in range(4)]
+    for i, mac in enumerate(macs):
+        h.message("spin/h0/router/digest", digest("router", i + 1, 600 + 60 * i, [row(mac, 1, 1)]), False)
+    assert sorted(h.devices) == macs[2:]  # the longest unheard forgotten, as an agent's table does

@@ -11,8 +11,10 @@ from spin_lite import agent, mqtt
 class BadBroker:
     """Answers each CONNECT with CONNACK(code), then sends `then`."""
 
-    def __init__(self, loop, code=0, then=b""):
+    def __init__(self, loop, code=0, then=b"", answers=None):
         self.loop = loop
+        self.answers = answers or {}  # packet type -> what each later packet of it gets back
+        self.packets = []
         self.code = code
         self.then = then
         self.s = socket.socket()
@@ -43,6 +45,12 @@ class BadBroker:
                 self.connects.append(buf[0])
                 buf[0] = b""
                 c.send(bytes([0x20, 2, 0, self.code]) + self.then)
+            while len(buf[0]) >= 2 and len(buf[0]) >= 2 + buf[0][1] and buf[0][:1] != b"\x10":
+                one, buf[0] = buf[0][:2 + buf[0][1]], buf[0][2 + buf[0][1]:]
+                self.packets.append(one)
+                answer = self.answers.get(one[0] >> 4)
+                if answer is not None:
+                    c.send(answer(one) if callable(answer) else answer)
         self.loop.add_reader(c, read)
 
     def close(self):
@@ -262,3 +270,33 @@ def test_ipv4_is_taken_before_ipv6_whichever_comes_first(tmp_path):
         assert got == ["192.168.8.2"]
     finally:
         ns.close()
+
+
+def test_a_controller_gives_up_a_home_and_pings_for_the_retained_messages():
+    loop = agent.Loop()
+    # UNSUBACK with the UNSUBSCRIBE's packet id; PINGRESP; the second UNSUBACK is a byte too long
+    acks = []
+    broker = BadBroker(loop, answers={mqtt.UNSUBSCRIBE: lambda p: (b"\xb0\x02" if not acks else b"\xb0\x03")
+                                      + p[2:4] + (b"\x00" if acks else b""),
+                                      mqtt.PINGREQ: b"\xd0\x00"})
+    c = client(loop, broker.port)
+    pongs = []
+    c.on_pong = lambda cl: pongs.append(1)
+    c.start()
+    try:
+        assert run_until(loop, c.is_up)
+        pid = c.unsubscribe(["spin/h7/+/+", "spin/h8/+/+"])
+        assert run_until(loop, lambda: broker.packets)
+        # 3.1.1 section 3.10: type 10, flags 0010, packet id, then each filter
+        assert broker.packets[0] == (b"\xa2\x1c" + bytes([0, pid]) + b"\x00\x0bspin/h7/+/+"
+                                     + b"\x00\x0bspin/h8/+/+")
+        assert c.ping() and run_until(loop, lambda: pongs)
+        assert c.status()["subscribing"] == 0  # the UNSUBACK answered it
+        assert c.state == "up" and c.malformed == 0
+        acks.append(1)
+        c.unsubscribe(["spin/h9/+/+"])
+        assert run_until(loop, lambda: c.malformed == 1)
+        assert "UNSUBACK of 3 bytes" in c.last_error
+    finally:
+        c.stop()
+        broker.close()

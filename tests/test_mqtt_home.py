@@ -8,7 +8,9 @@ devices it sees; the broker restarts and not one digest is lost; an
 order that is not JSON, has a field too many, names a bad MAC or a device
 the agent does not see is answered and changes nothing; a rogue client
 with the router's name and a wrong password, or none, is refused, and
-another agent cannot give the router orders.
+another agent cannot give the router orders. The neighbours' homes share
+the broker: two controllers of a group share the homes out whole, and
+when one dies the other takes its homes over.
 """
 
 import json
@@ -29,6 +31,8 @@ pytestmark = [pytest.mark.netns,
 USERS = {"router": "router-secret", "ap1": "ap1-secret", "controller": "controller-secret"}
 BULB = "02:00:00:00:00:05"
 NOBODY = "02:00:00:00:00:99"
+# the neighbours' homes on the same broker, each with an access point's agent (ap1)
+OTHER_HOMES = ["smith", "jones", "brown", "lee", "patel", "kim"]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +43,7 @@ def home():
                       "mqtt_username": "router", "mqtt_password": USERS["router"],
                       "mqtt_keepalive": 5}) as h:
         h.certs = brokers.make_certificates(h.path("certs"))
-        h.broker = brokers.Broker(h, USERS, tls=h.certs).start()
+        h.broker = brokers.Broker(h, USERS, tls=h.certs, homes=OTHER_HOMES).start()
         # the controller's stand-in: a persistent session that counts digests
         h.digests_out = h.path("digests.txt")
         h.broker.subscriber("spin/home/+/digest", "controller", USERS["controller"],
@@ -177,21 +181,23 @@ def test_rogue_clients_are_refused(home):
     assert read_one(home, "spin/home/router/status")["state"] == "online"
 
 
-def start_controller(home):
-    path = home.path("controller.conf")
-    sock = home.path("controller.sock")
+def start_controller(home, name="controller", extra="", argv=()):
+    """`spin controller` in the router's namespace; its call(), and its process as .proc."""
+    path = home.path(name + ".conf")
+    sock = home.path(name + ".sock")
     with open(path, "w") as f:
         f.write("config spin 'main'\n\toption mqtt_broker '127.0.0.1:1883'\n"
                 "\toption mqtt_username 'controller'\n\toption mqtt_password '%s'\n"
-                "\toption rpc_socket '%s'\n\toption www_dir ''\n" % (USERS["controller"], sock))
-    home.popen("router", [sys.executable, "-u", "-m", "spin_lite", "controller", "-c", path],
-               label="controller", log=home.path("controller.log"),
-               env={"PYTHONPATH": SRC, "PYTHONDONTWRITEBYTECODE": "1"})
+                "\toption rpc_socket '%s'\n\toption www_dir ''\n%s" % (USERS["controller"], sock, extra))
+    proc = home.popen("router", [sys.executable, "-u", "-m", "spin_lite", "controller", "-c", path] + list(argv),
+                      label=name, log=home.path(name + ".log"),
+                      env={"PYTHONPATH": SRC, "PYTHONDONTWRITEBYTECODE": "1"})
     from spin_lite import jsonrpc
 
     def call(method, args=None):
         return jsonrpc.call(sock, method, args or {})
     home.wait_for(lambda: os.path.exists(sock), timeout=10, what="the controller's socket")
+    call.proc = proc
     return call
 
 
@@ -233,6 +239,83 @@ def test_the_controller_merges_agents_and_orders_the_one_that_sees_the_device(ho
                   what="the bulb released")
     unknown = ctl("agents")
     assert all(a["gaps"] == 0 for a in unknown["agents"] if a["agent"] == "router")
+
+
+def neighbour_digest(home, name, seq, macs):
+    """ap1 of a neighbour's home publishes a digest of its devices."""
+    rows = [{"mac": m, "bytes_out": 100, "bytes_in": 1000, "packets_out": 1, "packets_in": 1, "conns": 1,
+             "unreplied": 0, "remotes": 1, "ports": 1, "top": [["203.0.113.10", 1100]]} for m in macs]
+    msg = {"v": 1, "agent": "ap1", "started": 7, "seq": seq, "t": int(time.time()) - 2, "bucket_seconds": 2,
+           "devices": rows}
+    home.broker.client("mosquitto_pub", "-t", "spin/%s/ap1/digest" % name, "-q", "1", "-m", json.dumps(msg),
+                       user="ap1", password=USERS["ap1"], check=True)
+
+
+def test_two_controllers_share_the_homes_whole_and_one_takes_over_when_the_other_dies(home):
+    every = ["home"] + OTHER_HOMES
+    devices = {}  # home -> the MACs its agents report
+    for i, name in enumerate(OTHER_HOMES):
+        home.broker.client("mosquitto_pub", "-t", "spin/%s/ap1/status" % name, "-q", "1", "-r", "-m",
+                           json.dumps({"v": 1, "agent": "ap1", "state": "online", "role": "ap"}),
+                           user="ap1", password=USERS["ap1"], check=True)
+        devices[name] = ["02:00:00:%02x:00:%02x" % (i + 1, k) for k in range(1, i + 3)]
+    extra = "\tlist controller_homes '+'\n\toption mqtt_keepalive '5'\n"
+    ctls = [start_controller(home, n, extra, ["--share", "nas", "--id", n]) for n in ("c1", "c2")]
+
+    def held():
+        return [set(c("status")["homes"]) for c in ctls]
+
+    def shared():
+        """Each home held by exactly one of the two, both with a share, and
+        each one's subscriptions answered by the broker."""
+        now = held()
+        return sorted(h for s in now for h in s) == sorted(every) and all(now) and \
+            not any(c("status")["mqtt"]["subscribing"] for c in ctls)
+    home.wait_for(shared, timeout=20, what="the homes shared out whole between the two controllers")
+    for name in OTHER_HOMES:
+        neighbour_digest(home, name, 1, devices[name])
+
+    def views(c, names):
+        return dict((n, sorted(d["mac"] for d in c("devices", {"home": n})["devices"])) for n in names)
+    # a home's whole view in the one controller that holds it: every device its agent reported
+    home.wait_for(lambda: all(views(c, s - {"home"}) == dict((n, sorted(devices[n])) for n in s - {"home"})
+                              for c, s in zip(ctls, held())), timeout=20, what="each home's devices merged")
+    assert sum(c("status")["devices"] for c in ctls) >= sum(len(v) for v in devices.values())
+    # the controller holding the router's home dies without a word: its will says so,
+    # the other takes its homes and merges their next digests
+    dead = 0 if "home" in held()[0] else 1
+    alive = ctls[1 - dead]
+    ctls[dead].proc.kill()
+    home.wait_for(lambda: set(alive("status")["homes"]) == set(every), timeout=30,
+                  what="the survivor holding every home")
+    for name in OTHER_HOMES:
+        neighbour_digest(home, name, 2, devices[name])
+    home.wait_for(lambda: views(alive, OTHER_HOMES) == dict((n, sorted(devices[n])) for n in OTHER_HOMES),
+                  timeout=20, what="the survivor's views of every home")
+    assert all(a["gaps"] == 0 for a in alive("agents")["agents"])
+    # the router's agent still takes its orders, now from the survivor
+    home.wait_for(lambda: BULB in [d["mac"] for d in alive("devices", {"home": "home"})["devices"]],
+                  timeout=30, what="the router's bulb at the survivor")
+    sent = alive("quarantine", {"home": "home", "mac": BULB, "reason": "takeover test"})
+    assert sent["agent"] == "router"
+    home.wait_for(lambda: home.call("device", {"mac": BULB})["quarantine"], timeout=10,
+                  what="the bulb quarantined through the survivor")
+    alive("release", {"home": "home", "mac": BULB})
+    home.wait_for(lambda: home.call("device", {"mac": BULB})["quarantine"] is None, timeout=10,
+                  what="the bulb released")
+    # the dead one comes back: its session still holds its old homes'
+    # subscriptions; it takes back what the hash gives it, the survivor
+    # gives those up, and again no home is in two
+    name = "c%d" % (dead + 1)
+    os.unlink(home.path(name + ".sock"))
+    ctls[dead] = start_controller(home, name, extra, ["--share", "nas", "--id", name])
+    home.wait_for(shared, timeout=20, what="the homes shared out again")
+    for name in OTHER_HOMES:
+        neighbour_digest(home, name, 3, devices[name])
+    home.wait_for(lambda: all(views(c, s - {"home"}) == dict((n, sorted(devices[n])) for n in s - {"home"})
+                              for c, s in zip(ctls, held())), timeout=20, what="each home whole again")
+    for c in ctls:
+        c.proc.terminate()
 
 
 def test_the_owner_turns_on_tls_and_a_broker_it_cannot_trust_is_refused(home):

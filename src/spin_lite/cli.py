@@ -2,7 +2,8 @@
 
     spin agent [-c CONFIG]            run the agent in the foreground
     spin controller [-c CONFIG] [--share GROUP --id NAME]
-                                      merge the agents of a home read from MQTT
+                                      merge each home's agents read from MQTT;
+                                      --share: the homes shared out among a group
     spin call [-c CONFIG] METHOD [JSON]
     spin top [-c CONFIG] [-n COUNT]   live table of devices, one refresh a scan
 

@@ -73,6 +73,8 @@ OPTIONS = {
     "mqtt_keepalive": ("int", 60, "seconds between MQTT keepalives (5..3600)"),
     "bridge_uplink": ("str", "", "on a bridged access point: lan_ifname's port to the router; set, the agent counts its clients' IPv4 flows in nft table bridge spinap"),
     "mqtt_queue": ("int", 60, "messages (digests first) kept while the broker is away; the oldest dropped and counted"),
+    "controller_homes": ("list", [], "the homes a controller serves: names, or '+' for every home whose agents publish a status; empty: mqtt_home"),
+    "controller_forget": ("int", 24, "hours after which a controller forgets a device no agent has named, an agent offline, a home with neither (the agent's own history spans 24 h)"),
 }
 
 DETECT_MODES = ("quarantine", "alert")
@@ -238,6 +240,14 @@ def _check_mqtt(cfg, warnings):
     if not 5 <= cfg["mqtt_keepalive"] <= 3600:
         warnings.append("spin.mqtt_keepalive: %d is outside 5..3600; using 60" % cfg["mqtt_keepalive"])
         cfg["mqtt_keepalive"] = 60
+    homes = [h for h in cfg["controller_homes"] if h == "+" or topic_word(h)]
+    if homes != cfg["controller_homes"]:
+        warnings.append("spin.controller_homes: %r: each must be '+' or 1..64 letters, digits, - or _; "
+                        "using %r" % (cfg["controller_homes"], homes))
+        cfg["controller_homes"] = homes
+    if cfg["controller_forget"] < 1:
+        warnings.append("spin.controller_forget: must be at least 1 (hour); using 24")
+        cfg["controller_forget"] = 24
     if cfg["mqtt_queue"] < 1:
         warnings.append("spin.mqtt_queue: must be at least 1; using %r" % OPTIONS["mqtt_queue"][1])
         cfg["mqtt_queue"] = OPTIONS["mqtt_queue"][1]

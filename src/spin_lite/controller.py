@@ -1,9 +1,12 @@
-"""The controller: many agents of one home as one view (`spin controller`).
+"""The controller: the agents of a home as one view, for many homes (`spin controller`).
 
 It runs on any Linux host (a NAS), reads the same UCI file as an agent
 (mqtt_* to reach the broker, with mqtt_username its own user, by default
-`controller`; rpc_listen/rpc_socket and token for its API), subscribes to
-spin/<home>/+/... and keeps:
+`controller`; rpc_listen/rpc_socket and token for its API; the homes it
+serves in controller_homes, '+' for all), subscribes to spin/<home>/+/...
+of each home it holds (a Controller holds a Home each; a group of
+controllers shares the homes out whole: Controller below) and keeps, per
+home:
 
 * per agent: online or offline (its retained status and last will), the
   last digest's bucket and sequence number, digests received, repeats
@@ -17,7 +20,7 @@ spin/<home>/+/... and keeps:
   another stays one device.
 
 It serves the API's read methods on that view (status, devices, device,
-history, graph) and the orders (quarantine, release, block, unblock)
+history, graph; each with the home it is about) and the orders (quarantine, release, block, unblock)
 over JSON-RPC, token-guarded off loopback as the agent's listener is;
 an order goes on MQTT to the device's current agent, and its answer
 (ack) is kept under `orders`. An agent's anomaly that asks for a
@@ -42,12 +45,13 @@ import sys
 
 from . import __version__, api, config, detect, mqtt, mqttlink, plat, scans
 from .addr import parse_mac
+from .digest import crc32, mix
 from .errors import ApiError, INVALID_ARGUMENT, NOT_FOUND
 
 json = plat.json
 
 TIMELINE = 60  # buckets kept per device
-LAGS_KEPT = 1024  # the latest lags (bucket end -> merged), for p50/p99 in status
+LAGS_KEPT = 256  # a home's latest lags (bucket end -> merged), for p50/p99 in status
 SEEN_KEPT = 512  # (agent, started, seq) of recent digests, to tell a repeat
 ORDERS_KEPT = 200
 FIGURES = ("bytes_out", "bytes_in", "packets_out", "packets_in", "conns", "unreplied",
@@ -72,7 +76,7 @@ def check_row(row):
 
 
 class Device:
-    __slots__ = ("mac", "agent", "agents", "timeline", "name", "ips", "last_t", "last_bytes")
+    __slots__ = ("mac", "agent", "agents", "timeline", "name", "ips", "last_t", "last_bytes", "heard")
 
     def __init__(self, mac):
         self.mac = mac
@@ -83,6 +87,7 @@ class Device:
         self.ips = []
         self.last_t = -1
         self.last_bytes = -1
+        self.heard = plat.wall()  # when an agent last named it (the controller's clock)
 
 
 class Orders:
@@ -139,18 +144,18 @@ class Orders:
         return None
 
 
-class Controller:
-    def __init__(self, cfg, share=None, name=None):
+class Home:
+    """The merged view of one home: its agents, devices, orders and the
+    detector on their figures. A Controller holds one per home it serves;
+    alone (link None, as the tests build it) it merges what it is handed."""
+
+    def __init__(self, cfg, name=None, link=None):
         self.cfg = cfg
-        # share: a shared subscription group (the broker hands each message to
-        # one controller of the group): load shared, but each one's view is
-        # partial, since a home's digests are split by message, not by home
-        self.share = share
-        self.name = name
-        from .agent import Loop  # the agent's poll loop: no other event loop to learn
-        self.loop = Loop()
-        self.started = plat.wall()
-        self.home = cfg["mqtt_home"]
+        self.name = name or cfg["mqtt_home"]
+        self.link = link
+        self.loop = link.loop if link is not None else None
+        self.started = link.started if link is not None else plat.wall()
+        self.closed = False  # no longer held: its detector's tick stops
         self.agents = {}
         self.devices = {}
         self.seen = {}
@@ -163,41 +168,21 @@ class Controller:
         self.blocks = Orders(self)
         self.names = None
         self.anomalies = None
-        self.parts = []
         self.errors = {}
-        self.client = None
         self.detector = detect.Detector(cfg) if cfg["detect"] else None
         self.pending = {}  # mac -> {agent: detect.Scan since the last close}
         self.pending_seconds = {}  # agent -> seconds its scans since then covered
         self.closed_at = None
         self.verdicts = []  # the controller detector's latest, newest last
 
-    # -- MQTT ------------------------------------------------------------------
-
-    def connect(self):
-        cfg = self.cfg
-        host, port = mqttlink.split_broker(cfg["mqtt_broker"])
-        user = cfg["mqtt_username"] or "controller"
-        tls = (cfg["mqtt_ca"], cfg["mqtt_cert"], cfg["mqtt_key"]) if cfg["mqtt_ca"] else None
-        self.client = c = mqtt.Client(
-            self.loop, host, port, "spin-controller-%s-%s" % (self.home, self.name or cfg["mqtt_agent"] or user),
-            keepalive=cfg["mqtt_keepalive"], username=user, password=cfg["mqtt_password"] or None,
-            tls=tls, max_packet=1 << 24, clean=False)
-        topic = "spin/%s/+/+" % self.home
-        if self.share:
-            topic = "$share/%s/%s" % (self.share, topic)
-        c.on_up = lambda cl: cl.subscribe([(topic, 1)])
-        c.on_message = self.message
-        c.start()
-
     def publish_order(self, agent, order):
-        topic = "spin/%s/%s/cmd" % (self.home, agent)
-        if self.client is None or self.client.publish(topic, plat.dumps(order), qos=1) is None:
+        if self.link is None:
             raise ApiError(NOT_FOUND, "the broker is not reachable now; order not sent")
+        self.link.publish_order(self.name, agent, order)
 
     def message(self, topic, payload, retain):
         parts = topic.split("/")
-        if len(parts) != 4 or parts[0] != "spin" or parts[1] != self.home:
+        if len(parts) != 4 or parts[0] != "spin" or parts[1] != self.name:
             return
         agent, what = parts[2], parts[3]
         if what == "cmd" or not config.topic_word(agent):
@@ -216,7 +201,7 @@ class Controller:
     def _agent(self, name):
         a = self.agents.get(name)
         if a is None:
-            a = self.agents[name] = {"agent": name, "state": "unknown", "role": None, "version": None,
+            a = self.agents[name] = {"agent": name, "home": self.name, "state": "unknown", "role": None, "version": None,
                                      "digests": 0, "repeats": 0, "gaps": 0, "last_seq": 0,
                                      "started": None, "last_digest": None, "lag": None,
                                      "last_heard": None}
@@ -271,9 +256,7 @@ class Controller:
 
     def merge(self, agent, t, row):
         mac = parse_mac(row["mac"])  # checked in check_row: here its written form
-        d = self.devices.get(mac)
-        if d is None:
-            d = self.devices[mac] = Device(mac)
+        d = self._device(mac)
         if len(row) == 1:  # here, idle in this bucket
             d.agents[agent] = max(d.agents.get(agent, -1), t)
             if d.agent is None:
@@ -301,6 +284,32 @@ class Controller:
         if t > d.last_t or (t == d.last_t and (near, moved) > (self._role(d.agent) == "ap", d.last_bytes)):
             d.agent, d.last_t, d.last_bytes = agent, t, moved
 
+    def _device(self, mac):
+        """The device of that MAC, made if new; heard now. Past max_devices
+        the longest unheard is forgotten, as an agent's table does."""
+        d = self.devices.get(mac)
+        if d is None:
+            d = self.devices[mac] = Device(mac)
+            while len(self.devices) > self.cfg["max_devices"]:
+                self.forget_device(min(self.devices.values(), key=lambda x: x.heard).mac)
+        d.heard = plat.wall()
+        return d
+
+    def forget_device(self, mac):
+        self.devices.pop(mac, None)
+        self.pending.pop(mac, None)
+        self.quarantining.pop(mac, None)
+
+    def forget(self, horizon):
+        """Forget the devices no agent has named since horizon (wall time),
+        and the agents offline and unheard since then."""
+        for mac in [m for m, d in self.devices.items() if d.heard < horizon]:
+            self.forget_device(mac)
+        for name in [n for n, a in self.agents.items()
+                     if a["state"] != "online" and a["last_heard"] < horizon]:
+            del self.agents[name]
+            self.pending_seconds.pop(name, None)
+
     def _role(self, agent):
         a = self.agents.get(agent)
         return a["role"] if a else None
@@ -315,10 +324,8 @@ class Controller:
         if name is not None and not isinstance(name, str) or \
                 ips is not None and not (isinstance(ips, list) and all(isinstance(i, str) for i in ips)):
             raise ValueError("device of %s" % mac)
-        d = self.devices.get(mac)
-        if d is None:
-            d = self.devices[mac] = Device(mac)
-            d.agent = agent
+        d = self._device(mac)
+        d.agent = d.agent or agent
         d.name = name or d.name
         d.ips = ips or d.ips
 
@@ -411,6 +418,8 @@ class Controller:
         every = max(1, self.cfg["scan_interval"])
 
         def tick():
+            if self.closed:
+                return  # the home went to another controller, or was forgotten
             try:
                 self.close_scan()
                 self.errors.pop("detect", None)
@@ -426,22 +435,12 @@ class Controller:
     # -- the view, as the API's read handlers ask for it ----------------------------
 
     def status(self):
-        return {"version": __version__, "role": "controller", "home": self.home, "share": self.share,
-                "uptime": int(plat.wall() - self.started), "agents": len(self.agents),
+        return {"home": self.name, "agents": len(self.agents),
                 "devices": len(self.devices), "digests": self.digests, "repeats": self.repeats,
-                "malformed": self.malformed, "lag_p50": self.lag_at(0.5), "lag_p99": self.lag_at(0.99),
-                "mqtt": self.client.status() if self.client else None,
-                "rss_kb": plat.rss_kb(), "errors": dict(self.errors),
+                "malformed": self.malformed, "lag_p50": lag_at(self.lags, 0.5),
+                "lag_p99": lag_at(self.lags, 0.99), "errors": dict(self.errors),
                 "detect": dict(self.detector.status(), verdicts=self.verdicts[-20:])
                 if self.detector else {"on": False}}
-
-    def lag_at(self, q):
-        """Seconds from a bucket's end to its merge, at quantile q of the
-        latest LAGS_KEPT digests (None before any)."""
-        if not self.lags:
-            return None
-        xs = sorted(self.lags)
-        return xs[min(len(xs) - 1, int(q * len(xs)))]
 
     def device_info(self, mac):
         d = self.devices.get(mac)
@@ -477,15 +476,312 @@ class Controller:
         return {"agents": [self.agents[n] for n in sorted(self.agents)]}
 
 
-HANDLERS = {"status": Controller.on_status, "digest": Controller.on_digest,
-            "device": Controller.on_device, "anomaly": Controller.on_anomaly,
-            "ack": Controller.on_ack, "figures": Controller.on_figures}
+def lag_at(lags, q):
+    """Seconds from a bucket's end to its merge, at quantile q of the
+    latest LAGS_KEPT digests of a home (or of all, in a controller's
+    status); None before any."""
+    if not lags:
+        return None
+    xs = sorted(lags)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
 
-# the API's table, less what only an agent can answer, plus `agents`
-SERVED = ("status", "devices", "device", "history", "graph", "blocks", "block", "unblock",
+
+HANDLERS = {"status": Home.on_status, "digest": Home.on_digest,
+            "device": Home.on_device, "anomaly": Home.on_anomaly,
+            "ack": Home.on_ack, "figures": Home.on_figures}
+
+MEMBERS = "spin-controllers"  # spin-controllers/<group>/<id>: retained while a controller lives
+HOMES_KEPT = 10000  # homes a controller knows of (named by a status), held or not
+HOME_FILTER = "spin/%s/+/+"
+SUBSCRIBE_AT_ONCE = 100  # filters a SUBSCRIBE or UNSUBSCRIBE carries
+
+
+def wanted_homes(cfg):
+    """controller_homes: None for every home the broker names ('+'), else
+    the list (empty: mqtt_home alone)."""
+    homes = cfg["controller_homes"]
+    if "+" in homes:
+        return None
+    return list(homes) or [cfg["mqtt_home"]]
+
+
+def owner(home, members):
+    """Rendezvous hashing: the member whose hash of home/member is the
+    highest holds the home. A member that comes or goes moves only the
+    homes it wins or held; each controller computes it alone, the same.
+    crc32 is linear (two members' sums differ alike for every home): mixed."""
+    return max(members, key=lambda m: (mix(crc32(("%s/%s" % (home, m)).encode())), m))
+
+
+class Controller:
+    """One process, one MQTT connection, the homes it holds (a Home each).
+
+    Alone (no group) it holds every home it serves. In a group (--share
+    GROUP --id NAME) each member says it lives by a retained message on
+    spin-controllers/<group>/<id> that its last will (and a clean stop)
+    empties, and holds the homes owner() gives it among the live members:
+    it subscribes spin/<home>/+/+ for those only, so a home's whole view
+    is in one controller, and takes or gives up homes when a member comes
+    or goes (a dead one's within its keepalive and a half)."""
+
+    def __init__(self, cfg, group=None, name=None):
+        self.cfg = cfg
+        self.group = group
+        self.id = name or cfg["mqtt_agent"] or cfg["mqtt_username"] or "controller"
+        from .agent import Loop  # the agent's poll loop: no other event loop to learn
+        self.loop = Loop()
+        self.started = plat.wall()
+        self.wanted = wanted_homes(cfg)
+        self.forget_after = cfg["controller_forget"] * 3600
+        self.known = {}  # home -> {"agents": {agent: online?}, "heard": wall}, from status messages
+        self.homes = {}  # home -> Home: the homes held here
+        self.members = {}  # other live members of the group: id -> when heard
+        self.settled = group is None  # in a group: once the members' retained messages are in
+        self.left = {}  # homes unsubscribed since the last connect (a session's leftovers)
+        self.homes_refused = 0
+        self.parts = []
+        self.errors = {}
+        self.client = None
+        if self.wanted is not None:
+            for home in self.wanted:
+                self.known[home] = {"agents": {}, "heard": self.started}
+        self.rebalance()
+
+    # -- MQTT ------------------------------------------------------------------
+
+    def member_topic(self):
+        return "%s/%s/%s" % (MEMBERS, self.group, self.id)
+
+    def connect(self):
+        cfg = self.cfg
+        host, port = mqttlink.split_broker(cfg["mqtt_broker"])
+        user = cfg["mqtt_username"] or "controller"
+        tls = (cfg["mqtt_ca"], cfg["mqtt_cert"], cfg["mqtt_key"]) if cfg["mqtt_ca"] else None
+        will = (self.member_topic(), b"", True) if self.group else None
+        self.client = c = mqtt.Client(
+            self.loop, host, port, "spin-controller-%s-%s" % (self.group or "alone", self.id),
+            keepalive=cfg["mqtt_keepalive"], username=user, password=cfg["mqtt_password"] or None,
+            will=will, tls=tls, max_packet=1 << 24, clean=False)
+        c.on_up = self.on_up
+        c.on_message = self.message
+        c.on_pong = lambda cl: self.settle()
+        c.start()
+        for home in self.homes.values():
+            home.start_detector()
+        every = max(60, min(3600, self.forget_after // 24))
+        self.loop.call_later(every, lambda: self._sweep(every))
+
+    def on_up(self, client):
+        self.left = {}
+        filters = [HOME_FILTER % h for h in sorted(self.homes)]
+        if self.wanted is None:
+            filters.insert(0, "spin/+/+/status")  # small and retained: which homes there are
+        if self.group:
+            # who else lives: their retained messages come before the answer
+            # to the ping below, then this controller takes its homes
+            self.members = {}
+            self.settled = False
+            client.subscribe([("%s/%s/+" % (MEMBERS, self.group), 0)])
+            client.publish(self.member_topic(), plat.dumps(
+                {"v": 1, "id": self.id, "state": "online", "started": int(self.started)}), qos=1, retain=True)
+        self._subscribe(filters)
+        if self.group:
+            client.ping()
+
+    def _subscribe(self, filters):
+        for i in range(0, len(filters), SUBSCRIBE_AT_ONCE):
+            if self.client is not None:
+                self.client.subscribe([(f, 1) for f in filters[i:i + SUBSCRIBE_AT_ONCE]])
+
+    def _unsubscribe(self, filters):
+        for i in range(0, len(filters), SUBSCRIBE_AT_ONCE):
+            if self.client is not None:
+                self.client.unsubscribe(filters[i:i + SUBSCRIBE_AT_ONCE])
+
+    def settle(self):
+        if not self.settled:
+            self.settled = True
+            self.rebalance()
+
+    def publish_order(self, home, agent, order):
+        topic = "spin/%s/%s/cmd" % (home, agent)
+        if self.client is None or self.client.publish(topic, plat.dumps(order), qos=1) is None:
+            raise ApiError(NOT_FOUND, "the broker is not reachable now; order not sent")
+
+    def message(self, topic, payload, retain):
+        parts = topic.split("/")
+        if parts[0] == MEMBERS:
+            if len(parts) == 3 and parts[1] == self.group:
+                self.on_member(parts[2], payload)
+            return
+        if len(parts) != 4 or parts[0] != "spin" or not config.topic_word(parts[1]):
+            return
+        name = parts[1]
+        if parts[3] == "status" and config.topic_word(parts[2]):
+            self.learn(name, parts[2], payload)
+        home = self.homes.get(name)
+        if home is not None:
+            home.message(topic, payload, retain)
+        elif parts[3] != "status" and self.settled and name not in self.left and len(self.left) < HOMES_KEPT:
+            # a subscription this session kept from before (a restart, a
+            # home given up): not ours now
+            self.left[name] = True
+            self._unsubscribe([HOME_FILTER % name])
+
+    def on_member(self, member, payload):
+        if member == self.id or not config.topic_word(member):
+            return
+        try:
+            alive = bool(payload) and json.loads(payload).get("state") == "online"
+        except (ValueError, AttributeError, UnicodeError) as e:
+            self.errors["member"] = "%s: %s" % (member, e)  # not a word of a member: changes nothing
+            return
+        if alive == (member in self.members):
+            return
+        if alive:
+            self.members[member] = plat.wall()
+        else:
+            self.members.pop(member, None)  # its will, or its clean stop
+        self.rebalance()
+
+    def learn(self, name, agent, payload):
+        """A status names a home (and whether that agent is online)."""
+        if self.wanted is not None and name not in self.wanted:
+            return
+        try:
+            online = json.loads(payload).get("state") == "online"
+        except (ValueError, AttributeError, UnicodeError):
+            return  # the home's view counts it malformed, if held here
+        k = self.known.get(name)
+        if k is None:
+            if len(self.known) >= HOMES_KEPT:
+                self.homes_refused += 1
+                self.errors["homes"] = "%d homes known already; %s left out" % (HOMES_KEPT, name)
+                return
+            k = self.known[name] = {"agents": {}, "heard": 0}
+        if online or agent in k["agents"]:
+            k["agents"][agent] = online
+        k["heard"] = plat.wall()
+        if name not in self.homes:
+            self.rebalance([name])
+
+    # -- which homes are held here ---------------------------------------------
+
+    def live(self):
+        return sorted(set(self.members) | {self.id})
+
+    def rebalance(self, names=None):
+        """Hold the homes (of names, else all known) that owner() gives this
+        controller, give up the others."""
+        if not self.settled:
+            return
+        members = self.live()
+        take, drop = [], []
+        for name in sorted(self.known if names is None else names):
+            mine = owner(name, members) == self.id
+            if mine and name not in self.homes:
+                take.append(name)
+            elif not mine and name in self.homes:
+                drop.append(name)
+        for name in drop:
+            self.homes.pop(name).closed = True
+        for name in take:
+            home = self.homes[name] = Home(self.cfg, name, self)
+            if self.client is not None:
+                home.start_detector()
+            self.left.pop(name, None)
+        self._unsubscribe([HOME_FILTER % n for n in drop])
+        self._subscribe([HOME_FILTER % n for n in take])
+
+    def forget(self, now=None):
+        """What no agent has said for controller_forget hours: devices,
+        offline agents, and (with controller_homes '+') homes with neither."""
+        horizon = (plat.wall() if now is None else now) - self.forget_after
+        for name, home in list(self.homes.items()):
+            home.forget(horizon)
+        if self.wanted is not None:
+            return
+        gone = [n for n, k in self.known.items() if k["heard"] < horizon and not any(k["agents"].values())
+                and not (n in self.homes and (self.homes[n].agents or self.homes[n].devices))]
+        held = [n for n in gone if n in self.homes]
+        for name in gone:
+            del self.known[name]
+        for name in held:
+            self.homes.pop(name).closed = True
+        self._unsubscribe([HOME_FILTER % n for n in held])
+
+    def _sweep(self, every):
+        try:
+            self.forget()
+            self.errors.pop("forget", None)
+        except Exception as e:  # a bug here must not stop the merged views
+            self.errors["forget"] = "%s: %s" % (type(e).__name__, e)
+        self.loop.call_later(every, lambda: self._sweep(every))
+
+    def stop(self):
+        farewell = mqtt.publish_packet(self.member_topic(), b"", 0, True) if self.group else b""
+        if self.client is not None:
+            self.client.stop(farewell)
+
+    # -- the API: each method about one home --------------------------------------
+
+    def pick(self, name):
+        """The home a call is about: the one named, or the only one held."""
+        if name is None:
+            if len(self.homes) == 1:
+                return list(self.homes.values())[0]
+            raise ApiError(INVALID_ARGUMENT, "home: this controller holds %s; name one"
+                           % (said(sorted(self.homes)) if self.homes else "no home yet"))
+        home = self.homes.get(name)
+        if home is None:
+            held = ("; controller %s holds it" % owner(name, self.live())) if self.group else ""
+            raise ApiError(NOT_FOUND, "home %s is not held here%s (here: %s)"
+                           % (name, held, said(sorted(self.homes)) or "none"))
+        return home
+
+    def status(self, name=None):
+        out = {"version": __version__, "role": "controller", "id": self.id, "group": self.group,
+               "members": self.live() if self.group else None, "homes": sorted(self.homes),
+               "homes_known": len(self.known), "homes_refused": self.homes_refused,
+               "uptime": int(plat.wall() - self.started), "rss_kb": plat.rss_kb(),
+               "mqtt": self.client.status() if self.client else None}
+        if name is not None or len(self.homes) == 1:
+            out.update(self.pick(name).status())
+            out["errors"].update(self.errors)
+            return out
+        homes = list(self.homes.values())
+        lags = [x for h in homes for x in h.lags]
+        for key in ("digests", "repeats", "malformed"):
+            out[key] = sum(getattr(h, key) for h in homes)
+        out.update(agents=sum(len(h.agents) for h in homes), devices=sum(len(h.devices) for h in homes),
+                   lag_p50=lag_at(lags, 0.5), lag_p99=lag_at(lags, 0.99), errors=dict(self.errors))
+        return out
+
+    def agent_list(self, name=None):
+        homes = [self.pick(name)] if name is not None else [self.homes[n] for n in sorted(self.homes)]
+        return {"homes": sorted(self.homes),
+                "agents": [h.agents[n] for h in homes for n in sorted(h.agents)]}
+
+
+def said(names, most=20):
+    """A list of names for a message, the first `most` of them."""
+    more = " and %d more" % (len(names) - most) if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
+def on_home(handler):
+    return lambda c, a: handler(c.pick(a.pop("home")), a)
+
+
+# the API's table, less what only an agent can answer, plus `agents`;
+# each method takes the home it is about (the only one held, when not given)
+HOME_ARG = {"home": ("string", None, 64)}
+SERVED = ("devices", "device", "history", "graph", "blocks", "block", "unblock",
           "quarantine", "release")
-METHODS = dict((m, api.METHODS[m]) for m in SERVED)
-METHODS["agents"] = ({}, lambda c, a: c.agent_list(), False)
+METHODS = dict((m, (api._with(api.METHODS[m][0], HOME_ARG), on_home(api.METHODS[m][1]), api.METHODS[m][2]))
+               for m in SERVED)
+METHODS["status"] = (HOME_ARG, lambda c, a: c.status(a["home"]), False)
+METHODS["agents"] = (HOME_ARG, lambda c, a: c.agent_list(a["home"]), False)
 
 
 def call(controller, method, args):
@@ -528,17 +824,18 @@ def main(config_path, share=None, name=None):
         server.start(c)
         c.parts.append(server)
     c.connect()
-    c.start_detector()
     wake = plat.install_signals(lambda: setattr(c.loop, "running", False), lambda: None)
     if wake is not None:
         c.loop.add_reader(wake, lambda: plat.drain(wake))
-    plat.info("controller %s for home %s on %s" % (__version__, c.home, cfg["mqtt_broker"]))
+    plat.info("controller %s %s for %s on %s" % (
+        __version__, c.id, "every home" if c.wanted is None else "home " + said(c.wanted),
+        cfg["mqtt_broker"] + (" in group %s" % share if share else "")))
     try:
         c.loop.run()
     except KeyboardInterrupt:
         pass
     finally:
-        c.client.stop()
+        c.stop()
         for p in c.parts:
             p.stop(c)
     return 0

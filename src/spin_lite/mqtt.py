@@ -3,10 +3,11 @@
 Only imported when a broker is configured (option mqtt_broker). It
 speaks 3.1.1, not 5: every broker has it, its packets are a third of
 5's to parse (no properties), and mosquitto gives 3.1.1 clients the
-shared subscriptions (`$share/group/...`) that several controllers
-split a home's load with. What it does: CONNECT with username, password
-and a last will; PUBLISH at QoS 0 or 1, retained or not; SUBSCRIBE;
-PINGREQ keepalive; reconnect with a doubling backoff; TLS through
+shared subscriptions (`$share/group/...`). What it does: CONNECT with
+username, password and a last will; PUBLISH at QoS 0 or 1, retained or
+not; SUBSCRIBE and UNSUBSCRIBE (a controller takes and gives up homes);
+PINGREQ keepalive, and a ping on demand (its answer comes after whatever
+the broker sent before it); reconnect with a doubling backoff; TLS through
 `plat.tls_wrap` (CA file, optional client certificate).
 
 It never blocks: the socket is non-blocking, the connect completes in
@@ -28,7 +29,7 @@ from . import plat
 
 # packet types (the high nibble of the first byte)
 CONNECT, CONNACK, PUBLISH, PUBACK = 1, 2, 3, 4
-SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 12, 13, 14
+SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 10, 11, 12, 13, 14
 
 PINGREQ_PACKET = b"\xc0\x00"
 DISCONNECT_PACKET = b"\xe0\x00"
@@ -104,6 +105,13 @@ def subscribe_packet(pid, topics):
     return packet((SUBSCRIBE << 4) | 0x02, body)
 
 
+def unsubscribe_packet(pid, filters):
+    body = struct.pack(">H", pid)
+    for t in filters:
+        body += text(t)
+    return packet((UNSUBSCRIBE << 4) | 0x02, body)
+
+
 def puback_packet(pid):
     return packet(PUBACK << 4, struct.pack(">H", pid))
 
@@ -171,7 +179,8 @@ def check_topic(topic, wildcards=False):
 def decode(kind, flags, body):
     """One packet a broker may send a client -> a tuple:
     ("connack", session_present, code) | ("publish", topic, payload, qos,
-    retain, pid) | ("puback", pid) | ("suback", pid, [codes]) | ("pingresp",)."""
+    retain, pid) | ("puback", pid) | ("suback", pid, [codes]) | ("unsuback", pid)
+    | ("pingresp",)."""
     if kind == PUBLISH:
         qos = (flags >> 1) & 3
         if qos > 1:
@@ -210,6 +219,10 @@ def decode(kind, flags, body):
             if c not in (0, 1, 2, 0x80):
                 raise ProtocolError("SUBACK code %d" % c)
         return ("suback", _pid(body), codes)
+    if kind == UNSUBACK:
+        if len(body) != 2:
+            raise ProtocolError("UNSUBACK of %d bytes" % len(body))
+        return ("unsuback", _pid(body))
     if kind == PINGRESP:
         if body:
             raise ProtocolError("PINGRESP with a body")
@@ -441,6 +454,7 @@ class Client:
     on_up(client) runs after each CONNACK (subscribe and publish status
     there); on_message(topic, payload) for each PUBLISH received;
     on_ack(pid) when the broker acknowledges our QoS 1 PUBLISH;
+    on_pong(client) for each PINGRESP (keepalive's and ping()'s);
     on_down(client, why) when the connection is lost."""
 
     def __init__(self, loop, host, port, client_id, keepalive=60, username=None,
@@ -465,6 +479,7 @@ class Client:
         self.on_up = None
         self.on_message = None
         self.on_ack = None
+        self.on_pong = None
         self.on_down = None
         self.sock = None  # what we read and write: the TCP socket, or TLS over it
         self.raw = None  # the TCP socket, which the loop polls (MicroPython's TLS socket has no fd)
@@ -473,6 +488,7 @@ class Client:
         self.reader = None
         self.next_pid = 0
         self.inflight = {}  # pid -> None (QoS 1 publishes awaiting PUBACK)
+        self.subscribing = {}  # pid -> None: (UN)SUBSCRIBEs the broker has not answered yet
         self.timers = []
         self.last_in = 0
         self.last_out = 0
@@ -556,6 +572,7 @@ class Client:
         self.out = b""
         self.reader = Reader(self.max_packet)
         self.inflight = {}
+        self.subscribing = {}
         self.loop.add_reader(s, self._ready)
         self._want_write(True)
         # a broker that takes the TCP connection but never answers
@@ -724,10 +741,14 @@ class Client:
                 self.acked += 1
                 if self.on_ack is not None:
                     self.on_ack(p[1])
-        elif kind == "suback":
-            if 0x80 in p[2]:
+        elif kind == "suback" or kind == "unsuback":
+            self.subscribing.pop(p[1], None)
+            if kind == "suback" and 0x80 in p[2]:
                 self.last_error = "a subscription was refused (ACL?)"
                 plat.warn("mqtt %s:%d: %s" % (self.host, self.port, self.last_error))
+        elif kind == "pingresp":
+            if self.on_pong is not None:
+                self.on_pong(self)
 
     def _keepalive_timer(self):
         if not self.keepalive:
@@ -771,17 +792,34 @@ class Client:
         return pid
 
     def subscribe(self, topics):
+        """topics: [(filter, max qos)]; the packet id, None when not up."""
+        return self._ask(subscribe_packet, topics)
+
+    def unsubscribe(self, filters):
+        return self._ask(unsubscribe_packet, filters)
+
+    def _ask(self, make, what):
         if self.state != "up":
             return None
         pid = self._new_pid()
-        self.out += subscribe_packet(pid, topics)
+        self.subscribing[pid] = None  # until its SUBACK or UNSUBACK
+        self.out += make(pid, what)
         self._flush()
         return pid
+
+    def ping(self):
+        """A PINGREQ now: on_pong says when the broker has answered it, so
+        after all it sent before (the retained messages of a SUBSCRIBE)."""
+        if self.state != "up":
+            return False
+        self.out += PINGREQ_PACKET
+        self._flush()
+        return True
 
     def _new_pid(self):
         for _ in range(65535):
             self.next_pid = self.next_pid % 65535 + 1
-            if self.next_pid not in self.inflight:
+            if self.next_pid not in self.inflight and self.next_pid not in self.subscribing:
                 return self.next_pid
         raise ValueError("no free packet id")
 
@@ -791,4 +829,5 @@ class Client:
                 "tls": bool(self.tls), "connects": self.connects, "drops": self.drops,
                 "malformed": self.malformed, "received": self.received,
                 "published": self.published, "acked": self.acked,
-                "inflight": len(self.inflight), "last_error": self.last_error}
+                "inflight": len(self.inflight), "subscribing": len(self.subscribing),
+                "last_error": self.last_error}

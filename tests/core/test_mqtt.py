@@ -45,9 +45,10 @@ def test_lengths_use_the_variable_form():
 
 def test_what_a_broker_sends_is_read_back_in_any_cut():
     stream = (b"\x20\x02\x00\x00" + b"\x90\x03\x00\x01\x01" + b"\xd0\x00" + b"\x40\x02\x00\x09"
-              + mqtt.publish_packet("spin/home/router/cmd", b"{}", qos=1, retain=True, pid=3))
+              + mqtt.publish_packet("spin/home/router/cmd", b"{}", qos=1, retain=True, pid=3)
+              + b"\xb0\x02\x00\x04")
     want = [("connack", False, 0), ("suback", 1, [1]), ("pingresp",), ("puback", 9),
-            ("publish", "spin/home/router/cmd", b"{}", 1, True, 3)]
+            ("publish", "spin/home/router/cmd", b"{}", 1, True, 3), ("unsuback", 4)]
     for size in (1, 2, 3, 7, len(stream)):
         r = mqtt.Reader()
         got = []
@@ -61,6 +62,10 @@ def test_packets_a_broker_may_not_send_are_refused():
     cases = [
         b"\x10\x00",                      # CONNECT: a client's packet
         b"\x82\x00",                      # SUBSCRIBE
+        b"\xa2\x00",                      # UNSUBSCRIBE
+        b"\xb0\x03\x00\x01\x00",          # UNSUBACK too long
+        b"\xb0\x02\x00\x00",              # UNSUBACK packet id 0
+        b"\xb2\x02\x00\x01",              # UNSUBACK with flags
         b"\x21\x02\x00\x00",              # CONNACK with flags
         b"\x20\x03\x00\x00\x00",          # CONNACK too long
         b"\x20\x02\x02\x00",              # CONNACK ack flags other than session present

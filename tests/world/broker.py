@@ -20,12 +20,16 @@ from tests.world.home import HomeError
 
 # README "MQTT": each agent writes under its own name only (the broker's
 # %u is the user name, which is the agent's name), reads its orders; the
-# controller reads every agent of the home and writes their orders
+# controllers read every agent of every home, write their orders and say
+# they live on spin-controllers/ (a group shares the homes)
 ACL = """\
 user controller
-topic read spin/{home}/#
-topic write spin/{home}/+/cmd
+topic read spin/#
+topic write spin/+/+/cmd
+topic readwrite spin-controllers/#
 
+"""
+AGENT_ACL = """\
 pattern write spin/{home}/%u/status
 pattern write spin/{home}/%u/digest
 pattern write spin/{home}/%u/device
@@ -70,12 +74,13 @@ def make_certificates(where, name="127.0.0.1"):
 
 
 class Broker:
-    def __init__(self, home, users, ns="router", port=1883, home_name="home", tls=None):
+    def __init__(self, home, users, ns="router", port=1883, home_name="home", tls=None, homes=()):
         self.home = home
         self.users = dict(users)
         self.ns = ns
         self.port = port
         self.home_name = home_name
+        self.homes = [home_name] + list(homes)  # the homes whose agents the ACL lets in
         # (ca, cert, key, ...) of the broker's TLS listener on port+1, which
         # asks every client for a certificate that CA signed
         self.tls = tls
@@ -93,7 +98,7 @@ class Broker:
                            capture_output=True)
         os.chmod(pw, 0o600)
         with open(os.path.join(self.dir, "acl"), "w") as f:
-            f.write(ACL.format(home=self.home_name))
+            f.write(ACL + "".join(AGENT_ACL.format(home=h) for h in self.homes))
         lines = ["user root", "per_listener_settings false", "allow_anonymous false",
                  "password_file %s/passwd" % self.dir, "acl_file %s/acl" % self.dir,
                  "persistence true", "persistence_location %s/db/" % self.dir,
