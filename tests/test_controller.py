@@ -307,3 +307,31 @@ def test_a_controller_knows_a_bounded_number_of_homes_and_devices(monkeypatch):
     for i, mac in enumerate(macs):
         h.message("spin/h0/router/digest", digest("router", i + 1, 600 + 60 * i, [row(mac, 1, 1)]), False)
     assert sorted(h.devices) == macs[2:]  # the longest unheard forgotten, as an agent's table does
+
+
+def test_a_device_filling_ap1s_table_gets_the_table_hog_verdict_ap1_would_give():
+    # the figures carry the agent's table size and the device's entries; the
+    # router's view of the same device in its own, larger table is not added on
+    from spin_lite import detect
+    cfg = config.defaults()
+    agent = detect.Detector(cfg)
+    mine = agent.end_scan(1000.0, 5, {BULB: 3000}, 8192)  # idle this scan, but holding 3,000 slots
+    c = home()
+    sent = []
+    c.publish_order = lambda agent, order: sent.append((agent, order))
+    c.message("spin/home/ap1/status", b'{"v":1,"agent":"ap1","state":"online","role":"ap"}', True)
+    for name, live, tmax in (("ap1", 3000, 8192), ("router", 3000, 65536)):
+        row = dict(detect.scan_to_obj(agent.devices[BULB].prev), mac=BULB, live=live)
+        c.message("spin/home/%s/figures" % name, json.dumps(
+            {"v": 1, "agent": name, "t": 1000, "seconds": 5, "table_max": tmax, "devices": [row]}).encode(),
+            False)
+    assert c.malformed == 0
+    c.close_scan()
+    theirs = [v for v in c.detector.last if v["rule"] == "table_hog"]
+    assert [(v["mac"], v["severity"], v["figures"], v["text"]) for v in theirs] == \
+        [(v["mac"], v["severity"], v["figures"], v["text"]) for v in mine if v["rule"] == "table_hog"]
+    assert theirs and theirs[0]["figures"]["table_max"] == 8192
+    assert [(a, o["method"]) for a, o in sent] == [("ap1", "quarantine")]
+    c.message("spin/home/ap1/figures", json.dumps(
+        {"v": 1, "agent": "ap1", "t": 1000, "seconds": 5, "table_max": -1, "devices": []}).encode(), False)
+    assert c.malformed == 1

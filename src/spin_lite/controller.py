@@ -172,6 +172,7 @@ class Home:
         self.detector = detect.Detector(cfg) if cfg["detect"] else None
         self.pending = {}  # mac -> {agent: detect.Scan since the last close}
         self.pending_seconds = {}  # agent -> seconds its scans since then covered
+        self.pending_live = {}  # mac -> {agent: (its conntrack entries, that agent's table size)}
         self.closed_at = None
         self.verdicts = []  # the controller detector's latest, newest last
 
@@ -358,7 +359,9 @@ class Home:
         for row in msg["devices"]:
             if not isinstance(row, dict) or not isinstance(row.get("mac"), str):
                 raise ValueError("figures: a device without a MAC")
-            got.append((parse_mac(row["mac"]), scans.from_obj(row)))
+            got.append((parse_mac(row["mac"]), scans.from_obj(row),
+                        scans.count(row.get("live", 0), "live")))
+        tmax = scans.count(msg.get("table_max", 0), "table_max")
         seconds = msg.get("seconds")
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= 3600:
             raise ValueError("figures: seconds %r" % (seconds,))
@@ -366,7 +369,9 @@ class Home:
         if self.detector is None:
             return
         self.pending_seconds[agent] = self.pending_seconds.get(agent, 0) + seconds
-        for mac, scan in got:
+        for mac, scan, live in got:
+            if live and tmax:  # the agent's table share: the latest, per agent
+                self.pending_live.setdefault(mac, {})[agent] = (live, tmax)
             views = self.pending.setdefault(mac, {})
             if agent in views:
                 scans.merge(views[agent], scan, False)  # a later scan of the same agent
@@ -383,6 +388,13 @@ class Home:
             (now - self.closed_at if self.closed_at is not None else self.cfg["scan_interval"])
         self.closed_at = now
         pending, self.pending, self.pending_seconds = self.pending, {}, {}
+        # table_hog: per device the agent whose table it fills most (the
+        # router and an AP hold tables of their own: never their sum)
+        live, tmax = {}, {}
+        for mac, views in self.pending_live.items():
+            n, m = max(views.values(), key=lambda v: v[0] / v[1])
+            live[mac], tmax[mac] = n, m
+        self.pending_live = {}
         seers = {}
         for mac, views in pending.items():
             merged = None
@@ -393,7 +405,7 @@ class Home:
                     scans.merge(merged, views[agent], True)  # one device, two views of its flows
             scans.feed(self.detector, mac, merged)
             seers[mac] = max(views, key=lambda a: (self._role(a) == "ap", sum(views[a].c), a))
-        verdicts = self.detector.end_scan(now, seconds, {}, None)
+        verdicts = self.detector.end_scan(now, seconds, live, tmax)
         for v in verdicts:
             self.verdicts.append({"mac": v["mac"], "rule": v["rule"], "severity": v["severity"],
                                   "t": int(now), "agent": seers.get(v["mac"])})

@@ -794,8 +794,11 @@ class Detector:
         hour = int(now_wall // 3600) % 24
         verdicts = []
         live = live or {}
+        # table_max: the agent's table size, or per device the size of the
+        # table its live entries are in (the controller's merged view)
+        of = table_max.get if isinstance(table_max, dict) else (lambda mac: table_max)
         for mac in live:
-            if table_max and live[mac] >= table_max * 0.05:
+            if of(mac) and live[mac] >= of(mac) * 0.05:
                 self._device(mac)  # a device holding flows it opened before we started
         for mac, d in self.devices.items():
             d.cur.seconds = seconds
@@ -805,10 +808,10 @@ class Detector:
             long = self._long(d)
             if long is not None:
                 self._evaluate(mac, d, LONG, long, verdicts)
-            n = live.get(mac, 0)
-            if table_max and n:
-                self._evaluate(mac, d, NOW, {"window": seconds, "live": n, "table_max": table_max,
-                                             "table_share": n / table_max}, verdicts)
+            n, tmax = live.get(mac, 0), of(mac)
+            if tmax and n:
+                self._evaluate(mac, d, NOW, {"window": seconds, "live": n, "table_max": tmax,
+                                             "table_share": n / tmax}, verdicts)
             self._minute_add(d, seconds)
             if d.minute_secs >= 60:
                 for fig in self._minute(d, hour):

@@ -304,17 +304,25 @@ class Link:
         if det is None:
             return
         rows = []
+        tmax = agent.table_max or 0
         for mac, d in det.devices.items():
-            if d.prev.active():  # end_scan has just made the closed scan prev
+            dev = agent.devices.table.get(mac)
+            live = getattr(dev, "live", 0) if dev is not None else 0
+            # end_scan has just made the closed scan prev; an idle device
+            # holding a twentieth of the table goes too (table_hog)
+            if d.prev.active() or (tmax and live >= tmax * 0.05):
                 row = detect.scan_to_obj(d.prev)
                 row["mac"] = mac
+                if live and tmax:
+                    row["live"] = live
                 rows.append(row)
         if not rows:
             return
         # live only, QoS 0, never in the ring: a detector wants this scan, not
         # one from before a broker outage, and they must not crowd out acks
         msg = {"v": SCHEMA, "agent": self.name, "t": int(plat.wall()),
-               "seconds": det.devices[rows[0]["mac"]].prev.seconds, "devices": rows}
+               "seconds": det.devices[rows[0]["mac"]].prev.seconds, "table_max": tmax,
+               "devices": rows}
         if self.client is not None and self.client.publish(self.base + "figures", plat.dumps(msg)) is not None:
             self.figures_sent += 1
         else:

@@ -12,7 +12,7 @@ from .detect import (DISTINCTS, EXACT, EXAMPLES, HLL_M, NCOUNT, SCAN_EXAMPLES, T
                      _keep_example, top_add, union_regs)
 
 
-def _count(v, what):
+def count(v, what):
     if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v >= 1 << 32:
         raise ValueError("%s: %r is not a count" % (what, v))
     return v
@@ -27,7 +27,7 @@ def from_obj(obj):
     c = obj.get("c")
     if not isinstance(c, list) or len(c) != NCOUNT:
         raise ValueError("c: %d counters expected" % NCOUNT)
-    s.c = [_count(v, "c") for v in c]
+    s.c = [count(v, "c") for v in c]
     for name in DISTINCTS:
         v = obj.get(name)
         d = getattr(s, name)
@@ -36,13 +36,13 @@ def from_obj(obj):
         if isinstance(v, dict) and isinstance(v.get("hll"), list) and len(v["hll"]) == HLL_M:
             d.regs = bytearray(HLL_M)
             for j in range(HLL_M):
-                x = _count(v["hll"][j], name)
+                x = count(v["hll"][j], name)
                 if x > 32:  # a register holds a rank of a 32-bit hash
                     raise ValueError("%s: register %r" % (name, x))
                 d.regs[j] = x
         elif isinstance(v, list) and len(v) <= EXACT:
             for h in v:
-                d.add(_count(h, name))
+                d.add(count(h, name))
         else:
             raise ValueError("%s: a list of at most %d hashes or {\"hll\": %d registers}"
                              % (name, EXACT, HLL_M))
@@ -55,7 +55,7 @@ def from_obj(obj):
             if not (isinstance(r, list) and len(r) == 3 and isinstance(r[0], int if name == "ports" else str)
                     and not isinstance(r[0], bool)):
                 raise ValueError("%s: rows are [key, weight, extra]" % name)
-            t[r[0]] = [_count(r[1], name), _count(r[2], name)]
+            t[r[0]] = [count(r[1], name), count(r[2], name)]
     for name in SCAN_EXAMPLES:
         ex = obj.get(name) or []
         if not isinstance(ex, list) or len(ex) > EXAMPLES or not all(isinstance(x, str) for x in ex):
