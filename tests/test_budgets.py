@@ -243,3 +243,31 @@ def test_the_regex_check_finds_what_micropython_lacks():
     assert regex_problems(r"(a)\1") == ["\\1 (back-reference)"]
     assert regex_problems(r"(?i)dst") == ["(?i (inline flag or extension)"]
     assert regex_problems(r"^(\w+)=(\S*) [{}]\{x\} (?:a|b)+ [\b]") == []
+
+
+RUNS = """
+import sys
+from spin_lite import plat
+answers = [plat.run(["sh", "-c", "cat; echo oops >&2; exit 3"], stdin=b"rules" * 50000),
+           plat.run(["spin-no-such-program"]), plat.run(["sleep", "30"], timeout=0.2)]
+print([a[0] for a in answers], len(answers[0][1]), answers[0][2], answers[2][2])
+import os, select
+hups = []
+wake = plat.install_signals(lambda: None, lambda: hups.append(1))
+os.kill(os.getpid(), 1)  # SIGHUP, as `/etc/init.d/spin reload` sends it
+print(select.select([wake], [], [], 10)[0] == [wake], hups)
+print(sorted(m for m in ("subprocess", "signal", "threading") if m in sys.modules))
+"""
+
+
+def test_running_nft_and_taking_signals_cost_no_subprocess_or_signal_import():
+    # plat.run is called at every start (Blocks loads its rules) and the
+    # signals are installed at every start, so a lazy `import subprocess` or
+    # `import signal` would still cost every router 1.9 + 0.8 MB
+    p = subprocess.run([sys.executable, "-S", "-c", RUNS], cwd=REPO, env=dict(os.environ, PYTHONPATH=SRC),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr[-3000:]
+    answer, hup, loaded = p.stdout.strip().splitlines()
+    assert answer == "[3, 127, 124] 250000 b'oops\\n' b'timeout'"
+    assert hup == "True [1]"  # the reload signal still reaches the loop
+    assert loaded == "[]", "plat.run or install_signals imported " + loaded
