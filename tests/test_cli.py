@@ -3,6 +3,7 @@ the agent says where it looked and which
 configuration told it so: on the demo machine there is no /etc/config/spin,
 and "No such file or directory" alone sends the owner nowhere."""
 
+import json
 import os
 import subprocess
 import sys
@@ -69,3 +70,25 @@ def test_a_router_without_the_controller_package_says_which_to_install(tmp_path)
                        capture_output=True, text=True, env=env, timeout=60)
     assert p.returncode == 1
     assert "opkg install spin-controller" in p.stderr
+
+
+def test_a_router_told_of_a_broker_without_the_mqtt_package_says_which_to_install(tmp_path):
+    # the spin package alone: the owner set mqtt_broker but did not install
+    # spin-mqtt; the agent still builds every other part and says why not
+    import shutil
+    lib = tmp_path / "spin_lite"
+    shutil.copytree(os.path.join(ROOT, "src", "spin_lite"), str(lib),
+                    ignore=shutil.ignore_patterns("mqtt.py", "mqttlink.py", "__pycache__"))
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), PYTHONDONTWRITEBYTECODE="1")
+    script = ("import json\n"
+              "from spin_lite import agent, config\n"
+              "cfg = config.defaults(); cfg['mqtt_broker'] = 'nas.lan'\n"
+              "a = agent.Agent(cfg); a.build_parts()\n"
+              "print(json.dumps({'parts': [type(p).__name__ for p in a.parts],"
+              " 'warnings': a.warnings, 'mqtt': a.mqtt_missing}))\n")
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert "Link" not in out["parts"] and "Blocks" in out["parts"] and "Anomalies" in out["parts"]
+    assert "opkg install spin-mqtt" in out["mqtt"] and out["warnings"] == [out["mqtt"]]
+    assert "opkg install spin-mqtt" in p.stderr

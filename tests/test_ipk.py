@@ -32,7 +32,7 @@ def ipks(tmp_path_factory):
                        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
     print(r.stdout)
     assert r.returncode == 0, r.stdout
-    names = ("spin", "spin-micropython", "spin-controller", "luci-app-spin")
+    names = ("spin", "spin-micropython", "spin-mqtt", "spin-controller", "luci-app-spin")
     paths = {n: out / ("%s_%s_all.ipk" % (n, VERSION)) for n in names}
     assert sorted(os.listdir(out)) == sorted(p.name for p in paths.values())
     return {n: str(p) for n, p in paths.items()}
@@ -132,11 +132,13 @@ def test_everything_belongs_to_root(ipks):
 
 
 def test_what_a_router_installs_stays_small(ipks):
-    """One variant of spin (either) and the LuCI app."""
+    """One variant of spin (either) and the LuCI app; with the MQTT link,
+    what an access point that reports to a controller carries."""
     sizes = {name: os.path.getsize(p) for name, p in ipks.items()}
     print("ipk sizes: %s" % ", ".join("%s %.1f KB" % (n, s / 1024.0) for n, s in sorted(sizes.items())))
     for variant in ("spin", "spin-micropython"):
         assert sizes[variant] + sizes["luci-app-spin"] <= 200 * 1024, variant
+        assert sizes[variant] + sizes["spin-mqtt"] <= 200 * 1024, variant
 
 
 # -- control ---------------------------------------------------------------
@@ -243,7 +245,7 @@ FIXED = {
 def test_spin_ships_the_agent_as_plain_py_files_and_the_router_files(ipks):
     files = data_files(ipks["spin"])
     sources = sorted(f for f in os.listdir(os.path.join(TOP, "src", "spin_lite"))
-                     if f.endswith(".py") and f not in CONTROLLER)
+                     if f.endswith(".py") and f not in CONTROLLER + MQTT)
     expected = dict(FIXED)
     for f in sources:
         expected["/usr/lib/spin/spin_lite/" + f] = "-rw-r--r--"
@@ -259,6 +261,7 @@ def test_spin_ships_the_agent_as_plain_py_files_and_the_router_files(ipks):
 
 MPY_LAUNCHER = "/usr/bin/spin.micropython"
 CONTROLLER = ("controller.py", "scans.py")  # package spin-controller's, for the NAS
+MQTT = ("mqtt.py", "mqttlink.py")  # package spin-mqtt's, for a router that publishes
 
 
 def test_the_controller_is_a_package_of_its_own_that_needs_spin(ipks):
@@ -268,10 +271,23 @@ def test_the_controller_is_a_package_of_its_own_that_needs_spin(ipks):
     assert {p: m for p, (m, o) in files.items()} == {
         "/usr/lib/spin/spin_lite/" + f: "-rw-r--r--" for f in CONTROLLER}
     c = control(ipks["spin-controller"])
-    assert c["Package"] == "spin-controller" and c["Depends"] == "libc, spin"
+    assert c["Package"] == "spin-controller" and c["Depends"] == "libc, spin, spin-mqtt"
     assert c["Architecture"] == "all"
     for variant in ("spin", "spin-micropython"):
         assert not [p for p in data_files(ipks[variant]) if p.rsplit("/", 1)[-1] in CONTROLLER], variant
+
+
+def test_the_mqtt_link_is_a_package_of_its_own_for_either_variant(ipks):
+    """A router that publishes to no broker carries no MQTT client; the
+    link needs spin, which spin-micropython provides too."""
+    files = data_files(ipks["spin-mqtt"])
+    assert {p: m for p, (m, o) in files.items()} == {
+        "/usr/lib/spin/spin_lite/" + f: "-rw-r--r--" for f in MQTT}
+    c = control(ipks["spin-mqtt"])
+    assert c["Package"] == "spin-mqtt" and c["Depends"] == "libc, spin"
+    assert c["Architecture"] == "all"
+    for variant in ("spin", "spin-micropython"):
+        assert not [p for p in data_files(ipks[variant]) if p.rsplit("/", 1)[-1] in MQTT], variant
 
 
 def test_spin_micropython_ships_the_same_files_with_its_own_launcher(ipks):

@@ -75,6 +75,14 @@ def test_an_sdk_build_of_spin_controller_installs_what_make_ipk_packs(ipks, tmp_
     assert not [p for p in spin if p.endswith(("/controller.py", "/scans.py"))]
 
 
+def test_an_sdk_build_of_spin_mqtt_installs_what_make_ipk_packs(ipks, tmp_path):
+    tree, fields, info = sdk_install("package/spin", "spin-mqtt", tmp_path)
+    assert tree == ipk_tree(ipks["spin-mqtt"])
+    assert sorted(tree) == ["/usr/lib/spin/spin_lite/mqtt.py", "/usr/lib/spin/spin_lite/mqttlink.py"]
+    spin, _, _ = sdk_install("package/spin", "spin", tmp_path / "spin")
+    assert not [p for p in spin if p.endswith(("/mqtt.py", "/mqttlink.py"))]
+
+
 def test_an_sdk_build_of_spin_micropython_is_spins_files_with_the_micropython_launcher(ipks, tmp_path):
     """make itself expands the variant's `$(call Package/spin/Default)`,
     `$(call Package/spin/install,$(1))` and shared conffiles as tools/ipk.py

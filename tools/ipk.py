@@ -1,6 +1,7 @@
 """make ipk: build spin_<v>_all.ipk, spin-micropython_<v>_all.ipk,
-spin-controller_<v>_all.ipk and luci-app-spin_<v>_all.ipk without the
-OpenWrt SDK, in the format opkg reads.
+spin-mqtt_<v>_all.ipk, spin-controller_<v>_all.ipk and
+luci-app-spin_<v>_all.ipk without the OpenWrt SDK, in the format opkg
+reads.
 
 The SDK Makefiles are the specification: the packages package/spin/Makefile
 builds (its `BuildPackage` lines), their control fields, conffiles and

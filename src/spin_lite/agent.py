@@ -122,6 +122,7 @@ class Agent:
         self.events = None  # and ctevents.Events here
         self.captures = None  # and capture.Captures here
         self.mqtt = None  # and mqttlink.Link here, when a broker is configured
+        self.mqtt_missing = None  # why not, when its package is not installed
         self.bridgecount = None  # and bridgecount.BridgeCounts, on an access point
 
     # -- parts --------------------------------------------------------------
@@ -139,14 +140,28 @@ class Agent:
             from . import bridgecount  # an access point: its clients' flows from the bridge
             self.parts.append(bridgecount.BridgeCounts(self.cfg))
         if self.cfg["mqtt_broker"]:
-            from . import mqttlink  # the client (and ssl, for TLS) only when a broker is set
-            self.parts.append(mqttlink.Link(self.cfg))
+            self._add_mqtt()
         if self.cfg["rpc_socket"] or self.cfg["rpc_listen"]:
             self.parts.append(jsonrpc.Server())
             from . import web  # the visualizer page and /ubus, on that same listener
             self.parts.append(web.Web())
         from . import ubuslink  # object `spin` on ubus, where this host has ubusd
         self.parts.extend(ubuslink.parts(self.cfg))
+
+    def _add_mqtt(self):
+        # the client (and ssl, for TLS) only when a broker is set, and only
+        # where package spin-mqtt put it: a router without it still counts,
+        # blocks and quarantines, and says why it does not publish
+        try:
+            from . import mqttlink
+        except ImportError as e:
+            why = ("spin.mqtt_broker is set but the MQTT link is not installed"
+                   " (opkg install spin-mqtt): MQTT off (%s)" % e)
+            plat.warn(why)
+            self.warnings.append(why)
+            self.mqtt_missing = why
+            return
+        self.parts.append(mqttlink.Link(self.cfg))
 
     def emit(self, name, data):
         for fn in list(self.listeners):
@@ -357,7 +372,8 @@ class Agent:
             "detect": self.detect_status(),
             "events": self.events.status() if self.events else {"state": "off: not started"},
             "captures": self.captures.status() if self.captures else None,
-            "mqtt": self.mqtt.status() if self.mqtt else None,
+            "mqtt": (self.mqtt.status() if self.mqtt
+                     else {"state": "off", "error": self.mqtt_missing} if self.mqtt_missing else None),
             "bridge": self.bridgecount.status() if self.bridgecount else None,
         }
 
