@@ -109,12 +109,27 @@ def _run_spawn(argv, stdin, timeout):
         os.close(feed)
     for fd in out:
         os.close(fd)
-    if open_ends:
+    status = None if open_ends else _reap(child, deadline)
+    if status is None:
         os.kill(child, 9)  # SIGKILL, as subprocess.run does on its timeout
         os.waitpid(child, 0)
         return 124, b"", b"timeout"
-    status = os.waitpid(child, 0)[1]
     return os.waitstatus_to_exitcode(status), b"".join(out[fds[1][0]]), b"".join(out[fds[2][0]])
+
+
+def _reap(child, deadline):
+    """The child's wait status, or None if it is still running at the
+    deadline: one that closed its outputs but lives on (a daemon, a hung
+    nft) must not hold the agent's loop past the timeout."""
+    pause = 0.001
+    while True:
+        done, status = os.waitpid(child, os.WNOHANG)
+        if done:
+            return status
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 def _quote(arg):
