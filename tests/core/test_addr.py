@@ -37,7 +37,8 @@ def test_ipv4_digits_are_ascii_only():
     # str.isdigit() also takes Arabic-Indic and superscript digits: the first
     # were read as 1.2.3.4, the second raised int()'s own message (fuzzing)
     assert addr.parse_ip("192.168.008.5") == "192.168.8.5"
-    for bad in ("\u0661.2.3.4", "1.2.3.\u00b2", "1..2.3", " 1.2.3.4"):
+    for bad in ("\u0661.2.3.4", "1.2.3.\u00b2", "1..2.3", " 1.2.3.4", "1.2.3.4 ", "+1.2.3.4", "1.2.3.-1",
+                "1.2.3.0x1", "1234.1.1.1", "1.2.3.256", "1.2.3.4.5"):
         try:
             addr.parse_ipv4(bad)
         except ValueError as e:
