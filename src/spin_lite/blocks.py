@@ -277,6 +277,7 @@ class Blocks:
         if hasattr(self.backend, "lan_watch"):
             # the LAN watch's options, and another try if the kernel refused it
             self.backend.lan_watch = firewall.lan_watch_of(agent.cfg)
+            self.backend.uplink = firewall.uplink_of(agent.cfg)
             self.backend.watch = None
         self.apply("reload")
 

@@ -285,7 +285,8 @@ def cmd_firewall(argv):
                 sys.stdout.write(firewall.render_iptables(state, fam))
         else:
             sys.stdout.write(firewall.render(state))
-            sys.stdout.write(firewall.render_bridge(state, getattr(backend, "lan_watch", None)))
+            sys.stdout.write(firewall.render_bridge(state, getattr(backend, "lan_watch", None),
+                                                    getattr(backend, "uplink", None)))
         return 0
     err = backend.check(state)
     whole = backend.intact(state)
