@@ -16,6 +16,7 @@ the uplink. The router's agent is not running: whatever holds, ap1 holds.
   it reaches the internet again.
 """
 
+import json
 import os
 import signal
 import sys
@@ -202,3 +203,22 @@ def test_a_quarantined_device_behind_the_access_point_keeps_what_the_router_leav
     finally:
         ap.call("release", {"mac": bulb.mac})
     assert reaches(home, "bulb", SHOP4), "released, the bulb still cannot reach the internet"
+
+
+def test_a_dhcp_discover_teaches_the_access_point_no_address(home):
+    """A device asking for a lease sends from 0.0.0.0: that is nobody's
+    address, and must not become one of the laptop's."""
+    ap, laptop = home.ap, home.devices["laptop"]
+    home.sh("laptop", "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-s", "/bin/true", "-t", "2", "-T", "1",
+            check=False)
+
+    def clients():
+        out = json.loads(home.sh("ap1", "nft", "-j", "list", "set", "bridge", "spinap", "clients"))
+        return [e["elem"]["val"]["concat"] if isinstance(e, dict) and "elem" in e else e["concat"]
+                for item in out["nftables"] if "set" in item for e in item["set"].get("elem", [])]
+    home.wait_for(lambda: any(c[1] == laptop.ip4 for c in clients()), timeout=10,
+                  what="the laptop in ap1's clients set")
+    assert [c for c in clients() if c[1] == "0.0.0.0"] == []
+    seen = ap.call("status")["scans"]
+    home.wait_for(lambda: ap.call("status")["scans"] > seen + 1, timeout=10, what="two more scans of ap1")
+    assert ap.call("device", {"mac": laptop.mac})["ips"] == [laptop.ip4]
