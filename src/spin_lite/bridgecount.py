@@ -25,7 +25,7 @@ point, and what a radio forwards between its own stations.
 Nothing here fails the scan: a read that fails says why in status.
 """
 
-from . import devices, plat
+from . import plat
 
 json = plat.json
 
@@ -149,12 +149,7 @@ class BridgeCounts:
         now_wall = plat.wall()
         table = agent.devices
         for client, mac in clients.items():
-            d = table.table.get(mac)
-            if d is None:
-                d = table.table[mac] = devices.Device(mac, now_wall)
-            if client not in d.ips:
-                d.ips.add(client)
-            table.by_ip[client] = mac
+            table.learn(mac, client, now_wall)
         first = agent.last_scan_ms is None
         for key, row in flows.items():
             client, remote, proto, port, _ = key
