@@ -23,6 +23,7 @@ import sys
 
 import pytest
 
+from spin_lite import firewall
 from tests.world.ap import AccessPoint
 from tests.world.home import LAN4_ROUTER, RESOLVER4, SRC, Home
 
@@ -106,7 +107,8 @@ def dropped(ap, owner):
 def home():
     with Home(firewall="nft", devices=["laptop", "bulb"]) as h:
         ap = AccessPoint(h, "ap1", ["laptop", "bulb"]).up()
-        ap.start_agent(firewall="nft")
+        # no lan_net: the AP reads its LAN prefix from br-lan, as a real one
+        ap.start_agent(firewall="nft", lan_net=None)
         h.ap = ap
         for name in ("laptop", "bulb"):
             mac = h.devices[name].mac
@@ -122,6 +124,14 @@ def _known(ap, mac):
         return ap.call("device", {"mac": mac})
     except jsonrpc.RemoteError:
         return None
+
+
+def test_the_access_point_opens_the_quarantine_to_the_lan_it_reads():
+    assert firewall.uplink_of({"bridge_uplink": "uplink", "lan_net": []},
+                              ["192.168.8.0/24", "fd00:8::/64"]) == ("uplink", ["192.168.8.0/24"])
+    assert firewall.uplink_of({"bridge_uplink": "uplink", "lan_net": ["10.0.0.1/8"]},
+                              ["192.168.8.0/24"]) == ("uplink", ["10.0.0.0/8"])
+    assert firewall.uplink_of({"bridge_uplink": "", "lan_net": []}, ["192.168.8.0/24"]) is None
 
 
 def test_a_destination_blocked_on_the_access_point_is_dropped_on_its_bridge(home):

@@ -445,13 +445,14 @@ UPLINK_QUARANTINE_OPEN = (
 )
 
 
-def uplink_of(cfg):
-    """(uplink port, the LAN's IPv4 prefixes) from the config, or None on
-    a router (no bridge_uplink)."""
+def uplink_of(cfg, lan_nets=()):
+    """(uplink port, the LAN's IPv4 prefixes) on an access point, or None
+    on a router (no bridge_uplink). The prefixes are lan_net's, else
+    lan_nets (the agent's, read from lan_ifname's addresses)."""
     up = cfg.get("bridge_uplink")
     if not up:
         return None
-    return up, [normal_prefix(n) for n in cfg.get("lan_net") or () if family(n) == 4]
+    return up, [normal_prefix(n) for n in cfg.get("lan_net") or lan_nets or () if family(n) == 4]
 
 
 def _uplink_lines(uplink):
