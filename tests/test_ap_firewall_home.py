@@ -182,7 +182,6 @@ def test_spin_firewall_check_finds_the_access_points_bridge_table_whole(home):
 
 
 def _a_handle(home):
-    import json
     out = json.loads(home.sh("ap1", "nft", "-j", "-a", "list", "chain", "bridge", "spin", "forward"))
     for item in out["nftables"]:
         r = item.get("rule")
