@@ -41,6 +41,11 @@ def watch_of(case):
     return tuple(w) if w else None
 
 
+def uplink_of(case):
+    """The access point's uplink a case renders with, or None (a router)."""
+    return firewall.uplink_of(case)
+
+
 def golden(name, ext, text):
     path = os.path.join(CASES_DIR, name + ext)
     if REGOLD:
@@ -62,7 +67,7 @@ def test_render_nft(name):
 @pytest.mark.parametrize("name", CASES)
 def test_render_bridge(name):
     case = load(name)
-    text = firewall.render_bridge(case["state"], watch_of(case))
+    text = firewall.render_bridge(case["state"], watch_of(case), uplink_of(case))
     assert text == golden(name, ".bridge", text), case["story"]
 
 
@@ -116,7 +121,8 @@ for f in sorted(os.listdir(d)):
                + "### iptables-restore --noflush\\n" + firewall.render_iptables(st, 4)
                + "### ip6tables-restore --noflush\\n" + firewall.render_iptables(st, 6))
         same = (firewall.render(st) == open(d + f[:-5] + ".nft").read()
-                and firewall.render_bridge(st, tuple(w) if w else None) == open(d + f[:-5] + ".bridge").read()
+                and firewall.render_bridge(st, tuple(w) if w else None, firewall.uplink_of(case))
+                == open(d + f[:-5] + ".bridge").read()
                 and ipt == open(d + f[:-5] + ".ipt").read())
         print(f[:-5], "same" if same else "DIFFERENT")
 """
@@ -170,12 +176,12 @@ def test_nft_loads_the_text_twice(scratch, name):
         assert p.returncode == 0, p.stderr.decode()
     listing = run_in(scratch, ["nft", "list", "table", "inet", "spin"], "").stdout.decode()
     assert listing.count('comment "spin: ') == sum(firewall.nft_rule_count(load(name)["state"]))
-    bridge = firewall.render_bridge(load(name)["state"], watch_of(load(name)))
+    bridge = firewall.render_bridge(load(name)["state"], watch_of(load(name)), uplink_of(load(name)))
     for _ in range(2):
         p = run_in(scratch, ["nft", "-f", "-"], bridge)
         assert p.returncode == 0, p.stderr.decode()
     listing = run_in(scratch, ["nft", "list", "table", "bridge", "spin"], "").stdout.decode()
-    assert listing.count('comment "spin: ') == firewall.bridge_rule_count(watch_of(load(name)))
+    assert listing.count('comment "spin: ') == firewall.bridge_rule_count(watch_of(load(name)), uplink_of(load(name)))
 
 
 @pytest.mark.netns

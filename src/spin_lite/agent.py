@@ -278,6 +278,11 @@ class Agent:
         # parts that are sources too (the LAN watch) bring their news now,
         # so it joins this scan's figures rather than the next one's
         self._each_part("collect", plat.monotonic_ms())
+        if self.devices.found:
+            # devices those sources found (an access point's clients) are
+            # announced below with those of the neighbour table
+            fresh += [m for m in self.devices.found if m in self.devices.table]
+            self.devices.found = []
         now = plat.monotonic_ms()
         dt = (now - self.last_scan_ms) / 1000.0 if self.last_scan_ms else 0
         self.last_scan_ms = now

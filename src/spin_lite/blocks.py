@@ -242,6 +242,7 @@ class Blocks:
     def start(self, agent):
         self.agent = agent
         agent.blocks = self
+        self._uplink(agent)
         plat.remove(self._stop_mark())
         self.expire(agent)
         if not self.error:
@@ -278,7 +279,14 @@ class Blocks:
             # the LAN watch's options, and another try if the kernel refused it
             self.backend.lan_watch = firewall.lan_watch_of(agent.cfg)
             self.backend.watch = None
+        self._uplink(agent)
         self.apply("reload")
+
+    def _uplink(self, agent):
+        """On an access point: its uplink and LAN prefixes for the bridge
+        table (lan_net, else the agent's, read from lan_ifname)."""
+        if hasattr(self.backend, "uplink"):
+            self.backend.uplink = firewall.uplink_of(agent.cfg, getattr(agent, "lan_nets", ()))
 
     def stop(self, agent):
         # the rules stay: blocks hold while the agent is down, and the next

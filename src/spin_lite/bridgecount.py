@@ -10,7 +10,8 @@ address . its port . remote . protocol . remote port (one connection, as
 conntrack would have it), every frame back into `in` under the same key,
 and each client's MAC . address into `clients` (nft 1.0.6 cannot list a
 set of six fields back, so the MAC has a set of its own); each element has a counter and lives 10 minutes
-past its last frame (max_flows of them at most).
+past its last frame (max_flows of them at most). A client asking for a
+lease sends from 0.0.0.0, nobody's address: it is left out of both.
 
 Every scan the part reads both sets (one `nft -j list table`), and each
 key's growth since the last read becomes one flow's news for
@@ -24,7 +25,7 @@ point, and what a radio forwards between its own stations.
 Nothing here fails the scan: a read that fails says why in status.
 """
 
-from . import devices, plat
+from . import plat
 
 json = plat.json
 
@@ -54,8 +55,8 @@ RULESET = """table bridge spinap {
 	}
 	chain forward {
 		type filter hook forward priority -5; policy accept;
-		iifname != "%(up)s" oifname "%(up)s" ether type ip update @clients { ether saddr . ip saddr } comment "spin: who is behind this AP"
-		iifname != "%(up)s" oifname "%(up)s" ether type ip meta l4proto { tcp, udp } update @out { ip saddr . th sport . ip daddr . meta l4proto . th dport } comment "spin: a client's frames out"
+		iifname != "%(up)s" oifname "%(up)s" ip saddr != 0.0.0.0 update @clients { ether saddr . ip saddr } comment "spin: who is behind this AP"
+		iifname != "%(up)s" oifname "%(up)s" ip saddr != 0.0.0.0 meta l4proto { tcp, udp } update @out { ip saddr . th sport . ip daddr . meta l4proto . th dport } comment "spin: a client's frames out"
 		iifname "%(up)s" oifname != "%(up)s" ether type ip meta l4proto { tcp, udp } update @in { ip daddr . th dport . ip saddr . meta l4proto . th sport } comment "spin: frames back to a client"
 	}
 }
@@ -148,12 +149,7 @@ class BridgeCounts:
         now_wall = plat.wall()
         table = agent.devices
         for client, mac in clients.items():
-            d = table.table.get(mac)
-            if d is None:
-                d = table.table[mac] = devices.Device(mac, now_wall)
-            if client not in d.ips:
-                d.ips.add(client)
-            table.by_ip[client] = mac
+            table.learn(mac, client, now_wall)
         first = agent.last_scan_ms is None
         for key, row in flows.items():
             client, remote, proto, port, _ = key

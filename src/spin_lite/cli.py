@@ -277,6 +277,9 @@ def cmd_firewall(argv):
         sys.stdout.write("%s: %s\n" % (backend.name, err or "removed"))
         return 1 if err else 0
     state["devices"] = _agent_addresses(cfg, state["devices"])
+    if getattr(backend, "uplink", None) and not backend.uplink[1]:
+        # an access point without lan_net: the prefixes the agent read
+        backend.uplink = firewall.uplink_of(cfg, _agent_lan(cfg))
     if verb == "print":
         if backend.name == "iptables":
             sys.stdout.write("### ipset -exist restore\n" + firewall.render_ipset(state))
@@ -285,7 +288,8 @@ def cmd_firewall(argv):
                 sys.stdout.write(firewall.render_iptables(state, fam))
         else:
             sys.stdout.write(firewall.render(state))
-            sys.stdout.write(firewall.render_bridge(state, getattr(backend, "lan_watch", None)))
+            sys.stdout.write(firewall.render_bridge(state, getattr(backend, "lan_watch", None),
+                                                    getattr(backend, "uplink", None)))
         return 0
     err = backend.check(state)
     whole = backend.intact(state)
@@ -293,6 +297,16 @@ def cmd_firewall(argv):
         backend.name, "accepted" if err is None else "refused: " + err,
         "and whole" if whole else "no (or not whole)"))
     return 0 if err is None and whole else 1
+
+
+def _agent_lan(cfg):
+    """The LAN prefixes the running agent read from lan_ifname, or []."""
+    address = cfg.get("rpc_socket") or cfg.get("rpc_listen")
+    try:
+        from . import jsonrpc
+        return jsonrpc.call(address, "status", {}, cfg.get("token") or None).get("lan") or []
+    except Exception:  # no agent: said already by _agent_addresses
+        return []
 
 
 def _agent_addresses(cfg, macs):

@@ -71,7 +71,7 @@ OPTIONS = {
     "mqtt_cert": ("str", "", "client certificate file for TLS (optional)"),
     "mqtt_key": ("str", "", "client certificate's key file (optional)"),
     "mqtt_keepalive": ("int", 60, "seconds between MQTT keepalives (5..3600)"),
-    "bridge_uplink": ("str", "", "on a bridged access point: lan_ifname's port to the router; set, the agent counts its clients' IPv4 flows in nft table bridge spinap"),
+    "bridge_uplink": ("str", "", "on a bridged access point: lan_ifname's port to the router; set, the agent counts its clients' IPv4 flows in nft table bridge spinap and (firewall nft) enforces blocks of remotes and quarantine across it in table bridge spin"),
     "mqtt_queue": ("int", 60, "messages (digests first) kept while the broker is away; the oldest dropped and counted"),
     "controller_homes": ("list", [], "the homes a controller serves: names, or '+' for every home whose agents publish a status; empty: mqtt_home"),
     "controller_forget": ("int", 24, "hours after which a controller forgets a device no agent has named, an agent offline, a home with neither (the agent's own history spans 24 h)"),

@@ -35,6 +35,7 @@ class Devices:
         self.by_ip = {}
         self.dropped = 0
         self.owners = {}  # mac -> the owner's name (names.Names keeps and saves it)
+        self.found = []   # MACs learn() added since the scan last took them
 
     def get(self, mac):
         return self.table.get(mac)
@@ -71,6 +72,17 @@ class Devices:
         self.by_ip = by_ip
         self._bound()
         return fresh
+
+    def learn(self, mac, ip, now):
+        """A device a source finds by itself (an access point's bridge has
+        no neighbour table of its clients): its MAC and an address. A new
+        MAC waits in found for the scan to announce it, as update's are."""
+        d = self.table.get(mac)
+        if d is None:
+            d = self.table[mac] = Device(mac, now)
+            self.found.append(mac)
+        d.ips.add(ip)
+        self.by_ip[ip] = mac
 
     def _bound(self):
         while len(self.table) > self.limit:

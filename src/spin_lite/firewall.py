@@ -297,16 +297,11 @@ def _nft_port_rules(b, mac, ips):
     return out
 
 
-def render(state):
-    """The whole `table inet spin` as nft -f text. Pure."""
-    elements, rules = plan(state)
-    lines = [
-        "# spin-lite: generated from the block store; replaced as a whole",
-        "table inet %s" % TABLE,
-        "delete table inet %s" % TABLE,
-        "table inet %s {" % TABLE,
-    ]
+def _nft_sets(lines, elements, names):
+    """The sets named, each with its elements and their owners."""
     for name, kind, ntype, interval, _ in SETS:
+        if name not in names:
+            continue
         lines.append("\tset %s {" % name)
         lines.append("\t\ttype %s" % ntype)
         if interval:
@@ -324,6 +319,18 @@ def render(state):
                 lines.append('\t\t\t%s comment "%s",' % (_nft_elem(elem), owner))
             lines.append("\t\t}")
         lines.append("\t}")
+
+
+def render(state):
+    """The whole `table inet spin` as nft -f text. Pure."""
+    elements, rules = plan(state)
+    lines = [
+        "# spin-lite: generated from the block store; replaced as a whole",
+        "table inet %s" % TABLE,
+        "delete table inet %s" % TABLE,
+        "table inet %s {" % TABLE,
+    ]
+    _nft_sets(lines, elements, [s[0] for s in SETS])
     lines.append("\tchain forward {")
     lines.append("\t\ttype filter hook forward priority %s; policy accept;" % PRIORITY)
     for name, direction, verdict, comment in FORWARD:
@@ -399,9 +406,78 @@ LAN_WATCH_RULES = (
 )
 
 
-def bridge_rule_count(watch):
+# On a bridged access point (option bridge_uplink) the clients' traffic to
+# the internet crosses the bridge between a client's port and the uplink
+# and never passes an inet hook, so the rows of the inet forward chain that
+# name remotes hold there too, and quarantine lets through across the
+# uplink what the router's input chain leaves open to a quarantined device.
+# A frame's way: out (a client's port to the uplink), in (back), None
+# (either: an allow only ends our chain early).
+UPLINK_WAY = {"out": 'iifname != "%(up)s" oifname "%(up)s" ',
+              "in": 'iifname "%(up)s" oifname != "%(up)s" ', None: ""}
+# (set, direction, way): rows of FORWARD, in FORWARD's order.
+UPLINK_FORWARD = (
+    ("allow_mac", "src", None),
+    ("allow_v4", "src", None), ("allow_v4", "dst", None),
+    ("allow_v6", "src", None), ("allow_v6", "dst", None),
+    ("dst_v4", "dst", "out"), ("dst_v4", "src", "in"),
+    ("dst_v6", "dst", "out"), ("dst_v6", "src", "in"),
+    ("pairmac_v4", "src,dst", "out"), ("pair_v4", "src,dst", "out"), ("pair_v4", "dst,src", "in"),
+    ("pairmac_v6", "src,dst", "out"), ("pair_v6", "src,dst", "out"), ("pair_v6", "dst,src", "in"),
+)
+# (way, match, comment): before the quarantine's drops. The router keeps
+# DHCP, DNS and ICMP on itself open to a quarantined device (INPUT,
+# OPEN_NFT) and never cuts its ARP; here the router is somewhere behind the
+# uplink, so DNS and ICMP are open to the LAN prefixes (lan_net), and the
+# rows that need them are left out when there are none. IPv4 only (as the
+# bridge counters): the rest of a quarantined device's frames is dropped.
+UPLINK_QUARANTINE_OPEN = (
+    ("out", "ether saddr @q_mac ether type arp", "quarantined device still resolves the LAN (ARP)"),
+    ("in", "ether daddr @q_mac ether type arp", "quarantined device still resolves the LAN (ARP)"),
+    ("out", "ether saddr @q_mac udp dport 67", "quarantined device keeps its lease (DHCP)"),
+    ("in", "ether daddr @q_mac udp sport 67", "quarantined device keeps its lease (DHCP)"),
+    ("out", "ether saddr @q_mac ip daddr %(lan)s udp dport 53", "quarantined device keeps DNS on the LAN"),
+    ("out", "ether saddr @q_mac ip daddr %(lan)s tcp dport 53", "quarantined device keeps DNS on the LAN"),
+    ("in", "ether daddr @q_mac ip saddr %(lan)s udp sport 53", "quarantined device keeps DNS on the LAN"),
+    ("in", "ether daddr @q_mac ip saddr %(lan)s tcp sport 53", "quarantined device keeps DNS on the LAN"),
+    ("out", "ether saddr @q_mac ip daddr %(lan)s meta l4proto icmp", "quarantined device keeps ICMP on the LAN"),
+    ("in", "ether daddr @q_mac ip saddr %(lan)s meta l4proto icmp", "quarantined device keeps ICMP on the LAN"),
+)
+
+
+def uplink_of(cfg, lan_nets=()):
+    """(uplink port, the LAN's IPv4 prefixes) on an access point, or None
+    on a router (no bridge_uplink). The prefixes are lan_net's, else
+    lan_nets (the agent's, read from lan_ifname's addresses)."""
+    up = cfg.get("bridge_uplink")
+    if not up:
+        return None
+    return up, [normal_prefix(n) for n in cfg.get("lan_net") or lan_nets or () if family(n) == 4]
+
+
+def _uplink_lines(uplink):
+    """The quarantine's openings and the remotes' rows across the uplink."""
+    up, lan = uplink
+    keys = {"up": up, "lan": "{ %s }" % ", ".join(lan)}
+    opens, rows = [], []
+    for way, match, comment in UPLINK_QUARANTINE_OPEN:
+        if lan or "%(lan)s" not in match:
+            opens.append('\t\t%s%s return comment "spin: %s"' % (UPLINK_WAY[way] % keys, match % keys, comment))
+    verdicts = dict(((n, d), (v, c)) for n, d, v, c in FORWARD)
+    for name, direction, way in UPLINK_FORWARD:
+        verdict, comment = verdicts[(name, direction)]
+        sel = NFT_SELECTOR[(SET_KIND[name], direction)]
+        rows.append('\t\t%s%s @%s %s comment "spin: %s"' % (UPLINK_WAY[way] % keys, sel, name, verdict, comment))
+    return opens, rows
+
+
+def bridge_rule_count(watch, uplink=None):
     """Rules in the bridge table's forward chain as render_bridge makes it."""
-    return len(BRIDGE_RULES) + (len(LAN_WATCH_RULES) if watch else 0)
+    n = len(BRIDGE_RULES) + (len(LAN_WATCH_RULES) if watch else 0)
+    if uplink:
+        opens, rows = _uplink_lines(uplink)
+        n += len(opens) + len(rows)
+    return n
 
 
 def _lan_watch_lines(watch):
@@ -433,15 +509,18 @@ def lan_watch_of(cfg):
     return size, max(60, 3 * (cfg.get("scan_interval") or 5))
 
 
-def render_bridge(state, watch=None):
+def render_bridge(state, watch=None, uplink=None):
     """`table bridge spin`: quarantined devices cut off from their LAN
     peers on the same bridge, which never pass the inet forward hook, and,
     with watch = (size, timeout seconds), the LAN watch after them (a
     quarantined device's frames are dropped before they are counted).
+    With uplink = (port, LAN prefixes), on an access point, the blocks of
+    remotes across the uplink last (see UPLINK_FORWARD).
     Loaded in a transaction of its own: it needs kmod-nft-bridge, and a
     router without it must still get table inet spin. Pure."""
     elements, _ = plan(state)
     watch_sets, watch_rules = _lan_watch_lines(watch) if watch else ([], [])
+    opens, rows = _uplink_lines(uplink) if uplink else ([], [])
     lines = [
         "# spin-lite: quarantine across the LAN bridge; replaced as a whole",
         "table bridge %s" % TABLE,
@@ -457,12 +536,16 @@ def render_bridge(state, watch=None):
             lines.append('\t\t\t%s comment "%s",' % (elem, owner))
         lines.append("\t\t}")
     lines.append("\t}")
+    if uplink:
+        _nft_sets(lines, elements, [n for n, _, _ in UPLINK_FORWARD])
     lines.extend(watch_sets)
     lines.append("\tchain forward {")
     lines.append("\t\ttype filter hook forward priority %s; policy accept;" % PRIORITY)
+    lines.extend(opens)
     for rule, comment in BRIDGE_RULES:
         lines.append('\t\t%s comment "spin: %s"' % (rule, comment))
     lines.extend(watch_rules)
+    lines.extend(rows)
     lines.append("\t}")
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -743,6 +826,7 @@ class Nft:
         self.bridge = None    # None: not tried, True: loaded, text: why not
         self.lan_watch = lan_watch_of(cfg)  # (size, timeout) or None: off
         self.watch = None     # the same for the LAN watch in the bridge table
+        self.uplink = uplink_of(cfg)  # (port, LAN prefixes) on an access point, else None
         self.verified = None  # (ruleset generation, state) last found intact
 
     def _load(self, text, name):
@@ -763,12 +847,12 @@ class Nft:
         kernel refuses the watch (no dynamic sets, no concatenations): the
         watch only counts, quarantine across the bridge must not wait on it."""
         watch = self.lan_watch if self.watch in (None, True) else None
-        berr = self._load(render_bridge(state, watch), "firewall.rejected.bridge.nft")
+        berr = self._load(render_bridge(state, watch, self.uplink), "firewall.rejected.bridge.nft")
         if berr is not None and watch:
             plat.warn("firewall: no LAN watch in table bridge spin: " + berr)
             self.watch = berr
             watch = None
-            berr = self._load(render_bridge(state), "firewall.rejected.bridge.nft")
+            berr = self._load(render_bridge(state, None, self.uplink), "firewall.rejected.bridge.nft")
         if berr is not None:
             # not fatal: quarantine still holds for routed traffic
             plat.warn("firewall: no table bridge spin (LAN peers of a quarantined"
@@ -803,8 +887,17 @@ class Nft:
         return None
 
     def check(self, state):
-        rc, out, err = plat.run([self.nft, "-c", "-f", "-"], stdin=render(state).encode())
-        return None if rc == 0 else _text(err).strip()
+        """nft -c of table inet spin and, on an access point (where the
+        blocks of remotes live in it), of table bridge spin."""
+        texts = [render(state)]
+        if self.uplink:
+            texts.append(render_bridge(state, self.lan_watch if self.watch in (None, True) else None,
+                                       self.uplink))
+        for text in texts:
+            rc, out, err = plat.run([self.nft, "-c", "-f", "-"], stdin=text.encode())
+            if rc != 0:
+                return _text(err).strip()
+        return None
 
     def _listing(self, family="inet"):
         rc, out, err = plat.run([self.nft, "-j", "list", "table", family, TABLE])
@@ -843,10 +936,13 @@ class Nft:
                 sets += 1
         if (counts["forward"], counts["input"]) != nft_rule_count(state) or sets != len(SETS):
             return False
-        if self.bridge is True:
+        if self.bridge is True or (self.bridge is None and self.uplink):
+            # not loaded by this process (spin firewall check): on an access
+            # point the table must be there, with or without the LAN watch
             items = self._listing("bridge")
             rules = sum(1 for i in items if "rule" in i) if items is not None else None
-            if rules != bridge_rule_count(self.watch is True):
+            watch = (self.watch is True,) if self.watch is not None else (True, False)
+            if rules not in [bridge_rule_count(w and self.lan_watch, self.uplink) for w in watch]:
                 return False
         return True
 

@@ -5,6 +5,7 @@ and the router, as a Wi-Fi AP bridging its clients into the LAN.
     ap.ns            # <tag>-ap1: br-lan with ports `uplink` (to the router's br-lan)
                      # and the devices' cables, 192.168.8.2/24 for its own agent
     ap.start_agent(**options)   # spin agent there, its own config, socket and log
+                                # (an option None: left out, the agent's default)
 
 The devices keep their addresses and MACs (DHCP still comes from the
 router, through the bridge). No routing, no NAT, no conntrack of the
@@ -74,6 +75,7 @@ class AccessPoint:
                "firewall": "none", "lan_watch": 0, "dns_snoop": 0, "ctevents": 0,
                "bridge_uplink": "uplink", "mqtt_agent": self.name}
         cfg.update(options)
+        cfg = {k: v for k, v in cfg.items() if v is not None}  # None: the agent's default
         path = os.path.join(self.dir, "spin")
         with open(path, "w") as f:
             f.write("config spin 'main'\n")
