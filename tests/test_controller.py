@@ -3,7 +3,7 @@ arrives over MQTT, without the broker: tests/test_mqtt_home.py has it)."""
 
 import json
 
-from spin_lite import config, controller
+from spin_lite import config, controller, mqttlink
 
 LAPTOP = "02:00:00:00:00:04"
 
@@ -124,10 +124,11 @@ def bulb_scans(det, n=120):
     return det
 
 
-def figures(agent, det):
-    from spin_lite import detect
-    rows = [dict(detect.scan_to_obj(d.prev), mac=mac) for mac, d in det.devices.items() if d.prev.active()]
-    return json.dumps({"v": 1, "agent": agent, "t": 1000, "seconds": 5, "devices": rows}).encode()
+def figures(agent, det, tmax=0, live=None):
+    """What that agent publishes after det's last end_scan."""
+    live = live or {}
+    msg = mqttlink.figures_message(det, agent, tmax, lambda mac: live.get(mac, 0), 1000)
+    return json.dumps(msg).encode()
 
 
 def test_the_controllers_detector_orders_the_quarantine_to_the_access_point():
@@ -323,7 +324,7 @@ def test_a_device_filling_ap1s_table_gets_the_table_hog_verdict_ap1_would_give()
     for name, live, tmax in (("ap1", 3000, 8192), ("router", 3000, 65536)):
         row = dict(detect.scan_to_obj(agent.devices[BULB].prev), mac=BULB, live=live)
         c.message("spin/home/%s/figures" % name, json.dumps(
-            {"v": 1, "agent": name, "t": 1000, "seconds": 5, "table_max": tmax, "devices": [row]}).encode(),
+            {"v": mqttlink.FIGURES_SCHEMA, "agent": name, "t": 1000, "seconds": 5, "table_max": tmax, "devices": [row]}).encode(),
             False)
     assert c.malformed == 0
     c.close_scan()

@@ -353,13 +353,15 @@ class Home:
     def on_figures(self, agent, msg):
         """An agent's last scan, per busy device: checked whole, then kept
         for the controller's next scan."""
-        if msg.get("v") != mqttlink.SCHEMA or not isinstance(msg.get("devices"), list):
-            raise ValueError("figures: schema %r, or no devices" % msg.get("v"))
+        v = msg.get("v")
+        if isinstance(v, bool) or v not in mqttlink.FIGURES_TAKEN or not isinstance(msg.get("devices"), list):
+            raise ValueError("figures: schema %r (taken: %s), or no devices"
+                             % (v, ", ".join(str(x) for x in mqttlink.FIGURES_TAKEN)))
         got = []
         for row in msg["devices"]:
             if not isinstance(row, dict) or not isinstance(row.get("mac"), str):
                 raise ValueError("figures: a device without a MAC")
-            got.append((parse_mac(row["mac"]), scans.from_obj(row),
+            got.append((parse_mac(row["mac"]), scans.from_obj(row, v),
                         scans.count(row.get("live", 0), "live")))
         tmax = scans.count(msg.get("table_max", 0), "table_max")
         seconds = msg.get("seconds")
@@ -378,10 +380,11 @@ class Home:
             else:
                 views[agent] = scan
 
-    def close_scan(self):
+    def close_scan(self, now=None):
         """One scan of the controller's detector on what the agents sent
-        since the last; quarantine orders for its verdicts."""
-        now = plat.wall()
+        since the last; quarantine orders for its verdicts. now: the wall
+        time (the tick's, by default)."""
+        now = plat.wall() if now is None else now
         # the seconds the agents' scans covered (two scans of an agent in
         # one of ours are twice the time, not twice the rate), else ours
         seconds = max(self.pending_seconds.values()) if self.pending_seconds else \
