@@ -54,6 +54,12 @@ TIMELINE = 60  # buckets kept per device
 LAGS_KEPT = 256  # a home's latest lags (bucket end -> merged), for p50/p99 in status
 SEEN_KEPT = 512  # (agent, started, seq) of recent digests, to tell a repeat
 ORDERS_KEPT = 200
+# the detector's rules (detect.RULES) the controller cannot judge as an
+# agent does, each with why. None now: every rule's figures travel in
+# `figures` (the scan's counters, distinct remotes, tops, failed
+# scanner-port attempts, examples, the table share). tests/test_controller.py
+# reads it: a rule neither judged alike on both nor named here fails there.
+NOT_JUDGED = {}
 FIGURES = ("bytes_out", "bytes_in", "packets_out", "packets_in", "conns", "unreplied",
            "remotes", "ports")
 
