@@ -360,9 +360,9 @@ class Home:
         """An agent's last scan, per busy device: checked whole, then kept
         for the controller's next scan."""
         v = msg.get("v")
-        if isinstance(v, bool) or v not in mqttlink.FIGURES_TAKEN or not isinstance(msg.get("devices"), list):
+        if isinstance(v, bool) or v not in scans.TAKEN or not isinstance(msg.get("devices"), list):
             raise ValueError("figures: schema %r (taken: %s), or no devices"
-                             % (v, ", ".join(str(x) for x in mqttlink.FIGURES_TAKEN)))
+                             % (v, ", ".join(str(x) for x in scans.TAKEN)))
         got = []
         for row in msg["devices"]:
             if not isinstance(row, dict) or not isinstance(row.get("mac"), str):

@@ -53,8 +53,7 @@ PORT_NAMES = {22: "ssh", 23: "telnet", 2222: "ssh", 2323: "telnet", 53: "DNS",
               3389: "remote desktop", 123: "time"}
 DNS_PORTS = (53, 853)
 
-# per-scan counters, by index (SCANNER_FAILED: new public flows to a
-# scanner port that got no answer, what the slow_scan ring adds up)
+# per-scan counters, by index (SCANNER_FAILED: unanswered, for slow_scan)
 NEW, FAILED, REFUSED, SCANNER, NEW_ANY, UPLOAD_NEW, DNS_PUBLIC, LAN_NEW, SCANNER_FAILED = range(9)
 NCOUNT = 9
 TOP_K = 8  # Misra-Gries counters per table: error at most total / (TOP_K + 1)
@@ -62,8 +61,7 @@ EXACT = 32
 HLL_BITS = 7
 HLL_M = 1 << HLL_BITS  # 128 registers: ~9 % standard error, plenty for thresholds
 EXAMPLES = 5
-# the examples a scan keeps for the long window: the latest few, folded
-# into the device's own at the end of the scan (an attribute of both)
+# the long window's examples: a scan's latest, then the device's
 LATEST = ("ex_slow", "ex_slow_ports", "ex_dns")
 
 # the long window: a ring of slots of counts
@@ -260,10 +258,8 @@ class Distinct:
             return
         if self.small is None:
             self.small = array("I")
-        else:
-            for x in self.small:  # MicroPython's array has no `in`
-                if x == h:
-                    return
+        elif not _absent(self.small, h):
+            return
         self.small.append(h)
         if len(self.small) > EXACT:
             self.regs = bytearray(HLL_M)
@@ -428,13 +424,9 @@ class Scan:
         self.ex_upload = []
         self.lan_port_list = []
         self.seconds = 0
-        # None until the scan has one (most never do): the first EXACT
-        # distinct remotes of failed scanner-port attempts, and the latest
-        # examples of the long window's rules (LATEST)
-        self.slow = None
-        self.ex_slow = None
-        self.ex_slow_ports = None
-        self.ex_dns = None
+        # None until used: the first EXACT remotes of failed scanner-port
+        # attempts; LATEST
+        self.slow = self.ex_slow = self.ex_slow_ports = self.ex_dns = None
 
     def active(self):
         return any(self.c) or bool(self.udp)
@@ -768,9 +760,7 @@ class Detector:
             s.ex_dns = _keep_latest(s.ex_dns, remote)
 
     def _slow_attempt(self, s, remote, port, h):
-        """A failed attempt on a scanner port, kept in the scan (its count,
-        its first EXACT distinct remotes: the slot's own cap) until _ring_add
-        puts it in the long window, so a controller can be sent the same."""
+        """Kept in the scan (a controller gets it so) till _ring_add."""
         s.c[SCANNER_FAILED] += 1
         sr = s.slow
         if sr is None:
@@ -915,8 +905,7 @@ class Detector:
             d.ring[base + i] += n
             d.sums[i] += n
         if s.slow is not None:
-            # distinct remotes per slot, at most EXACT: a scan's first EXACT
-            # fill the slot as far as all of its remotes would
+            # at most EXACT a slot: a scan's first EXACT fill it as all would
             sr = d.slot_remotes
             if sr is None:
                 sr = d.slot_remotes = set()
@@ -927,7 +916,7 @@ class Detector:
                     sr.add(h)
                     d.ring[base + R_SCANNER_REMOTES] += 1
                     d.sums[R_SCANNER_REMOTES] += 1
-        for name in LATEST:  # the long window's examples outlive the scan
+        for name in LATEST:
             new = getattr(s, name)
             if new is not None:
                 old = getattr(d, name)
@@ -1072,19 +1061,14 @@ def _ewma(arr, j, x, alpha):
 # -- a scan as a message (issue 15: the controller's detector) -----------------
 #
 # An agent publishes what each device did in its last scan (the Scan that
-# end_scan just closed: counters, distinct remotes, top tables, examples,
-# and its failed scanner-port attempts: their count in c, their first
-# EXACT distinct remotes in slow, which _ring_add puts in the long window
-# on the controller as on the agent); a controller rebuilds the Scans and
-# merges them (scans.py). Not carried: the known-remotes filter (per-device
-# state): the upload counter of a scan already says what it found.
+# end_scan just closed, slow_scan's attempts too); a controller rebuilds
+# the Scans and merges them (scans.py). Not carried: the known-remotes
+# filter (per-device state; a scan's upload counter says what it found).
 
 TOPS = ("ports", "peers", "udp")
 DISTINCTS = ("remotes", "lan_hosts", "lan_ports")
-# a Scan's lists, always there (bounded by EXAMPLES): what each holds
-SCAN_EXAMPLES = {"ex_failed": str, "ex_lan": str, "ex_upload": str, "lan_port_list": int}
-# ... and those None until used: slow at most EXACT hashes, LATEST at most EXAMPLES
-SCAN_OPTIONAL = {"slow": int, "ex_slow": str, "ex_slow_ports": int, "ex_dns": str}
+SCAN_EXAMPLES = ("ex_failed", "ex_lan", "ex_upload", "lan_port_list")  # lists, never None
+SCAN_OPTIONAL = ("slow",) + LATEST  # None until used
 
 
 def scan_to_obj(s):
@@ -1101,10 +1085,7 @@ def scan_to_obj(s):
         t = getattr(s, name)
         if t:
             out[name] = [[k, v[0], v[1]] for k, v in t.items()]
-    for name in SCAN_EXAMPLES:
-        if getattr(s, name):
-            out[name] = list(getattr(s, name))
-    for name in SCAN_OPTIONAL:
+    for name in SCAN_EXAMPLES + SCAN_OPTIONAL:
         if getattr(s, name):
             out[name] = list(getattr(s, name))
     return out

@@ -34,12 +34,7 @@ from .errors import ApiError, INVALID_ARGUMENT, METHOD_NOT_FOUND, NOT_FOUND, STA
 json = plat.json
 
 SCHEMA = 1
-# figures have a schema of their own: 2 added per scan the failed
-# scanner-port attempts (c[SCANNER_FAILED], slow) and more examples
-# (ex_upload, lan_port_list, ex_slow, ex_slow_ports, ex_dns); a controller
-# takes FIGURES_TAKEN
-FIGURES_SCHEMA = 2
-FIGURES_TAKEN = (1, 2)
+FIGURES_SCHEMA = 2  # figures' own: 2 added slow_scan's attempts, more examples
 WINDOW = 8  # QoS 1 messages in flight at once
 ORDER_METHODS = ("block", "unblock", "quarantine", "release")
 ORDER_FIELDS = ("id", "method", "args")
@@ -85,10 +80,8 @@ def compact_digest(d, agent, seq, started=0):
 
 
 def figures_message(det, agent, tmax, live_of, t):
-    """The `figures` message of the scan det.end_scan has just closed (it
-    is each device's prev now): per device that did anything in it, or
-    that holds a twentieth of the table (table_hog), detect.scan_to_obj
-    and its entries (live_of(mac)). None for an idle home."""
+    """The scan det.end_scan just closed (each device's prev), per device
+    busy in it or holding a twentieth of the table (table_hog); or None."""
     rows = []
     seconds = 0
     for mac, d in det.devices.items():

@@ -16,6 +16,11 @@ from .detect import (DISTINCTS, EXACT, EXAMPLES, HLL_M, LATEST, NCOUNT, SCAN_EXA
 # counters a scan carries, by the figures message's schema: version 1 had
 # no SCANNER_FAILED (its scans add nothing to a controller's slow_scan)
 COUNTERS = {1: NCOUNT - 1, 2: NCOUNT}
+TAKEN = tuple(COUNTERS)  # the figures schemas a controller takes
+# what each list of a scan holds (detect.SCAN_EXAMPLES, SCAN_OPTIONAL)
+KINDS = {"ex_failed": str, "ex_lan": str, "ex_upload": str, "lan_port_list": int,
+         "slow": int, "ex_slow": str, "ex_slow_ports": int, "ex_dns": str}
+assert set(KINDS) == set(SCAN_EXAMPLES + SCAN_OPTIONAL), "scans.KINDS: what does each list hold?"
 
 
 def count(v, what):
@@ -64,10 +69,10 @@ def from_obj(obj, version=2):
                     and not isinstance(r[0], bool)):
                 raise ValueError("%s: rows are [key, weight, extra]" % name)
             t[r[0]] = [count(r[1], name), count(r[2], name)]
-    for name, kind in SCAN_EXAMPLES.items():
-        getattr(s, name)[:] = _items(obj, name, kind, EXAMPLES) or []
-    for name, kind in SCAN_OPTIONAL.items():
-        items = _items(obj, name, kind, EXACT if name == "slow" else EXAMPLES)
+    for name in SCAN_EXAMPLES:
+        getattr(s, name)[:] = _items(obj, name, KINDS[name], EXAMPLES) or []
+    for name in SCAN_OPTIONAL:
+        items = _items(obj, name, KINDS[name], EXACT if name == "slow" else EXAMPLES)
         if items:
             setattr(s, name, array("I", items) if name == "slow" else items)
     return s
