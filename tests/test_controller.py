@@ -343,9 +343,10 @@ def test_a_device_filling_ap1s_table_gets_the_table_hog_verdict_ap1_would_give()
 # Per rule of detect.RULES: traffic one agent sees, scan by scan, that
 # gives that rule's verdict on the agent. The agent's detector judges it;
 # its figures go to a controller, which judges them: the same verdicts
-# (rule, device, severity, words, examples) on the same scans, unless the
-# rule is in controller.NOT_JUDGED (then the controller must indeed not
-# give it: the entry would be stale).
+# (rule, device, severity, words, examples) on the same scans, also when
+# an AP and the router behind it both see the traffic, unless the rule is
+# in controller.NOT_JUDGED (then the controller must indeed not give it:
+# the entry would be stale).
 
 PLUG = "02:00:00:00:00:06"
 
@@ -428,11 +429,13 @@ def judged(verdicts):
     return [(v["rule"], v["mac"], v["severity"], v["text"], v["examples"]) for v in verdicts]
 
 
-def agent_and_controller(scene, scans, live, agent="router"):
-    """Both detectors on one agent's traffic: per scan (agent's, controller's) verdicts."""
+def agent_and_controller(scene, scans, live, agents=("router",)):
+    """The detectors of the agents that see the traffic (an AP and the
+    router behind it see the same flows) and the controller's on their
+    figures: per scan (the first agent's verdicts, the controller's)."""
     from spin_lite import detect
     cfg = config.defaults()
-    det = detect.Detector(cfg)
+    dets = [detect.Detector(cfg) for _ in agents]
     c = home()
     c.publish_order = lambda agent, order: None
     n_live, tmax = live or (0, 0)
@@ -440,15 +443,18 @@ def agent_and_controller(scene, scans, live, agent="router"):
     t = 1700000000.0
     for n in range(1, scans + 1):
         t += 5
-        scene(det, n)
         live = {BULB: n_live} if n_live else {}
-        mine = det.end_scan(t, 5, live, tmax)
-        msg = mqttlink.figures_message(det, agent, tmax, lambda mac: live.get(mac, 0), int(t))
-        if msg is not None:
-            c.message("spin/home/%s/figures" % agent, json.dumps(msg).encode(), False)
+        mine = []
+        for agent, det in zip(agents, dets):
+            scene(det, n)
+            verdicts = det.end_scan(t, 5, live, tmax)
+            mine = mine or [verdicts]
+            msg = mqttlink.figures_message(det, agent, tmax, lambda mac: live.get(mac, 0), int(t))
+            if msg is not None:
+                c.message("spin/home/%s/figures" % agent, json.dumps(msg).encode(), False)
         assert c.malformed == 0, c.errors
         c.close_scan(now=t)
-        out.append((judged(mine), judged(c.detector.last)))
+        out.append((judged(mine[0]), judged(c.detector.last)))
     return out
 
 
@@ -459,9 +465,10 @@ def test_every_rule_gives_the_same_verdict_on_the_agent_and_on_the_controller():
         assert isinstance(why, str) and len(why) > 20, "NOT_JUDGED[%s]: say why" % rule
     missing = sorted(set(detect.RULES) - set(SCENES))
     assert not missing, "no traffic here for rule(s) %s: add a scene to SCENES" % ", ".join(missing)
-    for rule in detect.RULES:
+    # one agent, and two that see the same flows (an AP, the router behind it)
+    for rule, agents in [(r, a) for a in (("router",), ("ap1", "router")) for r in detect.RULES]:
         scene, scans, live = SCENES[rule]
-        per_scan = agent_and_controller(scene, scans, live)
+        per_scan = agent_and_controller(scene, scans, live, agents)
         mine = [v for agent, _ in per_scan for v in agent if v[0] == rule]
         assert mine, "%s: its scene gives the agent no verdict" % rule
         if rule in controller.NOT_JUDGED:
@@ -469,7 +476,7 @@ def test_every_rule_gives_the_same_verdict_on_the_agent_and_on_the_controller():
                 "%s is judged on the controller now: take it out of NOT_JUDGED" % rule
             continue
         for n, (agent, ctl) in enumerate(per_scan, 1):
-            assert ctl == agent, "%s, scan %d: agent %r, controller %r" % (rule, n, agent, ctl)
+            assert ctl == agent, "%s seen by %s, scan %d: agent %r, controller %r" % (rule, agents, n, agent, ctl)
 
 
 def test_a_slow_scanner_that_roams_between_two_access_points_is_caught_by_the_controller():
