@@ -21,7 +21,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.join(os.path.dirname(HERE), "src")]
 
-from spin_lite import config, controller, detect  # noqa: E402
+from spin_lite import config, controller, detect, mqttlink  # noqa: E402
 
 SCANS = 12
 
@@ -49,9 +49,8 @@ def main(devices=250):
             t0 = time.perf_counter()
             det.end_scan(now, 5, {}, None)
             t1 = time.perf_counter()
-            rows = [dict(detect.scan_to_obj(d.prev), mac=m) for m, d in det.devices.items() if d.prev.active()]
-            payload = json.dumps({"v": 1, "agent": name, "t": int(now), "seconds": 5,
-                                  "devices": rows}, separators=(",", ":")).encode()
+            msg = mqttlink.figures_message(det, name, 0, lambda m: 0, int(now))
+            payload = json.dumps(msg, separators=(",", ":")).encode()
             t2 = time.perf_counter()
             c.message("spin/home/%s/figures" % name, payload, False)
             t3 = time.perf_counter()

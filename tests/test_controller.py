@@ -3,7 +3,7 @@ arrives over MQTT, without the broker: tests/test_mqtt_home.py has it)."""
 
 import json
 
-from spin_lite import config, controller
+from spin_lite import config, controller, mqttlink
 
 LAPTOP = "02:00:00:00:00:04"
 
@@ -124,10 +124,11 @@ def bulb_scans(det, n=120):
     return det
 
 
-def figures(agent, det):
-    from spin_lite import detect
-    rows = [dict(detect.scan_to_obj(d.prev), mac=mac) for mac, d in det.devices.items() if d.prev.active()]
-    return json.dumps({"v": 1, "agent": agent, "t": 1000, "seconds": 5, "devices": rows}).encode()
+def figures(agent, det, tmax=0, live=None):
+    """What that agent publishes after det's last end_scan."""
+    live = live or {}
+    msg = mqttlink.figures_message(det, agent, tmax, lambda mac: live.get(mac, 0), 1000)
+    return json.dumps(msg).encode()
 
 
 def test_the_controllers_detector_orders_the_quarantine_to_the_access_point():
@@ -323,7 +324,7 @@ def test_a_device_filling_ap1s_table_gets_the_table_hog_verdict_ap1_would_give()
     for name, live, tmax in (("ap1", 3000, 8192), ("router", 3000, 65536)):
         row = dict(detect.scan_to_obj(agent.devices[BULB].prev), mac=BULB, live=live)
         c.message("spin/home/%s/figures" % name, json.dumps(
-            {"v": 1, "agent": name, "t": 1000, "seconds": 5, "table_max": tmax, "devices": [row]}).encode(),
+            {"v": mqttlink.FIGURES_SCHEMA, "agent": name, "t": 1000, "seconds": 5, "table_max": tmax, "devices": [row]}).encode(),
             False)
     assert c.malformed == 0
     c.close_scan()
@@ -335,3 +336,209 @@ def test_a_device_filling_ap1s_table_gets_the_table_hog_verdict_ap1_would_give()
     c.message("spin/home/ap1/figures", json.dumps(
         {"v": 1, "agent": "ap1", "t": 1000, "seconds": 5, "table_max": -1, "devices": []}).encode(), False)
     assert c.malformed == 1
+
+
+# -- the same detector on both sides (issue 15 item 4) --------------------------------
+#
+# Per rule of detect.RULES: traffic one agent sees, scan by scan, that
+# gives that rule's verdict on the agent. The agent's detector judges it;
+# its figures go to a controller, which judges them: the same verdicts
+# (rule, device, severity, words, examples) on the same scans, also when
+# an AP and the router behind it both see the traffic, unless the rule is
+# in controller.NOT_JUDGED (then the controller must indeed not give it:
+# the entry would be stale).
+
+PLUG = "02:00:00:00:00:06"
+
+
+def new_flow(det, mac, remote, port, bo=60, bi=0, proto=b"tcp", answered=False, kind="public"):
+    from spin_lite import detect
+    det.flow(mac, remote, port, proto, bo, bi, 1, 1 if answered else 0, True, not answered, False,
+             getattr(detect, kind.upper()))
+
+
+def telnet_scan(det, n):
+    for i in range(200):
+        new_flow(det, BULB, "198.51.%d.%d" % (n, i + 1), 23)
+
+
+def flood(det, n):
+    for i in range(200):
+        new_flow(det, BULB, "203.0.113.7", 443, bi=60, answered=True)
+
+
+def udp_flood(det, n):
+    det.flow(BULB, "203.0.113.8", 9999, b"udp", 3000 * 60, 0, 3000, 0, n == 1, True, False, "public")
+
+
+def lan_sweep(det, n):
+    for i in range(15):
+        det.lan_attempt(BULB, "192.168.8.%d" % (15 * n + i + 10), 445, b"tcp")
+
+
+def dns_bypass(det, n):
+    for i in range(2):
+        new_flow(det, BULB, "8.8.%d.8" % i, 53, bi=90, proto=b"udp", answered=True)
+
+
+def slow_scan(det, n):
+    if n % 4 == 0:  # 3 attempts a minute, none answered
+        new_flow(det, BULB, "192.0.%d.%d" % (n // 200, n % 200 + 1), 23 if n % 8 else 2323)
+
+
+def many_flows(det, n):  # 60 a scan, answered, to 10 remotes on many ports
+    for i in range(60):
+        new_flow(det, BULB, "203.0.113.%d" % (i % 10 + 1), 1000 + 60 * n + i, bi=60, answered=True)
+
+
+def many_remotes(det, n):  # 20 new answered remotes a scan
+    for i in range(20):
+        new_flow(det, BULB, "203.0.%d.%d" % (n, i + 1), 443, bi=60, answered=True)
+
+
+def unanswered(det, n):  # a few, to a few remotes, none answered
+    for i in range(4):
+        new_flow(det, BULB, "203.0.113.%d" % (i % 3 + 1), 443)
+
+
+def upload_after_a_quarter_hour(det, n):
+    # a quiet backup for 16 minutes, then 60 MB to an address never used
+    new_flow(det, BULB, "203.0.113.5", 443, bi=60, answered=True)
+    if n > 16 * 12:
+        det.flow(BULB, "198.51.100.%d" % (n % 200), 443, b"tcp", 6000000, 6000, 4000, 100,
+                 True, False, False, "public")
+
+
+# rule -> (traffic per scan, scans, (live entries of BULB, table size))
+SCENES = {
+    "outbound_scan": (telnet_scan, 3, None),
+    "one_remote_flood": (flood, 3, None),
+    "udp_flood": (udp_flood, 3, None),
+    "lan_scan": (lan_sweep, 3, None),
+    "dns_bypass": (dns_bypass, 3, None),
+    "table_hog": (lambda det, n: None, 2, (3000, 8192)),
+    "slow_scan": (slow_scan, 240, None),
+    "baseline_new_flows": (many_flows, 13, None),
+    "baseline_remotes": (many_remotes, 13, None),
+    "baseline_unanswered": (unanswered, 13, None),
+    "baseline_new_endpoint_upload": (upload_after_a_quarter_hour, 16 * 12 + 13, None),
+}
+
+
+def judged(verdicts):
+    return [(v["rule"], v["mac"], v["severity"], v["text"], v["examples"]) for v in verdicts]
+
+
+def agent_and_controller(scene, scans, live, agents=("router",)):
+    """The detectors of the agents that see the traffic (an AP and the
+    router behind it see the same flows) and the controller's on their
+    figures: per scan (the first agent's verdicts, the controller's)."""
+    from spin_lite import detect
+    cfg = config.defaults()
+    dets = [detect.Detector(cfg) for _ in agents]
+    c = home()
+    c.publish_order = lambda agent, order: None
+    n_live, tmax = live or (0, 0)
+    out = []
+    t = 1700000000.0
+    for n in range(1, scans + 1):
+        t += 5
+        live = {BULB: n_live} if n_live else {}
+        mine = []
+        for agent, det in zip(agents, dets):
+            scene(det, n)
+            verdicts = det.end_scan(t, 5, live, tmax)
+            mine = mine or [verdicts]
+            msg = mqttlink.figures_message(det, agent, tmax, lambda mac: live.get(mac, 0), int(t))
+            if msg is not None:
+                c.message("spin/home/%s/figures" % agent, json.dumps(msg).encode(), False)
+        assert c.malformed == 0, c.errors
+        c.close_scan(now=t)
+        out.append((judged(mine[0]), judged(c.detector.last)))
+    return out
+
+
+def test_every_rule_gives_the_same_verdict_on_the_agent_and_on_the_controller():
+    from spin_lite import detect
+    assert set(controller.NOT_JUDGED) <= set(detect.RULES), "NOT_JUDGED names a rule that is gone"
+    for rule, why in controller.NOT_JUDGED.items():
+        assert isinstance(why, str) and len(why) > 20, "NOT_JUDGED[%s]: say why" % rule
+    missing = sorted(set(detect.RULES) - set(SCENES))
+    assert not missing, "no traffic here for rule(s) %s: add a scene to SCENES" % ", ".join(missing)
+    # one agent, and two that see the same flows (an AP, the router behind it)
+    for rule, agents in [(r, a) for a in (("router",), ("ap1", "router")) for r in detect.RULES]:
+        scene, scans, live = SCENES[rule]
+        per_scan = agent_and_controller(scene, scans, live, agents)
+        mine = [v for agent, _ in per_scan for v in agent if v[0] == rule]
+        assert mine, "%s: its scene gives the agent no verdict" % rule
+        if rule in controller.NOT_JUDGED:
+            assert not [v for _, ctl in per_scan for v in ctl if v[0] == rule], \
+                "%s is judged on the controller now: take it out of NOT_JUDGED" % rule
+            continue
+        for n, (agent, ctl) in enumerate(per_scan, 1):
+            assert ctl == agent, "%s seen by %s, scan %d: agent %r, controller %r" % (rule, agents, n, agent, ctl)
+
+
+def test_a_slow_scanner_that_roams_between_two_access_points_is_caught_by_the_controller():
+    # 16 telnet attempts in 5 minutes, none answered: the first 8 through
+    # ap1, the rest through ap2 (and, in the scan it roams, one through
+    # each). Each AP saw fewer than slow_scan's 12; the controller's ring
+    # adds up the scans of both
+    from spin_lite import detect
+    cfg = config.defaults()
+    aps = {"ap1": detect.Detector(cfg), "ap2": detect.Detector(cfg)}
+    c = home()
+    c.publish_order = lambda agent, order: None
+    for name in aps:
+        c.message("spin/home/%s/status" % name, b'{"v":1,"state":"online","role":"ap"}', True)
+    t, attempts, theirs = 1700000000.0, 0, []
+    mine = {name: [] for name in aps}
+    for n in range(1, 80):
+        t += 5
+        if n % 4 == 0 and attempts < 16:
+            attempts += 1
+            at = ["ap1", "ap2"] if attempts == 8 else ["ap1" if attempts < 8 else "ap2"]
+            for name in at:  # the roaming scan: each AP saw one attempt of it
+                new_flow(aps[name], BULB, "192.0.2.%d%s" % (attempts, name[-1]), 23)
+        for name, det in aps.items():
+            mine[name] += [v["rule"] for v in det.end_scan(t, 5, {}, 0)]
+            msg = mqttlink.figures_message(det, name, 0, lambda mac: 0, int(t))
+            if msg is not None:
+                c.message("spin/home/%s/figures" % name, json.dumps(msg).encode(), False)
+        c.close_scan(now=t)
+        theirs += [v for v in c.detector.last if v["rule"] == "slow_scan"]
+    assert c.malformed == 0
+    assert "slow_scan" not in mine["ap1"] + mine["ap2"]
+    assert aps["ap1"].devices[BULB].sums[detect.R_SCANNER_FAILED] == 8
+    assert theirs and theirs[0]["severity"] == "alert"
+    # the roaming scan: the larger count of the two views, the union of their remotes
+    assert (theirs[-1]["figures"]["scanner_failed"], theirs[-1]["figures"]["scanner_remotes"]) == (16, 17)
+    assert set(theirs[-1]["examples"]["ports"]) == {23}
+    assert [v["agent"] for v in c.verdicts if v["rule"] == "slow_scan"][0] in aps
+
+
+def test_an_older_agents_figures_are_taken_and_bad_new_ones_change_nothing():
+    from spin_lite import detect
+    c = home()
+    c.publish_order = lambda agent, order: None
+    det = bulb_scans(detect.Detector(config.defaults()))
+    new = json.loads(figures("ap1", det))
+    row = new["devices"][0]
+    assert new["v"] == mqttlink.FIGURES_SCHEMA == 2 and len(row["c"]) == 9 and len(row["slow"]) == 32
+    # schema 1: eight counters, no slow remotes, fewer examples
+    old_row = dict((k, v) for k, v in row.items() if k not in ("slow", "ex_slow", "ex_slow_ports"))
+    old_row["c"] = row["c"][:8]
+    old = dict(new, v=1, devices=[old_row])
+    c.message("spin/home/ap1/figures", json.dumps(old).encode(), False)
+    assert c.malformed == 0, c.errors
+    c.close_scan()
+    assert "outbound_scan" in [v["rule"] for v in c.verdicts]
+    bad = [dict(row, c=row["c"][:8]), dict(row, slow=list(range(33))), dict(row, slow=[True]),
+           dict(row, slow=[-1]), dict(row, ex_upload=[7]), dict(row, lan_port_list=["445"]),
+           dict(row, ex_dns=["8.8.8.8"] * 6), dict(row, ex_slow="198.51.0.1")]
+    bad = [dict(new, devices=[r]) for r in bad] + [dict(new, v=3), dict(new, v=True),
+                                                   dict(old, devices=[dict(old_row, c=row["c"])])]
+    before = c.malformed
+    for msg in bad:
+        c.message("spin/home/ap1/figures", json.dumps(msg).encode(), False)
+    assert c.malformed - before == len(bad) and c.pending == {} and c.pending_seconds == {}

@@ -54,6 +54,12 @@ TIMELINE = 60  # buckets kept per device
 LAGS_KEPT = 256  # a home's latest lags (bucket end -> merged), for p50/p99 in status
 SEEN_KEPT = 512  # (agent, started, seq) of recent digests, to tell a repeat
 ORDERS_KEPT = 200
+# the detector's rules (detect.RULES) the controller cannot judge as an
+# agent does, each with why. None now: every rule's figures travel in
+# `figures` (the scan's counters, distinct remotes, tops, failed
+# scanner-port attempts, examples, the table share). tests/test_controller.py
+# reads it: a rule neither judged alike on both nor named here fails there.
+NOT_JUDGED = {}
 FIGURES = ("bytes_out", "bytes_in", "packets_out", "packets_in", "conns", "unreplied",
            "remotes", "ports")
 
@@ -353,13 +359,15 @@ class Home:
     def on_figures(self, agent, msg):
         """An agent's last scan, per busy device: checked whole, then kept
         for the controller's next scan."""
-        if msg.get("v") != mqttlink.SCHEMA or not isinstance(msg.get("devices"), list):
-            raise ValueError("figures: schema %r, or no devices" % msg.get("v"))
+        v = msg.get("v")
+        if isinstance(v, bool) or v not in scans.TAKEN or not isinstance(msg.get("devices"), list):
+            raise ValueError("figures: schema %r (taken: %s), or no devices"
+                             % (v, ", ".join(str(x) for x in scans.TAKEN)))
         got = []
         for row in msg["devices"]:
             if not isinstance(row, dict) or not isinstance(row.get("mac"), str):
                 raise ValueError("figures: a device without a MAC")
-            got.append((parse_mac(row["mac"]), scans.from_obj(row),
+            got.append((parse_mac(row["mac"]), scans.from_obj(row, v),
                         scans.count(row.get("live", 0), "live")))
         tmax = scans.count(msg.get("table_max", 0), "table_max")
         seconds = msg.get("seconds")
@@ -378,10 +386,11 @@ class Home:
             else:
                 views[agent] = scan
 
-    def close_scan(self):
+    def close_scan(self, now=None):
         """One scan of the controller's detector on what the agents sent
-        since the last; quarantine orders for its verdicts."""
-        now = plat.wall()
+        since the last; quarantine orders for its verdicts. now: the wall
+        time (the tick's, by default)."""
+        now = plat.wall() if now is None else now
         # the seconds the agents' scans covered (two scans of an agent in
         # one of ours are twice the time, not twice the rate), else ours
         seconds = max(self.pending_seconds.values()) if self.pending_seconds else \

@@ -53,14 +53,16 @@ PORT_NAMES = {22: "ssh", 23: "telnet", 2222: "ssh", 2323: "telnet", 53: "DNS",
               3389: "remote desktop", 123: "time"}
 DNS_PORTS = (53, 853)
 
-# per-scan counters, by index
-NEW, FAILED, REFUSED, SCANNER, NEW_ANY, UPLOAD_NEW, DNS_PUBLIC, LAN_NEW = range(8)
-NCOUNT = 8
+# per-scan counters, by index (SCANNER_FAILED: unanswered, for slow_scan)
+NEW, FAILED, REFUSED, SCANNER, NEW_ANY, UPLOAD_NEW, DNS_PUBLIC, LAN_NEW, SCANNER_FAILED = range(9)
+NCOUNT = 9
 TOP_K = 8  # Misra-Gries counters per table: error at most total / (TOP_K + 1)
 EXACT = 32
 HLL_BITS = 7
 HLL_M = 1 << HLL_BITS  # 128 registers: ~9 % standard error, plenty for thresholds
 EXAMPLES = 5
+# the long window's examples: a scan's latest, then the device's
+LATEST = ("ex_slow", "ex_slow_ports", "ex_dns")
 
 # the long window: a ring of slots of counts
 RING_SECONDS = 30
@@ -256,10 +258,8 @@ class Distinct:
             return
         if self.small is None:
             self.small = array("I")
-        else:
-            for x in self.small:  # MicroPython's array has no `in`
-                if x == h:
-                    return
+        elif not _absent(self.small, h):
+            return
         self.small.append(h)
         if len(self.small) > EXACT:
             self.regs = bytearray(HLL_M)
@@ -384,6 +384,13 @@ def _keep_example(lst, value):
         lst.append(value)
 
 
+def _absent(arr, h):
+    for x in arr:  # MicroPython's array has no `in`
+        if x == h:
+            return False
+    return True
+
+
 def _keep_latest(lst, value):
     """-> lst with value the latest of its EXAMPLES (a new list for None)."""
     if lst is None:
@@ -401,7 +408,8 @@ def _keep_latest(lst, value):
 class Scan:
     """What a device did in one scan: counters, distinct counts, top-k."""
     __slots__ = ("c", "remotes", "lan_hosts", "lan_ports", "ports", "peers", "udp",
-                 "ex_failed", "ex_lan", "ex_upload", "lan_port_list", "seconds")
+                 "ex_failed", "ex_lan", "ex_upload", "lan_port_list", "seconds",
+                 "slow", "ex_slow", "ex_slow_ports", "ex_dns")
 
     def __init__(self):
         self.c = [0] * NCOUNT
@@ -416,6 +424,9 @@ class Scan:
         self.ex_upload = []
         self.lan_port_list = []
         self.seconds = 0
+        # None until used: the first EXACT remotes of failed scanner-port
+        # attempts; LATEST
+        self.slow = self.ex_slow = self.ex_slow_ports = self.ex_dns = None
 
     def active(self):
         return any(self.c) or bool(self.udp)
@@ -434,6 +445,7 @@ class Scan:
             if lst:
                 del lst[:]
         self.seconds = 0
+        self.slow = self.ex_slow = self.ex_slow_ports = self.ex_dns = None
 
     def nbytes(self):
         """Estimated bytes, by what CPython 3.11 takes (tracemalloc, in
@@ -444,6 +456,10 @@ class Scan:
         n += (len(self.ports) + len(self.peers) + len(self.udp)) * 110
         n += 70 * (len(self.ex_failed) + len(self.ex_lan) + len(self.ex_upload))
         n += 8 * len(self.lan_port_list)
+        if self.slow is not None:
+            n += 80 + 4 * len(self.slow)
+        for lst in (self.ex_slow, self.ex_dns):
+            n += 70 * len(lst or ())
         return n
 
 
@@ -736,26 +752,23 @@ class Detector:
             c[FAILED] += 1
             _keep_example(s.ex_failed, remote)
             if scanner:
-                self._slow_attempt(d, remote, port, h)
+                self._slow_attempt(s, remote, port, h)
         if refused:
             c[REFUSED] += 1
         if port in DNS_PORTS:
             c[DNS_PUBLIC] += 1
-            d.ex_dns = _keep_latest(d.ex_dns, remote)
+            s.ex_dns = _keep_latest(s.ex_dns, remote)
 
-    def _slow_attempt(self, d, remote, port, h):
-        base = d.ring_pos * RING_FIELDS
-        d.ring[base + R_SCANNER_FAILED] += 1
-        d.sums[R_SCANNER_FAILED] += 1
-        sr = d.slot_remotes
+    def _slow_attempt(self, s, remote, port, h):
+        """Kept in the scan (a controller gets it so) till _ring_add."""
+        s.c[SCANNER_FAILED] += 1
+        sr = s.slow
         if sr is None:
-            sr = d.slot_remotes = set()
-        if h not in sr and len(sr) < EXACT:
-            sr.add(h)
-            d.ring[base + R_SCANNER_REMOTES] += 1
-            d.sums[R_SCANNER_REMOTES] += 1
-        d.ex_slow = _keep_latest(d.ex_slow, remote)
-        d.ex_slow_ports = _keep_latest(d.ex_slow_ports, port)
+            sr = s.slow = array("I")
+        if len(sr) < EXACT and _absent(sr, h):
+            sr.append(h)
+        s.ex_slow = _keep_latest(s.ex_slow, remote)
+        s.ex_slow_ports = _keep_latest(s.ex_slow_ports, port)
 
     def _new_lan(self, s, host, port, h):
         s.c[LAN_NEW] += 1
@@ -885,10 +898,31 @@ class Detector:
 
     def _ring_add(self, d, seconds):
         base = d.ring_pos * RING_FIELDS
-        c = d.cur.c
-        for i, n in ((R_NEW, c[NEW]), (R_FAILED, c[FAILED]), (R_DNS_PUBLIC, c[DNS_PUBLIC])):
+        s = d.cur
+        c = s.c
+        for i, n in ((R_NEW, c[NEW]), (R_FAILED, c[FAILED]), (R_DNS_PUBLIC, c[DNS_PUBLIC]),
+                     (R_SCANNER_FAILED, c[SCANNER_FAILED])):
             d.ring[base + i] += n
             d.sums[i] += n
+        if s.slow is not None:
+            # at most EXACT a slot: a scan's first EXACT fill it as all would
+            sr = d.slot_remotes
+            if sr is None:
+                sr = d.slot_remotes = set()
+            for h in s.slow:
+                if len(sr) >= EXACT:
+                    break
+                if h not in sr:
+                    sr.add(h)
+                    d.ring[base + R_SCANNER_REMOTES] += 1
+                    d.sums[R_SCANNER_REMOTES] += 1
+        for name in LATEST:
+            new = getattr(s, name)
+            if new is not None:
+                old = getattr(d, name)
+                for x in new:
+                    old = _keep_latest(old, x)
+                setattr(d, name, old)
         d.ring_secs += seconds
         slots = 0
         while d.ring_secs >= RING_SECONDS and slots < RING_SLOTS:
@@ -1027,20 +1061,19 @@ def _ewma(arr, j, x, alpha):
 # -- a scan as a message (issue 15: the controller's detector) -----------------
 #
 # An agent publishes what each device did in its last scan (the Scan that
-# end_scan just closed: counters, distinct remotes, top tables, examples);
-# a controller rebuilds the Scans and merges them (scans.py). Not carried:
-# the slow_scan ring's failed scanner-port attempts and the known-remotes
-# filter (per-device state, not per scan), so a controller's slow_scan and
-# upload rules see only what the counters say.
+# end_scan just closed, slow_scan's attempts too); a controller rebuilds
+# the Scans and merges them (scans.py). Not carried: the known-remotes
+# filter (per-device state; a scan's upload counter says what it found).
 
 TOPS = ("ports", "peers", "udp")
 DISTINCTS = ("remotes", "lan_hosts", "lan_ports")
-SCAN_EXAMPLES = ("ex_failed", "ex_lan")
+SCAN_EXAMPLES = ("ex_failed", "ex_lan", "ex_upload", "lan_port_list")  # lists, never None
+SCAN_OPTIONAL = ("slow",) + LATEST  # None until used
 
 
 def scan_to_obj(s):
     """A Scan as JSON-able data: {"c", distinct: [hashes] or {"hll": regs},
-    top: [[key, weight, extra]], examples}."""
+    top: [[key, weight, extra]], examples, slow: [hashes]}."""
     out = {"c": list(s.c)}
     for name in DISTINCTS:
         d = getattr(s, name)
@@ -1052,7 +1085,7 @@ def scan_to_obj(s):
         t = getattr(s, name)
         if t:
             out[name] = [[k, v[0], v[1]] for k, v in t.items()]
-    for name in SCAN_EXAMPLES:
+    for name in SCAN_EXAMPLES + SCAN_OPTIONAL:
         if getattr(s, name):
             out[name] = list(getattr(s, name))
     return out

@@ -11,7 +11,8 @@ otherwise). Topics, under spin/<home>/<agent>/ (README: "MQTT"):
   anomaly  an anomaly record opened or escalated
   figures  what each busy device did in the scan just closed, as the
            detector counts it (detect.scan_to_obj), for a controller's
-           detector: {"v", "agent", "t", "seconds", "devices": [...]};
+           detector: {"v": FIGURES_SCHEMA, "agent", "t", "seconds",
+           "table_max", "devices": [...]};
            QoS 0 and only while connected (not through the ring below)
   block    a block or quarantine made, lifted or expired
   cmd      orders to this agent (subscribed): {"id", "method", "args"}
@@ -33,6 +34,7 @@ from .errors import ApiError, INVALID_ARGUMENT, METHOD_NOT_FOUND, NOT_FOUND, STA
 json = plat.json
 
 SCHEMA = 1
+FIGURES_SCHEMA = 2  # figures' own: 2 added slow_scan's attempts, more examples
 WINDOW = 8  # QoS 1 messages in flight at once
 ORDER_METHODS = ("block", "unblock", "quarantine", "release")
 ORDER_FIELDS = ("id", "method", "args")
@@ -75,6 +77,26 @@ def compact_digest(d, agent, seq, started=0):
             out.append({"mac": b["mac"]})
     return {"v": SCHEMA, "agent": agent, "started": started, "seq": seq, "t": d["t"],
             "bucket_seconds": d["bucket_seconds"], "devices": out}
+
+
+def figures_message(det, agent, tmax, live_of, t):
+    """The scan det.end_scan just closed (each device's prev), per device
+    busy in it or holding a twentieth of the table (table_hog); or None."""
+    rows = []
+    seconds = 0
+    for mac, d in det.devices.items():
+        live = live_of(mac)
+        if d.prev.active() or (tmax and live >= tmax * 0.05):
+            row = detect.scan_to_obj(d.prev)
+            row["mac"] = mac
+            if live and tmax:
+                row["live"] = live
+            rows.append(row)
+            seconds = d.prev.seconds
+    if not rows:
+        return None
+    return {"v": FIGURES_SCHEMA, "agent": agent, "t": t, "seconds": seconds, "table_max": tmax,
+            "devices": rows}
 
 
 def parse_order(payload):
@@ -297,32 +319,18 @@ class Link:
         self.known = now
 
     def _figures(self, agent):
-        """The scan the detector just closed, per device that did anything
-        in it: a controller runs its own detector on them (detect.scan_to_obj).
+        """The scan the detector just closed, for a controller's detector.
         One message a scan, none for an idle home."""
         det = agent.detector
         if det is None:
             return
-        rows = []
-        tmax = agent.table_max or 0
-        for mac, d in det.devices.items():
-            dev = agent.devices.table.get(mac)
-            live = getattr(dev, "live", 0) if dev is not None else 0
-            # end_scan has just made the closed scan prev; an idle device
-            # holding a twentieth of the table goes too (table_hog)
-            if d.prev.active() or (tmax and live >= tmax * 0.05):
-                row = detect.scan_to_obj(d.prev)
-                row["mac"] = mac
-                if live and tmax:
-                    row["live"] = live
-                rows.append(row)
-        if not rows:
+        table = agent.devices.table
+        msg = figures_message(det, self.name, agent.table_max or 0,
+                              lambda mac: getattr(table.get(mac), "live", 0), int(plat.wall()))
+        if msg is None:
             return
         # live only, QoS 0, never in the ring: a detector wants this scan, not
         # one from before a broker outage, and they must not crowd out acks
-        msg = {"v": SCHEMA, "agent": self.name, "t": int(plat.wall()),
-               "seconds": det.devices[rows[0]["mac"]].prev.seconds, "table_max": tmax,
-               "devices": rows}
         if self.client is not None and self.client.publish(self.base + "figures", plat.dumps(msg)) is not None:
             self.figures_sent += 1
         else:

@@ -8,8 +8,19 @@ figure. Only the controller imports this; the agent needs scan_to_obj
 alone, which stays in detect.py.
 """
 
-from .detect import (DISTINCTS, EXACT, EXAMPLES, HLL_M, NCOUNT, SCAN_EXAMPLES, TOP_K, TOPS, Scan,
-                     _keep_example, top_add, union_regs)
+from array import array
+
+from .detect import (DISTINCTS, EXACT, EXAMPLES, HLL_M, LATEST, NCOUNT, SCAN_EXAMPLES, SCAN_OPTIONAL,
+                     TOP_K, TOPS, Scan, _absent, _keep_example, _keep_latest, top_add, union_regs)
+
+# counters a scan carries, by the figures message's schema: version 1 had
+# no SCANNER_FAILED (its scans add nothing to a controller's slow_scan)
+COUNTERS = {1: NCOUNT - 1, 2: NCOUNT}
+TAKEN = tuple(COUNTERS)  # the figures schemas a controller takes
+# what each list of a scan holds (detect.SCAN_EXAMPLES, SCAN_OPTIONAL)
+KINDS = {"ex_failed": str, "ex_lan": str, "ex_upload": str, "lan_port_list": int,
+         "slow": int, "ex_slow": str, "ex_slow_ports": int, "ex_dns": str}
+assert set(KINDS) == set(SCAN_EXAMPLES + SCAN_OPTIONAL), "scans.KINDS: what does each list hold?"
 
 
 def count(v, what):
@@ -18,16 +29,18 @@ def count(v, what):
     return v
 
 
-def from_obj(obj):
-    """detect.scan_to_obj's output back as a Scan, or ValueError (nothing half-built
-    escapes: the caller merges only what came back whole)."""
+def from_obj(obj, version=2):
+    """detect.scan_to_obj's output (of that schema version) back as a Scan,
+    or ValueError (nothing half-built escapes: the caller merges only what
+    came back whole)."""
     if not isinstance(obj, dict):
         raise ValueError("a scan is an object")
     s = Scan()
     c = obj.get("c")
-    if not isinstance(c, list) or len(c) != NCOUNT:
-        raise ValueError("c: %d counters expected" % NCOUNT)
-    s.c = [count(v, "c") for v in c]
+    n = COUNTERS[version]
+    if not isinstance(c, list) or len(c) != n:
+        raise ValueError("c: %d counters expected" % n)
+    s.c = [count(v, "c") for v in c] + [0] * (NCOUNT - n)
     for name in DISTINCTS:
         v = obj.get(name)
         d = getattr(s, name)
@@ -57,11 +70,26 @@ def from_obj(obj):
                 raise ValueError("%s: rows are [key, weight, extra]" % name)
             t[r[0]] = [count(r[1], name), count(r[2], name)]
     for name in SCAN_EXAMPLES:
-        ex = obj.get(name) or []
-        if not isinstance(ex, list) or len(ex) > EXAMPLES or not all(isinstance(x, str) for x in ex):
-            raise ValueError("%s: at most %d addresses" % (name, EXAMPLES))
-        getattr(s, name)[:] = ex
+        getattr(s, name)[:] = _items(obj, name, KINDS[name], EXAMPLES) or []
+    for name in SCAN_OPTIONAL:
+        items = _items(obj, name, KINDS[name], EXACT if name == "slow" else EXAMPLES)
+        if items:
+            setattr(s, name, array("I", items) if name == "slow" else items)
     return s
+
+
+def _items(obj, name, kind, most):
+    """A list of at most `most` strings, or of counts (a port, a hash)."""
+    v = obj.get(name)
+    if v is None:
+        return None
+    if not isinstance(v, list) or len(v) > most or not all(
+            isinstance(x, kind) and not isinstance(x, bool) for x in v):
+        raise ValueError("%s: at most %d %s" % (name, most, "addresses" if kind is str else "numbers"))
+    if kind is int:
+        for x in v:
+            count(x, name)
+    return v
 
 
 def _union(a, b):
@@ -94,6 +122,19 @@ def merge(a, b, same_flows):
     for name in SCAN_EXAMPLES:
         for x in getattr(b, name):
             _keep_example(getattr(a, name), x)
+    if b.slow is not None:  # the first EXACT remotes of either: the slot's own cap
+        if a.slow is None:
+            a.slow = array("I")
+        for h in b.slow:
+            if len(a.slow) >= EXACT:
+                break
+            if _absent(a.slow, h):
+                a.slow.append(h)
+    for name in LATEST:
+        got = getattr(a, name)
+        for x in getattr(b, name) or ():
+            got = _keep_latest(got, x)
+        setattr(a, name, got)
 
 
 def feed(detector, mac, s):

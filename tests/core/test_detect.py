@@ -436,3 +436,36 @@ def test_a_scan_sent_as_figures_gives_a_controllers_detector_the_same_short_verd
                                for v in got if v["rule"] in short)
         assert seen["agent"] == seen["controller"], n
     assert set(r for _, r, _ in seen["agent"]) == {"outbound_scan", "udp_flood", "lan_scan"}
+
+
+def test_a_scan_sent_as_figures_carries_the_slow_scanners_attempts_and_the_examples():
+    # figures v2: the failed scanner-port attempts (count, first EXACT
+    # remotes) and the long window's examples travel with the scan, and
+    # _ring_add puts them in the ring on both sides alike
+    agent, rng = Home(), Lcg(8)
+    ctl = detect.Detector({})
+    first = {}
+    for n in range(1, 121):
+        if n % 4 == 0:
+            agent.flow(BULB, rng.public_ip(), 23 if n % 8 else 2323)
+        if n == 2:
+            for i in range(40):  # past EXACT in one scan: the slot's cap, on both
+                agent.flow(BULB, rng.public_ip(), 2323)
+            for i in range(3):
+                agent.flow(LAPTOP, "8.8.%d.8" % i, 53, proto=b"udp", bi=90, pi=1, unreplied=False)
+        mine = agent.scan(table_max=0)
+        for mac, d in agent.det.devices.items():
+            obj = json.loads(json.dumps(detect.scan_to_obj(d.prev)))
+            scans.feed(ctl, mac, scans.from_obj(obj))
+        theirs = ctl.end_scan(agent.t, 5, {}, 0)
+        for got, who in ((mine, "agent"), (theirs, "controller")):
+            for v in got:
+                if v["rule"] in ("slow_scan", "dns_bypass") and v["rule"] + who not in first:
+                    first[v["rule"] + who] = (n, v["figures"], v["examples"], v["text"])
+        for mac in agent.det.devices:
+            a, c = agent.det.devices[mac], ctl.devices[mac]
+            assert (list(a.ring), a.sums, a.ex_slow, a.ex_dns) == (list(c.ring), c.sums, c.ex_slow, c.ex_dns), n
+    assert first["slow_scanagent"] == first["slow_scancontroller"]
+    n, fig, _, _ = first["slow_scanagent"]
+    assert n == 2 and fig["scanner_failed"] == 40 and fig["scanner_remotes"] == detect.EXACT  # the slot's cap
+    assert first["dns_bypassagent"] == first["dns_bypasscontroller"]

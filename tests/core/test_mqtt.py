@@ -126,6 +126,27 @@ def test_a_digest_message_names_idle_devices_by_their_mac_alone():
     assert d["devices"][0]["t"] == 120 and len(d["devices"]) == 2
 
 
+def test_a_figures_message_names_busy_devices_and_table_hogs_only():
+    from spin_lite import detect
+    det = detect.Detector({})
+    busy, hog, idle = "02:00:00:00:00:01", "02:00:00:00:00:02", "02:00:00:00:00:03"
+    live = {hog: 500, idle: 10}
+    assert mqttlink.figures_message(det, "ap1", 8192, lambda m: live.get(m, 0), 7) is None
+    det.flow(busy, "198.51.100.1", 23, b"tcp", 60, 0, 1, 0, True, True, False, detect.PUBLIC)
+    det.flow(idle, "198.51.100.2", 443, b"tcp", 60, 60, 1, 1, False, False, False, detect.PUBLIC)
+    det.end_scan(1000.0, 5, live, 8192)
+    det.end_scan(1005.0, 5, live, 8192)  # busy was busy in the scan before: idle in this one
+    det.flow(busy, "198.51.100.3", 2323, b"tcp", 60, 0, 1, 0, True, True, False, detect.PUBLIC)
+    det.end_scan(1010.0, 5, live, 8192)  # the hog holds 500 entries it opened before
+    m = mqttlink.figures_message(det, "ap1", 8192, lambda m: live.get(m, 0), 1010)
+    rows = dict((r["mac"], r) for r in m["devices"])
+    assert (m["v"], m["agent"], m["t"], m["seconds"], m["table_max"]) == (2, "ap1", 1010, 5, 8192)
+    assert sorted(rows) == [busy, hog]  # idle holds 10 of 8,192: under a twentieth
+    assert rows[busy]["c"][detect.SCANNER_FAILED] == 1 and len(rows[busy]["slow"]) == 1
+    assert rows[busy]["ex_slow"] == ["198.51.100.3"] and rows[busy]["ex_slow_ports"] == [2323]
+    assert rows[hog]["live"] == 500 and "live" not in rows[busy]
+
+
 def ring(queue):
     link = mqttlink.Link({"mqtt_queue": queue})
     link.base = "spin/home/router/"  # no client: the ring only keeps what it owes
