@@ -348,6 +348,9 @@ class Agent:
             # flows seen in the last scan that the full flow table could not
             # keep (max_flows): counted as new connections, without bytes
             "flows_dropped": s.dropped if s else 0,
+            # flows the table stopped at below max_flows: the heap (on
+            # MicroPython, heap_size) had no room to grow it; 0: never
+            "flow_table_heap_limit": s.heap_limited if s else 0,
             # flows that began before accounting was on carry no byte
             # counters until they end (the kernel adds them at creation)
             "flows_without_counters": s.uncounted if s else 0,

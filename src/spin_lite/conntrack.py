@@ -406,6 +406,8 @@ class Scanner:
         self.nxt.append(0)
         self.used = 0
         self.grown = 0
+        self.heap_limited = 0  # slots the table stopped at for want of heap
+        self.idx, self.mask = None, 0
         self._grow(min(self.max_flows, max(1, int(initial))))
         self.buf = None  # scan_file's read buffer, made at its first read
         self.used = 0
@@ -437,30 +439,42 @@ class Scanner:
         are extended in place (each one reallocated, so the transient is
         one array's old copy at a time) and the index, twice as many cells,
         is made anew and the used slots put back in it: for that moment the
-        old and the new index are both alive."""
+        old and the new index are both alive (a scan holds the old one).
+        -> False, the table as it was, when the heap has no room for it."""
         old = self.cap
-        k = n - old
-        for name, code in SLOT_ARRAYS:
-            # one reallocation each (of the old items and k zeros)
-            getattr(self, name).extend(plat.zeros(code, k))
+        old_idx, old_mask = self.idx, self.mask
+        try:
+            for name, code in SLOT_ARRAYS:
+                a = getattr(self, name)
+                # an array a failed attempt already extended keeps its room
+                if len(a) < n + (name == "nxt"):
+                    plat.extend_zeros(a, code, n + (name == "nxt") - len(a))
+            cells = 2
+            while cells < 2 * n:
+                cells *= 2
+            idx = plat.zeros("I", cells)
+            mask = cells - 1
+            H1 = self.h1
+            for s in range(self.used):
+                i = H1[s] & mask
+                while idx[i]:
+                    i = (i + 1) & mask
+                idx[i] = s + 1
+        except MemoryError:
+            # MicroPython's heap is fixed at start: a table that outgrows
+            # it stays at its size, and what does not fit is counted as a
+            # full table's is (flows_dropped), rather than lose the agent
+            self.idx, self.mask = old_idx, old_mask
+            self.max_flows = old
+            self.heap_limited = old
+            plat.warn("flow table: no room in the heap for %d flows; it stays at %d, the rest counted"
+                      " as flows_dropped (raise heap_size)" % (n, old))
+            return False
         self.nxt[n] = self.nxt[old]  # the first line's guess moves to its cell
-        cells = 2
-        while cells < 2 * n:
-            cells *= 2
-        # the old index can go before the new one is made (outside a scan;
-        # a scan that grew the table drops its own reference right after)
-        self.idx = None
-        idx = plat.zeros("I", cells)
-        mask = cells - 1
-        H1 = self.h1
-        for s in range(self.used):
-            i = H1[s] & mask
-            while idx[i]:
-                i = (i + 1) & mask
-            idx[i] = s + 1
         self.idx = idx
         self.mask = mask
         self.cap = n
+        return True
 
     def scan(self, chunks, sink):
         """Feed one snapshot, given as byte chunks. For each flow that is
@@ -762,9 +776,9 @@ class Scanner:
             if s >= self.cap and self.cap < self.max_flows:
                 # the table is full at this size: twice the room, and the
                 # free cell this line's probe found is in the old index
-                self._grow(min(2 * self.cap, self.max_flows))
-                self.grown += 1
-                i = self._free_cell(h)
+                if self._grow(min(2 * self.cap, self.max_flows)):
+                    self.grown += 1
+                    i = self._free_cell(h)
             if s >= self.cap or len(self.devs) > 65534 and dev not in self.devix:
                 sink(dev, remote, rport, e.proto, 0, 0, 0, 0, True, e.unreplied)
                 return 4 if counted else 5

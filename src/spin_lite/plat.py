@@ -349,6 +349,19 @@ def zeros(code, n):
     return a
 
 
+def extend_zeros(a, code, k):
+    """Append k zero items to array a in one reallocation. MicroPython's
+    extend takes a buffer's bytes as items, so no array of the k zeros is
+    made on the way (it would be a second transient copy of them); CPython
+    reads items from bytes only through frombytes."""
+    import struct
+    size = k * struct.calcsize(code)
+    if MICROPYTHON:
+        a.extend(bytearray(size))
+    else:
+        a.frombytes(bytes(size))
+
+
 def tune_gc():
     """MicroPython: collect when a sixteenth of the heap has been allocated
     since the last collection. Without a threshold the heap fragments and a

@@ -492,6 +492,36 @@ def test_a_growing_table_stops_at_max_flows_and_counts_what_it_drops():
     assert sorted((x[4], x[8]) for x in calls) == [(0, True)] * k + [(100, False)]
 
 
+def test_a_table_that_outgrows_the_heap_stays_at_its_size_and_counts_the_rest():
+    # MicroPython's heap is fixed at start: the bulb's burst of new flows
+    # asks for a bigger table than it holds. The table keeps what it has,
+    # the rest are counted as a full table's are, and nothing is mixed up.
+    n, k = 8, 6
+    sc = conntrack.Scanner(lan(), 64, initial=n)
+    text = b"\n".join(_syn(5000 + i) for i in range(n + k))
+    saved = conntrack.plat.zeros
+    asked = []
+
+    def no_room(code, count):
+        asked.append(count)
+        raise MemoryError("memory allocation failed, allocating %d bytes" % (4 * count))
+    conntrack.plat.zeros = no_room
+    try:
+        calls, live = scan(sc, text)
+    finally:
+        conntrack.plat.zeros = saved
+    assert asked == [32]  # one try, for the doubled index of 16 slots
+    assert sc.cap == n and sc.max_flows == n and sc.heap_limited == n and sc.grown == 0
+    assert live == {BULB: n + k} and sc.used == n and sc.dropped == k
+    assert len(calls) == n + k and sum(x[4] for x in calls) == 60 * n
+    # the index it kept still finds every flow: a moved flow is itself,
+    # the others idle, the dropped ones still not kept
+    moved = text.replace(b"sport=5002 dport=23 packets=1 bytes=60", b"sport=5002 dport=23 packets=2 bytes=160")
+    calls, live = scan(sc, moved)
+    assert sorted((x[4], x[8]) for x in calls) == [(0, True)] * k + [(100, False)]
+    assert sc.cap == n and sc.dropped == k and len(sc.idx) >= 2 * n
+
+
 def test_the_address_cache_answers_as_a_fresh_lookup_and_stays_bounded_in_bytes():
     tokens = [b"dst=198.18.0.9", b"src=192.168.8.188", b"src=192.0.2.2", b"dst=192.168.08.188",
               b"dst=2001:0db8:0741:0000:0000:0000:0000:000b", b"src=fd00:0008:0000:0000:0000:0000:0000:01e4",
