@@ -144,6 +144,18 @@ def test_plat_gives_the_pid_and_a_gc_threshold_without_ffi(tmp_path):
         assert out[2] == b"None"  # the caller must protect its files another way
 
 
+def test_a_quiet_child_prints_megabytes_that_a_one_mb_heap_never_holds(tmp_path):
+    # `conntrack -D` lists every entry it deletes: a flooding device's
+    # quarantine printed a MB into the agent's heap and failed there
+    script = tmp_path / "q.py"
+    script.write_text(
+        "import sys\nsys.path.insert(0, %r)\nfrom spin_lite import plat\n"
+        "print(repr(plat.run(['sh', '-c', 'head -c 3000000 /dev/zero; echo gone >&2'], quiet=True)))\n"
+        "print(repr(plat.run(['sh', '-c', 'echo said; exit 4'])))\n" % os.path.join(ROOT, "src"))
+    p = subprocess.run([MPY, "-X", "heapsize=1M", str(script)], capture_output=True, text=True, timeout=60)
+    assert p.stdout.splitlines() == [repr((0, b"", b"gone\n")), repr((4, b"said\n", b""))], p.stderr
+
+
 def test_with_ffi_libc_gives_umask_and_pid():
     need_ffi()
     p = subprocess.run([FFI_MPY, "-c", "import sys; sys.path.insert(0, %r)\nfrom spin_lite import plat\n"
@@ -160,11 +172,13 @@ def test_with_ffi_a_child_gets_its_argv_untouched_its_stdin_and_its_exit_code(tm
         "print(repr(plat.run(['sh', '-c', 'cat; printf %%s \"$1\" >&2; exit 3', 'sh', \"a'b; touch %s\"], b'in')))\n"
         "print(repr(plat.run(['/nonexistent/nft'])[0]))\n"
         "print(repr(plat.run(['sleep', '5'], timeout=1)[0]))\n"
+        "print(repr(plat.run(['sh', '-c', 'head -c 3000000 /dev/zero; echo gone >&2'], quiet=True)))\n"
         % (os.path.join(ROOT, "src"), tmp_path / "pwned"))
     out = subprocess.run([FFI_MPY, str(script)], capture_output=True, text=True, timeout=60).stdout.split("\n")
     assert out[0] == repr((3, b"in", ("a'b; touch %s" % (tmp_path / "pwned")).encode())), out
     assert not (tmp_path / "pwned").exists()  # no shell ever saw the argument
     assert out[1] == "127" and out[2] == "124", out
+    assert out[3] == repr((0, b"", b"gone\n")), out  # quiet: 3 MB of stdout never in the heap
 
 
 def test_with_ffi_hup_reloads_and_term_stops_cleanly(tmp_path):

@@ -758,7 +758,7 @@ def forget_connections(ips, remote=None):
         argvs.append(fam + ["-d", remote])
         argvs.append(fam + ["--reply-src", remote])
     for argv in argvs:
-        rc, _, _ = plat.run(["conntrack", "-D"] + argv)
+        rc, _, _ = plat.run(["conntrack", "-D"] + argv, quiet=True)  # it prints every entry it deletes
         if rc == 127:
             break
     else:

@@ -46,17 +46,19 @@ def wall():
 
 # -- child processes ------------------------------------------------------
 
-def run(argv, stdin=None, timeout=30):
+def run(argv, stdin=None, timeout=30, quiet=False):
     """Run argv (a list, never a shell string) and return (rc, stdout, stderr)
-    as (int, bytes, bytes). rc 127 means the program is missing."""
+    as (int, bytes, bytes). rc 127 means the program is missing. quiet: its
+    stdout goes to /dev/null (b"" here): `conntrack -D` prints every entry
+    it deletes, a MB for a flooding device, which a small heap cannot take."""
     if MICROPYTHON:
         if _libc() is not None:
-            return _run_ffi(argv, stdin, timeout)
-        return _run_mpy(argv, stdin)
-    return _run_spawn(argv, stdin, timeout)
+            return _run_ffi(argv, stdin, timeout, quiet)
+        return _run_mpy(argv, stdin, quiet)
+    return _run_spawn(argv, stdin, timeout, quiet)
 
 
-def _run_spawn(argv, stdin, timeout):
+def _run_spawn(argv, stdin, timeout, quiet=False):
     # posix_spawn and poll, not subprocess: the agent runs nft or iptables
     # at every start, and importing subprocess (with signal, threading,
     # selectors) costs 1.9 MB of RSS, more than a tenth of its budget.
@@ -64,8 +66,11 @@ def _run_spawn(argv, stdin, timeout):
     import select
     fds = [os.pipe(), os.pipe(), os.pipe()]  # stdin, stdout, stderr
     try:
+        # quiet: the stdout pipe's write end is never the child's, so its
+        # read end sees EOF at once
         child = os.posix_spawnp(argv[0], argv, os.environ, file_actions=[
-            (os.POSIX_SPAWN_DUP2, fds[0][0], 0), (os.POSIX_SPAWN_DUP2, fds[1][1], 1),
+            (os.POSIX_SPAWN_DUP2, fds[0][0], 0),
+            (os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0) if quiet else (os.POSIX_SPAWN_DUP2, fds[1][1], 1),
             (os.POSIX_SPAWN_DUP2, fds[2][1], 2)])
     except OSError as e:
         for r, w in fds:
@@ -136,7 +141,7 @@ def _quote(arg):
     return "'" + arg.replace("'", "'\\''") + "'"
 
 
-def _run_mpy(argv, stdin):
+def _run_mpy(argv, stdin, quiet=False):
     # Without ffi the only way is os.system: quote every argument, pass
     # stdin and collect output through private temporary files.
     base = "/tmp/.spin-run-%d" % pid()
@@ -144,7 +149,7 @@ def _run_mpy(argv, stdin):
     if stdin is not None:
         write_atomic(base + ".in", stdin)
         cmd += " <" + base + ".in"
-    cmd += " >" + base + ".out 2>" + base + ".err"
+    cmd += " >" + ("/dev/null" if quiet else base + ".out") + " 2>" + base + ".err"
     status = os.system(cmd)
     out, err = _collect(base)
     return (status >> 8) & 0xFF, out, err
@@ -162,7 +167,7 @@ def _collect(base):
     return out, err
 
 
-def _run_ffi(argv, stdin, timeout):
+def _run_ffi(argv, stdin, timeout, quiet=False):
     # fork/exec through libc: argv goes to execvp as it is, no shell. The
     # child's stdin, stdout and stderr are private files (0600), so a
     # chatty child can never fill a pipe that nobody reads.
@@ -185,7 +190,7 @@ def _run_ffi(argv, stdin, timeout):
     for i, w in enumerate(words):
         struct.pack_into("P", vec, i * struct.calcsize("P"), uctypes.addressof(w))
     fds = [c["open"](base + ".in" if stdin is not None else "/dev/null", 0, 0),  # O_RDONLY
-           c["open"](base + ".out", 0o1101, 0o600),  # O_WRONLY|O_CREAT|O_TRUNC
+           c["open"]("/dev/null", 1, 0) if quiet else c["open"](base + ".out", 0o1101, 0o600),  # O_WRONLY|O_CREAT|O_TRUNC
            c["open"](base + ".err", 0o1101, 0o600)]
     child = c["fork"]()
     if child == 0:
