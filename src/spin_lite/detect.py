@@ -368,6 +368,8 @@ def bloom_bits(h):
 
 
 def bloom_has(bits, pos):
+    if bits is None:  # a filter not made yet knows nothing
+        return False
     for p in pos:
         if not bits[p >> 3] & (1 << (p & 7)):
             return False
@@ -456,7 +458,9 @@ class Device:
     def __init__(self):
         self.cur = Scan()
         self.prev = Scan()
-        self.ring = array("I", [0] * (RING_SLOTS * RING_FIELDS))
+        # the long window's slots: None while its counts are all zero (a
+        # quiet device; 464 B on CPython for each device otherwise)
+        self.ring = None
         self.sums = [0] * RING_FIELDS  # the ring's totals, kept as slots fill and clear
         self.ring_pos = 0
         self.ring_secs = 0
@@ -476,15 +480,18 @@ class Device:
         self.hour_base = None
         self.hour_n = None
         self.minutes = 0
-        self.known = bytearray(BLOOM_BYTES)
-        self.old = bytearray(BLOOM_BYTES)
-        self.fresh = bytearray(BLOOM_BYTES)
+        # the known-remotes filters, each None until it holds a remote (three
+        # times 313 B on CPython for each device, most of which learn none)
+        self.known = None
+        self.old = None
+        self.fresh = None
         self.known_n = 0  # remotes learnt into `known` since it was new
         self.a_sign = False  # a Layer-A sign in this minute: keep it out of the baseline
 
     def nbytes(self):
         n = 900 + self.cur.nbytes() + self.prev.nbytes()
-        n += len(self.ring) * 4 + len(self.slot_remotes or ()) * 100 + 3 * BLOOM_BYTES
+        n += len(self.ring or ()) * 4 + len(self.slot_remotes or ()) * 100
+        n += BLOOM_BYTES * ((self.known is not None) + (self.old is not None) + (self.fresh is not None))
         n += self.minute_remotes.nbytes() + 70 * (len(self.ex_slow or ()) + len(self.ex_dns or ()))
         n += 8 * len(self.ex_slow_ports or ())
         if self.base is not None:
@@ -496,6 +503,8 @@ class Device:
 
     def learn_remote(self, pos):
         if not bloom_has(self.fresh, pos):
+            if self.fresh is None:
+                self.fresh = bytearray(BLOOM_BYTES)
             bloom_put(self.fresh, pos)
             self.known_n += 1
 
@@ -745,6 +754,8 @@ class Detector:
 
     def _slow_attempt(self, d, remote, port, h):
         base = d.ring_pos * RING_FIELDS
+        if d.ring is None:
+            d.ring = _ring()
         d.ring[base + R_SCANNER_FAILED] += 1
         d.sums[R_SCANNER_FAILED] += 1
         sr = d.slot_remotes
@@ -886,20 +897,26 @@ class Detector:
     def _ring_add(self, d, seconds):
         base = d.ring_pos * RING_FIELDS
         c = d.cur.c
-        for i, n in ((R_NEW, c[NEW]), (R_FAILED, c[FAILED]), (R_DNS_PUBLIC, c[DNS_PUBLIC])):
-            d.ring[base + i] += n
-            d.sums[i] += n
+        if d.ring is None and (c[NEW] or c[FAILED] or c[DNS_PUBLIC]):
+            d.ring = _ring()
+        if d.ring is not None:
+            for i, n in ((R_NEW, c[NEW]), (R_FAILED, c[FAILED]), (R_DNS_PUBLIC, c[DNS_PUBLIC])):
+                d.ring[base + i] += n
+                d.sums[i] += n
         d.ring_secs += seconds
         slots = 0
         while d.ring_secs >= RING_SECONDS and slots < RING_SLOTS:
             d.ring_secs -= RING_SECONDS
             slots += 1
             d.ring_pos = (d.ring_pos + 1) % RING_SLOTS
-            base = d.ring_pos * RING_FIELDS
-            for i in range(RING_FIELDS):
-                d.sums[i] -= d.ring[base + i]
-                d.ring[base + i] = 0
+            if d.ring is not None:
+                base = d.ring_pos * RING_FIELDS
+                for i in range(RING_FIELDS):
+                    d.sums[i] -= d.ring[base + i]
+                    d.ring[base + i] = 0
             d.slot_remotes = None
+        if d.ring is not None and not any(d.sums):
+            d.ring = None  # ten quiet minutes: every slot is zero again
         d.ring_secs %= RING_SECONDS  # a long pause (a clock jump) clears the ring once
 
     def _long(self, d):
@@ -987,14 +1004,15 @@ class Detector:
             if d.hour_n[hour] < 255:
                 d.hour_n[hour] += 1
             d.minutes += 1
-        for i in range(BLOOM_BYTES):
-            if d.fresh[i]:
-                d.known[i] |= d.fresh[i]
-                d.fresh[i] = 0
-        if d.known_n >= BLOOM_CAP:
-            d.old, d.known = d.known, d.old
-            for i in range(BLOOM_BYTES):
-                d.known[i] = 0
+        if d.fresh is not None:  # this minute's answered remotes become known
+            if d.known is None:
+                d.known = d.fresh
+            else:
+                for i in range(BLOOM_BYTES):
+                    d.known[i] |= d.fresh[i]
+            d.fresh = None
+        if d.known_n >= BLOOM_CAP:  # age a generation out
+            d.old, d.known = d.known, None
             d.known_n = 0
         d.minute = [0] * NCOUNT
         d.minute_secs = 0
@@ -1016,6 +1034,10 @@ class Detector:
                 "scans": self.scans, "warnings": list(self.warnings),
                 "last": [{"mac": v["mac"], "rule": v["rule"], "severity": v["severity"]}
                          for v in self.last[:20]]}
+
+
+def _ring():
+    return array("I", [0] * (RING_SLOTS * RING_FIELDS))
 
 
 def _ewma(arr, j, x, alpha):
