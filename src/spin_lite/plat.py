@@ -19,10 +19,85 @@ import time
 
 MICROPYTHON = sys.implementation.name == "micropython"
 
+
+
+class _CJson:
+    """CPython's json through its C half, `_json`, alone: `import json`
+    adds re and enum, 0.8 MB of RSS on every router, for two functions
+    whose work is all in C. Good input takes exactly the C path `json`
+    takes; anything else (bad JSON, BOMs, UTF-16 bytes, indent=...) is
+    handed to the real `json`, imported then, so errors and their words
+    stay json's own. Only that path can: `_json`'s errors need
+    json.decoder loaded (3.10 and 3.11 raise SystemError without it), and
+    a missing value is StopIteration before 3.13."""
+
+    def __init__(self, c):
+        self._c = c
+        self.strict = True  # what make_scanner reads, as json.JSONDecoder has them
+        self.object_hook = self.object_pairs_hook = None
+        self.parse_float, self.parse_int = float, int
+        self.parse_constant = {"-Infinity": -float("inf"), "Infinity": float("inf"), "NaN": float("nan")}.__getitem__
+        self.memo = {}
+        self._scan = c.make_scanner(self)
+
+    def _full(self):
+        import json
+        return json
+
+    def loads(self, s):
+        if isinstance(s, (bytes, bytearray)):
+            # json.detect_encoding says utf-8 unless a BOM or a NUL byte in
+            # the first four: those go to json
+            if s[:1] in (b"\xef", b"\xfe", b"\xff") or 0 in s[:4]:
+                return self._full().loads(s)
+            text = s.decode("utf-8", "surrogatepass")
+        elif isinstance(s, str) and not s.startswith("\ufeff"):
+            text = s
+        else:
+            return self._full().loads(s)
+        n = len(text)
+        i = 0
+        while i < n and text[i] in " \t\n\r":
+            i += 1
+        try:
+            obj, end = self._scan(text, i)
+        except RecursionError:  # '[[[[...' a thousand deep: json says the same
+            raise
+        except Exception:  # StopIteration, JSONDecodeError or SystemError: json's words
+            return self._full().loads(text)
+        while end < n and text[end] in " \t\n\r":
+            end += 1
+        if end != n:  # extra data
+            return self._full().loads(text)
+        return obj
+
+    def dumps(self, obj, separators=None, **kw):
+        if kw:  # indent, sort_keys...: the command line's pretty output
+            return self._full().dumps(obj, separators=separators, **kw)
+        item, key = separators or (", ", ": ")
+        if isinstance(obj, str):
+            return self._c.encode_basestring_ascii(obj)
+        # a new encoder each call, as json makes one: its markers (the
+        # circular-reference check) must not outlive an error
+        enc = self._c.make_encoder({}, _not_json, self._c.encode_basestring_ascii, None, key, item,
+                                   False, False, True)
+        return "".join(enc(obj, 0))
+
+
+def _not_json(o):
+    raise TypeError("Object of type %s is not JSON serializable" % type(o).__name__)
+
+
 try:
     import ujson as json  # noqa: F401  (MicroPython's name; faster on CPython when installed)
 except ImportError:
-    import json  # noqa: F401
+    try:
+        import _json
+        json = _CJson(_json)
+        if json.loads(json.dumps([{"a": 1.5}], separators=(",", ":"))) != [{"a": 1.5}]:
+            raise ImportError("_json")
+    except (ImportError, AttributeError, TypeError, ValueError):
+        import json  # noqa: F401
 
 
 # -- clock ----------------------------------------------------------------
