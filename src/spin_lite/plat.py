@@ -517,6 +517,61 @@ SO_RCVBUF = 8
 SO_RCVBUFFORCE = 33
 
 
+_SOCKETS = []  # the namespace sockets() made
+
+
+def sockets():
+    """The socket module's few names the agent uses (socket, socketpair,
+    getaddrinfo, AF_*, SOCK_*, SOL_SOCKET, SO_REUSEADDR). On CPython from
+    its C half `_socket` and a small subclass: `import socket` adds enum
+    and selectors, 0.6 MB of RSS on every router, for IntEnum names of
+    numbers. MicroPython's socket is small: it is used as it is, imported
+    only here so the pure core still runs where there are no sockets."""
+    if MICROPYTHON:
+        import socket
+        return socket
+    if not _SOCKETS:
+        _SOCKETS.append(_sockets())
+    return _SOCKETS[0]
+
+
+def _sockets():
+    import _socket
+
+    class Socket(_socket.socket):
+        """socket.socket's accept and `with` on the C socket; the rest
+        (send, recv, bind, setsockopt, ...) is the C socket's own."""
+        __slots__ = ("__weakref__",)
+
+        def accept(self):
+            fd, peer = self._accept()
+            conn = Socket(self.family, self.type, self.proto, fileno=fd)
+            if _socket.getdefaulttimeout() is None and self.gettimeout():
+                conn.setblocking(True)  # as socket.socket: a listener's timeout is not the connection's
+            return conn, peer
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.close()
+
+    def socketpair(family=_socket.AF_UNIX, type=_socket.SOCK_STREAM, proto=0):
+        a, b = _socket.socketpair(family, type, proto)
+        return Socket(family, type, proto, a.detach()), Socket(family, type, proto, b.detach())
+
+    class Names:
+        pass
+    ns = Names()
+    for name in ("AF_UNIX", "AF_INET", "AF_INET6", "SOCK_STREAM", "SOCK_DGRAM", "SOCK_RAW",
+                 "SOL_SOCKET", "SO_REUSEADDR", "getaddrinfo", "timeout", "error"):
+        setattr(ns, name, getattr(_socket, name))
+    ns.AF_NETLINK = getattr(_socket, "AF_NETLINK", AF_NETLINK)
+    ns.socket = Socket
+    ns.socketpair = socketpair
+    return ns
+
+
 def netlink_listener(protocol, groups, rcvbuf):
     """A non-blocking raw netlink socket subscribed to multicast groups,
     with a receive buffer of rcvbuf bytes where allowed: SO_RCVBUFFORCE
@@ -525,8 +580,7 @@ def netlink_listener(protocol, groups, rcvbuf):
     port has no socket.AF_NETLINK name, but the call works). Raises
     OSError: EPERM without the capability, EPROTONOSUPPORT where the
     kernel has no such family."""
-    import socket
-    sock = socket.socket(AF_NETLINK, SOCK_RAW, protocol)
+    sock = sockets().socket(AF_NETLINK, SOCK_RAW, protocol)
     try:
         try:
             sock.setsockopt(SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
@@ -713,8 +767,7 @@ def install_signals(on_term, on_hup):
         import _signal as signal  # the C half alone: `signal` adds enum, 0.8 MB of RSS
     except ImportError:
         import signal
-    import socket
-    r, w = socket.socketpair()
+    r, w = sockets().socketpair()
     r.setblocking(False)
     w.setblocking(False)
     signal.set_wakeup_fd(w.fileno(), warn_on_full_buffer=False)
