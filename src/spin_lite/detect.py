@@ -382,8 +382,18 @@ def bloom_put(bits, pos):
 
 
 def _keep_example(lst, value):
+    """-> lst with value among its first EXAMPLES (a new list for None)."""
+    if lst is None:
+        return [value]
     if len(lst) < EXAMPLES and value not in lst:
         lst.append(value)
+    return lst
+
+
+def _then(a, b):
+    """a's examples, then b's that a lacks (either may be None)."""
+    out = list(a or ())
+    return out + [x for x in b or () if x not in out]
 
 
 def _keep_latest(lst, value):
@@ -413,10 +423,12 @@ class Scan:
         self.ports = {}
         self.peers = {}
         self.udp = {}
-        self.ex_failed = []
-        self.ex_lan = []
-        self.ex_upload = []
-        self.lan_port_list = []
+        # examples: None until the first (56 B an empty list on CPython,
+        # four a scan, two scans a device, and most scans have none)
+        self.ex_failed = None
+        self.ex_lan = None
+        self.ex_upload = None
+        self.lan_port_list = None
         self.seconds = 0
 
     def active(self):
@@ -432,9 +444,7 @@ class Scan:
         for t in (self.ports, self.peers, self.udp):
             if t:
                 t.clear()
-        for lst in (self.ex_failed, self.ex_lan, self.ex_upload, self.lan_port_list):
-            if lst:
-                del lst[:]
+        self.ex_failed = self.ex_lan = self.ex_upload = self.lan_port_list = None
         self.seconds = 0
 
     def nbytes(self):
@@ -444,8 +454,8 @@ class Scan:
         for d in (self.remotes, self.lan_hosts, self.lan_ports):
             n += d.nbytes()
         n += (len(self.ports) + len(self.peers) + len(self.udp)) * 110
-        n += 70 * (len(self.ex_failed) + len(self.ex_lan) + len(self.ex_upload))
-        n += 8 * len(self.lan_port_list)
+        n += 70 * (len(self.ex_failed or ()) + len(self.ex_lan or ()) + len(self.ex_upload or ()))
+        n += 8 * len(self.lan_port_list or ())
         return n
 
 
@@ -561,7 +571,7 @@ PREDICATES = {"all": _all, "any": _any, "scan": _scan, "baseline": _baseline}
 # -- examples per rule --------------------------------------------------------
 
 def _ex_failed(d):
-    return d.cur.ex_failed + [r for r in d.prev.ex_failed if r not in d.cur.ex_failed], \
+    return _then(d.cur.ex_failed, d.prev.ex_failed), \
         top_keys(d.cur.ports, d.prev.ports, EXAMPLES)
 
 
@@ -576,15 +586,14 @@ def _ex_udp(d):
 
 
 def _ex_lan(d):
-    return d.cur.ex_lan + [r for r in d.prev.ex_lan if r not in d.cur.ex_lan], \
-        (d.cur.lan_port_list + [p for p in d.prev.lan_port_list if p not in d.cur.lan_port_list])
+    return _then(d.cur.ex_lan, d.prev.ex_lan), _then(d.cur.lan_port_list, d.prev.lan_port_list)
 
 
 EXAMPLE_SOURCES = {
     "failed": _ex_failed, "peer": _ex_peer, "udp": _ex_udp, "lan": _ex_lan,
     "dns": lambda d: (list(d.ex_dns or ()), [53]),
     "slow": lambda d: (list(d.ex_slow or ()), list(d.ex_slow_ports or ())),
-    "upload": lambda d: (list(d.cur.ex_upload or d.prev.ex_upload), []),
+    "upload": lambda d: (list(d.cur.ex_upload or d.prev.ex_upload or ()), []),
     "none": lambda d: ([], []),
 }
 
@@ -743,7 +752,7 @@ class Detector:
             c[SCANNER] += 1
         if failed:
             c[FAILED] += 1
-            _keep_example(s.ex_failed, remote)
+            s.ex_failed = _keep_example(s.ex_failed, remote)
             if scanner:
                 self._slow_attempt(d, remote, port, h)
         if refused:
@@ -772,8 +781,8 @@ class Detector:
         s.c[LAN_NEW] += 1
         s.lan_hosts.add(h)
         s.lan_ports.add(mix(port + 1))
-        _keep_example(s.ex_lan, host)
-        _keep_example(s.lan_port_list, port)
+        s.ex_lan = _keep_example(s.ex_lan, host)
+        s.lan_port_list = _keep_example(s.lan_port_list, port)
 
     def _endpoint(self, d, s, remote, bo, bi, failed, h):
         """Bytes out to a remote the device never used (Layer B); a remote
@@ -786,7 +795,7 @@ class Detector:
             return
         if bo >= UPLOAD_CHUNK:
             s.c[UPLOAD_NEW] += bo
-            _keep_example(s.ex_upload, remote)
+            s.ex_upload = _keep_example(s.ex_upload, remote)
         if bi or not failed:
             d.learn_remote(pos)
 

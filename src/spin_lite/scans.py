@@ -60,7 +60,7 @@ def from_obj(obj):
         ex = obj.get(name) or []
         if not isinstance(ex, list) or len(ex) > EXAMPLES or not all(isinstance(x, str) for x in ex):
             raise ValueError("%s: at most %d addresses" % (name, EXAMPLES))
-        getattr(s, name)[:] = ex
+        setattr(s, name, list(ex) if ex else None)
     return s
 
 
@@ -92,8 +92,8 @@ def merge(a, b, same_flows):
             for k in sorted(ta, key=lambda k: ta[k][0])[:len(ta) - TOP_K]:
                 del ta[k]
     for name in SCAN_EXAMPLES:
-        for x in getattr(b, name):
-            _keep_example(getattr(a, name), x)
+        for x in getattr(b, name) or ():
+            setattr(a, name, _keep_example(getattr(a, name), x))
 
 
 def feed(detector, mac, s):
