@@ -20,7 +20,10 @@ PKG = os.path.join(SRC, "spin_lite")
 HEAVY = ("asyncio", "pyroute2", "http.server", "logging", "ssl", "email", "paho",
          "subprocess", "signal")
 # what differs under MicroPython lives in plat; nobody else imports these
-ONLY_PLAT = ("subprocess", "signal", "ipaddress", "dataclasses", "enum", "typing")
+# (json and socket: plat.json and plat.sockets() give their C halves, which
+# spare re, enum and selectors)
+ONLY_PLAT = ("subprocess", "signal", "ipaddress", "dataclasses", "enum", "typing", "json", "socket",
+             "selectors")
 RE_MODULES = ("re", "ure")
 RE_FUNCTIONS = ("compile", "match", "search", "sub", "split")
 NOT_IN_MICROPYTHON = ("findall", "finditer", "fullmatch")
