@@ -310,15 +310,18 @@ def union_regs(parts):
 
 def top_add(top, key, weight, extra):
     """Misra-Gries over {key: [weight, extra]}: at most TOP_K keys; a key
-    that matters (more than total / (TOP_K + 1)) is never lost."""
+    that matters (more than total / (TOP_K + 1)) is never lost. -> top (a
+    new table for None)."""
+    if top is None:
+        return {key: [weight, extra]}
     v = top.get(key)
     if v is not None:
         v[0] += weight
         v[1] += extra
-        return
+        return top
     if len(top) < TOP_K:
         top[key] = [weight, extra]
-        return
+        return top
     low = weight
     for v in top.values():
         if v[0] < low:
@@ -330,13 +333,14 @@ def top_add(top, key, weight, extra):
             del top[k]
     if weight > low:
         top[key] = [weight - low, extra]
+    return top
 
 
 def top_of(a, b):
     """The heaviest key of two Misra-Gries tables together: (key, weight, extra)."""
     merged = {}
     for t in (a, b):
-        for k, v in t.items():
+        for k, v in (t or {}).items():
             m = merged.get(k)
             if m is None:
                 merged[k] = [v[0], v[1]]
@@ -353,7 +357,7 @@ def top_of(a, b):
 def top_keys(a, b, n):
     merged = {}
     for t in (a, b):
-        for k, v in t.items():
+        for k, v in (t or {}).items():
             merged[k] = merged.get(k, 0) + v[0]
     pairs = [(w, k) for k, w in merged.items()]
     pairs.sort(key=lambda p: -p[0])
@@ -420,9 +424,10 @@ class Scan:
         self.remotes = Distinct()
         self.lan_hosts = Distinct()
         self.lan_ports = Distinct()
-        self.ports = {}
-        self.peers = {}
-        self.udp = {}
+        # top tables: None until the first key (64 B an empty dict on CPython)
+        self.ports = None
+        self.peers = None
+        self.udp = None
         # examples: None until the first (56 B an empty list on CPython,
         # four a scan, two scans a device, and most scans have none)
         self.ex_failed = None
@@ -441,9 +446,7 @@ class Scan:
             c[i] = 0
         for d in (self.remotes, self.lan_hosts, self.lan_ports):
             d.small = d.regs = None
-        for t in (self.ports, self.peers, self.udp):
-            if t:
-                t.clear()
+        self.ports = self.peers = self.udp = None
         self.ex_failed = self.ex_lan = self.ex_upload = self.lan_port_list = None
         self.seconds = 0
 
@@ -453,7 +456,7 @@ class Scan:
         n = 190
         for d in (self.remotes, self.lan_hosts, self.lan_ports):
             n += d.nbytes()
-        n += (len(self.ports) + len(self.peers) + len(self.udp)) * 110
+        n += (len(self.ports or ()) + len(self.peers or ()) + len(self.udp or ())) * 110
         n += 70 * (len(self.ex_failed or ()) + len(self.ex_lan or ()) + len(self.ex_upload or ()))
         n += 8 * len(self.lan_port_list or ())
         return n
@@ -731,14 +734,14 @@ class Detector:
         if new:
             h = hash_text(remote)
             c[NEW_ANY] += 1
-            top_add(s.peers, remote, 1, 1 if failed else 0)
+            s.peers = top_add(s.peers, remote, 1, 1 if failed else 0)
             d.minute_remotes.add(h)
             if kind == PUBLIC:
                 self._new_public(d, s, remote, port, proto, failed, refused, h)
             else:
                 self._new_lan(s, remote, port, h)
         if proto == b"udp" and (po or pi):
-            top_add(s.udp, remote, po, pi)
+            s.udp = top_add(s.udp, remote, po, pi)
         if kind == PUBLIC and (bo >= UPLOAD_CHUNK or (new and not failed)):
             self._endpoint(d, s, remote, bo, bi, failed, h)
 
@@ -746,7 +749,7 @@ class Detector:
         c = s.c
         c[NEW] += 1
         s.remotes.add(h)
-        top_add(s.ports, port, 1, 0)
+        s.ports = top_add(s.ports, port, 1, 0)
         scanner = port in SCANNER_PORTS
         if scanner:
             c[SCANNER] += 1

@@ -50,12 +50,13 @@ def from_obj(obj):
         rows = obj.get(name) or []
         if not isinstance(rows, list) or len(rows) > TOP_K:
             raise ValueError("%s: at most %d rows" % (name, TOP_K))
-        t = getattr(s, name)
+        t = {}
         for r in rows:
             if not (isinstance(r, list) and len(r) == 3 and isinstance(r[0], int if name == "ports" else str)
                     and not isinstance(r[0], bool)):
                 raise ValueError("%s: rows are [key, weight, extra]" % name)
             t[r[0]] = [count(r[1], name), count(r[2], name)]
+        setattr(s, name, t or None)
     for name in SCAN_EXAMPLES:
         ex = obj.get(name) or []
         if not isinstance(ex, list) or len(ex) > EXAMPLES or not all(isinstance(x, str) for x in ex):
@@ -81,7 +82,7 @@ def merge(a, b, same_flows):
     for name in DISTINCTS:
         _union(getattr(a, name), getattr(b, name))
     for name in TOPS:
-        ta, tb = getattr(a, name), getattr(b, name)
+        ta, tb = getattr(a, name) or {}, getattr(b, name) or {}
         for k, v in tb.items():
             if same_flows:
                 w = ta.get(k, [0, 0])
@@ -91,6 +92,7 @@ def merge(a, b, same_flows):
         if len(ta) > TOP_K:  # the heaviest TOP_K of the two views
             for k in sorted(ta, key=lambda k: ta[k][0])[:len(ta) - TOP_K]:
                 del ta[k]
+        setattr(a, name, ta or None)
     for name in SCAN_EXAMPLES:
         for x in getattr(b, name) or ():
             setattr(a, name, _keep_example(getattr(a, name), x))
