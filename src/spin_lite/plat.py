@@ -22,14 +22,10 @@ MICROPYTHON = sys.implementation.name == "micropython"
 
 
 class _CJson:
-    """CPython's json through its C half, `_json`, alone: `import json`
-    adds re and enum, 0.8 MB of RSS on every router, for two functions
-    whose work is all in C. Good input takes exactly the C path `json`
-    takes; anything else (bad JSON, BOMs, UTF-16 bytes, indent=...) is
-    handed to the real `json`, imported then, so errors and their words
-    stay json's own. Only that path can: `_json`'s errors need
-    json.decoder loaded (3.10 and 3.11 raise SystemError without it), and
-    a missing value is StopIteration before 3.13."""
+    """json's C half `_json` alone (`import json` adds re and enum, 0.8 MB):
+    good input takes json's own C path; anything else (bad JSON, BOMs,
+    indent=) goes to json, imported then, so errors keep its words
+    (_json's errors need json.decoder: SystemError on 3.10/3.11)."""
 
     def __init__(self, c):
         self._c = c
@@ -46,8 +42,7 @@ class _CJson:
 
     def loads(self, s):
         if isinstance(s, (bytes, bytearray)):
-            # json.detect_encoding says utf-8 unless a BOM or a NUL byte in
-            # the first four: those go to json
+            # utf-8 for json.detect_encoding unless a BOM or NUL in the first 4
             if s[:1] in (b"\xef", b"\xfe", b"\xff") or 0 in s[:4]:
                 return self._full().loads(s)
             text = s.decode("utf-8", "surrogatepass")
@@ -77,8 +72,7 @@ class _CJson:
         item, key = separators or (", ", ": ")
         if isinstance(obj, str):
             return self._c.encode_basestring_ascii(obj)
-        # a new encoder each call, as json makes one: its markers (the
-        # circular-reference check) must not outlive an error
+        # a new encoder each call, as json: its circular-check markers must not outlive an error
         enc = self._c.make_encoder({}, _not_json, self._c.encode_basestring_ascii, None, key, item,
                                    False, False, True)
         return "".join(enc(obj, 0))
@@ -521,12 +515,9 @@ _SOCKETS = []  # the namespace sockets() made
 
 
 def sockets():
-    """The socket module's few names the agent uses (socket, socketpair,
-    getaddrinfo, AF_*, SOCK_*, SOL_SOCKET, SO_REUSEADDR). On CPython from
-    its C half `_socket` and a small subclass: `import socket` adds enum
-    and selectors, 0.6 MB of RSS on every router, for IntEnum names of
-    numbers. MicroPython's socket is small: it is used as it is, imported
-    only here so the pure core still runs where there are no sockets."""
+    """The socket names the agent uses. CPython: from `_socket` and a small
+    subclass (`import socket` adds enum and selectors, 0.6 MB). MicroPython:
+    socket itself, imported here so the core runs where there is none."""
     if MICROPYTHON:
         import socket
         return socket
@@ -539,8 +530,7 @@ def _sockets():
     import _socket
 
     class Socket(_socket.socket):
-        """socket.socket's accept and `with` on the C socket; the rest
-        (send, recv, bind, setsockopt, ...) is the C socket's own."""
+        """socket.socket's accept and `with`; the rest is the C socket's."""
         __slots__ = ("__weakref__",)
 
         def accept(self):
