@@ -20,7 +20,10 @@ PKG = os.path.join(SRC, "spin_lite")
 HEAVY = ("asyncio", "pyroute2", "http.server", "logging", "ssl", "email", "paho",
          "subprocess", "signal")
 # what differs under MicroPython lives in plat; nobody else imports these
-ONLY_PLAT = ("subprocess", "signal", "ipaddress", "dataclasses", "enum", "typing")
+# (json and socket: plat.json and plat.sockets() give their C halves, which
+# spare re, enum and selectors)
+ONLY_PLAT = ("subprocess", "signal", "ipaddress", "dataclasses", "enum", "typing", "json", "socket",
+             "selectors")
 RE_MODULES = ("re", "ure")
 RE_FUNCTIONS = ("compile", "match", "search", "sub", "split")
 NOT_IN_MICROPYTHON = ("findall", "finditer", "fullmatch")
@@ -275,3 +278,42 @@ def test_running_nft_and_taking_signals_cost_no_subprocess_or_signal_import():
     assert answer == "[3, 127, 124, 124, 0] 250000 b'oops\\n' b'timeout' (b'', b'gone\\n')"
     assert hup == "True [1]"  # the reload signal still reaches the loop
     assert loaded == "[]", "plat.run or install_signals imported " + loaded
+
+
+STARTS = """
+import os, sys
+from spin_lite import agent, config, jsonrpc, plat
+work = sys.argv[1]  # not tempfile: it brings re itself
+cfg = config.defaults()
+for k, v in cfg.items():  # every host path under work, as bench/run.py's agent_config
+    if isinstance(v, str) and v.startswith("/") and not v.startswith("/proc/"):
+        cfg[k] = os.path.join(work, v.lstrip("/"))
+for k in ("state_dir", "run_dir"):
+    os.makedirs(cfg[k], exist_ok=True)
+a = agent.Agent(cfg)
+a.start()
+a.scan()
+for _ in range(3):
+    a.loop.run_once(10)
+ok = jsonrpc.handle_rpc(a, b'{"jsonrpc": "2.0", "id": 1, "method": "status"}')
+print("result" in ok, plat.json.loads(plat.dumps({"a": [1.5, None]})), len(a.parts) > 0)
+print(sorted(m for m in ("re", "enum", "json", "socket", "selectors") if m in sys.modules))
+bad = jsonrpc.handle_rpc(a, b'{"jsonrpc": "2.0", "id": 1, "method"')
+print(bad["error"]["message"])
+for p in a.parts:
+    if getattr(p, "stop", None):
+        p.stop(a)
+"""
+
+
+def test_a_default_agent_start_imports_no_re_enum_json_or_socket(tmp_path):
+    # JSON and sockets come from their C halves through plat: `import json`
+    # brings re and enum, `import socket` enum and selectors, 1.4 MB of RSS
+    # on every router for names of numbers and two C functions
+    p = subprocess.run([sys.executable, "-S", "-c", STARTS, str(tmp_path)], cwd=REPO, env=dict(os.environ, PYTHONPATH=SRC),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    works, loaded, bad = p.stdout.strip().splitlines()[-3:]
+    assert works == "True {'a': [1.5, None]} True"
+    assert loaded == "[]", "a default agent start imported " + loaded
+    assert bad == "parse error: body is not JSON"  # bad input still gets json's error path

@@ -189,7 +189,7 @@ WATCH_SNAP = 256        # bytes kept of each watched packet: its headers, what a
 def open_socket(ifname, mac):
     """A non-blocking AF_PACKET socket on ifname with whole frames from or
     to mac. Raises OSError."""
-    import socket
+    socket = plat.sockets()
     sock = socket.socket(plat.AF_PACKET, SOCK_RAW, 0)
     try:
         # protocol 0 until bound: nothing arrives before the filter is on

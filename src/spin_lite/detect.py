@@ -310,15 +310,18 @@ def union_regs(parts):
 
 def top_add(top, key, weight, extra):
     """Misra-Gries over {key: [weight, extra]}: at most TOP_K keys; a key
-    that matters (more than total / (TOP_K + 1)) is never lost."""
+    that matters (more than total / (TOP_K + 1)) is never lost. -> top (a
+    new table for None)."""
+    if top is None:
+        return {key: [weight, extra]}
     v = top.get(key)
     if v is not None:
         v[0] += weight
         v[1] += extra
-        return
+        return top
     if len(top) < TOP_K:
         top[key] = [weight, extra]
-        return
+        return top
     low = weight
     for v in top.values():
         if v[0] < low:
@@ -330,13 +333,14 @@ def top_add(top, key, weight, extra):
             del top[k]
     if weight > low:
         top[key] = [weight - low, extra]
+    return top
 
 
 def top_of(a, b):
     """The heaviest key of two Misra-Gries tables together: (key, weight, extra)."""
     merged = {}
     for t in (a, b):
-        for k, v in t.items():
+        for k, v in (t or {}).items():
             m = merged.get(k)
             if m is None:
                 merged[k] = [v[0], v[1]]
@@ -353,7 +357,7 @@ def top_of(a, b):
 def top_keys(a, b, n):
     merged = {}
     for t in (a, b):
-        for k, v in t.items():
+        for k, v in (t or {}).items():
             merged[k] = merged.get(k, 0) + v[0]
     pairs = [(w, k) for k, w in merged.items()]
     pairs.sort(key=lambda p: -p[0])
@@ -368,6 +372,8 @@ def bloom_bits(h):
 
 
 def bloom_has(bits, pos):
+    if bits is None:  # a filter not made yet knows nothing
+        return False
     for p in pos:
         if not bits[p >> 3] & (1 << (p & 7)):
             return False
@@ -380,8 +386,18 @@ def bloom_put(bits, pos):
 
 
 def _keep_example(lst, value):
+    """-> lst with value among its first EXAMPLES (a new list for None)."""
+    if lst is None:
+        return [value]
     if len(lst) < EXAMPLES and value not in lst:
         lst.append(value)
+    return lst
+
+
+def _then(a, b):
+    """a's examples, then b's that a lacks (either may be None)."""
+    out = list(a or ())
+    return out + [x for x in b or () if x not in out]
 
 
 def _absent(arr, h):
@@ -416,13 +432,16 @@ class Scan:
         self.remotes = Distinct()
         self.lan_hosts = Distinct()
         self.lan_ports = Distinct()
-        self.ports = {}
-        self.peers = {}
-        self.udp = {}
-        self.ex_failed = []
-        self.ex_lan = []
-        self.ex_upload = []
-        self.lan_port_list = []
+        # top tables: None until the first key (64 B an empty dict on CPython)
+        self.ports = None
+        self.peers = None
+        self.udp = None
+        # examples: None until the first (56 B an empty list on CPython,
+        # four a scan, two scans a device, and most scans have none)
+        self.ex_failed = None
+        self.ex_lan = None
+        self.ex_upload = None
+        self.lan_port_list = None
         self.seconds = 0
         # None until used: the first EXACT remotes of failed scanner-port
         # attempts; LATEST
@@ -438,12 +457,8 @@ class Scan:
             c[i] = 0
         for d in (self.remotes, self.lan_hosts, self.lan_ports):
             d.small = d.regs = None
-        for t in (self.ports, self.peers, self.udp):
-            if t:
-                t.clear()
-        for lst in (self.ex_failed, self.ex_lan, self.ex_upload, self.lan_port_list):
-            if lst:
-                del lst[:]
+        self.ports = self.peers = self.udp = None
+        self.ex_failed = self.ex_lan = self.ex_upload = self.lan_port_list = None
         self.seconds = 0
         self.slow = self.ex_slow = self.ex_slow_ports = self.ex_dns = None
 
@@ -453,9 +468,9 @@ class Scan:
         n = 190
         for d in (self.remotes, self.lan_hosts, self.lan_ports):
             n += d.nbytes()
-        n += (len(self.ports) + len(self.peers) + len(self.udp)) * 110
-        n += 70 * (len(self.ex_failed) + len(self.ex_lan) + len(self.ex_upload))
-        n += 8 * len(self.lan_port_list)
+        n += (len(self.ports or ()) + len(self.peers or ()) + len(self.udp or ())) * 110
+        n += 70 * (len(self.ex_failed or ()) + len(self.ex_lan or ()) + len(self.ex_upload or ()))
+        n += 8 * len(self.lan_port_list or ())
         if self.slow is not None:
             n += 80 + 4 * len(self.slow)
         for lst in (self.ex_slow, self.ex_dns):
@@ -472,7 +487,9 @@ class Device:
     def __init__(self):
         self.cur = Scan()
         self.prev = Scan()
-        self.ring = array("I", [0] * (RING_SLOTS * RING_FIELDS))
+        # the long window's slots: None while its counts are all zero (a
+        # quiet device; 464 B on CPython for each device otherwise)
+        self.ring = None
         self.sums = [0] * RING_FIELDS  # the ring's totals, kept as slots fill and clear
         self.ring_pos = 0
         self.ring_secs = 0
@@ -492,15 +509,18 @@ class Device:
         self.hour_base = None
         self.hour_n = None
         self.minutes = 0
-        self.known = bytearray(BLOOM_BYTES)
-        self.old = bytearray(BLOOM_BYTES)
-        self.fresh = bytearray(BLOOM_BYTES)
+        # the known-remotes filters, each None until it holds a remote (three
+        # times 313 B on CPython for each device, most of which learn none)
+        self.known = None
+        self.old = None
+        self.fresh = None
         self.known_n = 0  # remotes learnt into `known` since it was new
         self.a_sign = False  # a Layer-A sign in this minute: keep it out of the baseline
 
     def nbytes(self):
         n = 900 + self.cur.nbytes() + self.prev.nbytes()
-        n += len(self.ring) * 4 + len(self.slot_remotes or ()) * 100 + 3 * BLOOM_BYTES
+        n += len(self.ring or ()) * 4 + len(self.slot_remotes or ()) * 100
+        n += BLOOM_BYTES * ((self.known is not None) + (self.old is not None) + (self.fresh is not None))
         n += self.minute_remotes.nbytes() + 70 * (len(self.ex_slow or ()) + len(self.ex_dns or ()))
         n += 8 * len(self.ex_slow_ports or ())
         if self.base is not None:
@@ -512,6 +532,8 @@ class Device:
 
     def learn_remote(self, pos):
         if not bloom_has(self.fresh, pos):
+            if self.fresh is None:
+                self.fresh = bytearray(BLOOM_BYTES)
             bloom_put(self.fresh, pos)
             self.known_n += 1
 
@@ -568,7 +590,7 @@ PREDICATES = {"all": _all, "any": _any, "scan": _scan, "baseline": _baseline}
 # -- examples per rule --------------------------------------------------------
 
 def _ex_failed(d):
-    return d.cur.ex_failed + [r for r in d.prev.ex_failed if r not in d.cur.ex_failed], \
+    return _then(d.cur.ex_failed, d.prev.ex_failed), \
         top_keys(d.cur.ports, d.prev.ports, EXAMPLES)
 
 
@@ -583,15 +605,14 @@ def _ex_udp(d):
 
 
 def _ex_lan(d):
-    return d.cur.ex_lan + [r for r in d.prev.ex_lan if r not in d.cur.ex_lan], \
-        (d.cur.lan_port_list + [p for p in d.prev.lan_port_list if p not in d.cur.lan_port_list])
+    return _then(d.cur.ex_lan, d.prev.ex_lan), _then(d.cur.lan_port_list, d.prev.lan_port_list)
 
 
 EXAMPLE_SOURCES = {
     "failed": _ex_failed, "peer": _ex_peer, "udp": _ex_udp, "lan": _ex_lan,
     "dns": lambda d: (list(d.ex_dns or ()), [53]),
     "slow": lambda d: (list(d.ex_slow or ()), list(d.ex_slow_ports or ())),
-    "upload": lambda d: (list(d.cur.ex_upload or d.prev.ex_upload), []),
+    "upload": lambda d: (list(d.cur.ex_upload or d.prev.ex_upload or ()), []),
     "none": lambda d: ([], []),
 }
 
@@ -729,14 +750,14 @@ class Detector:
         if new:
             h = hash_text(remote)
             c[NEW_ANY] += 1
-            top_add(s.peers, remote, 1, 1 if failed else 0)
+            s.peers = top_add(s.peers, remote, 1, 1 if failed else 0)
             d.minute_remotes.add(h)
             if kind == PUBLIC:
                 self._new_public(d, s, remote, port, proto, failed, refused, h)
             else:
                 self._new_lan(s, remote, port, h)
         if proto == b"udp" and (po or pi):
-            top_add(s.udp, remote, po, pi)
+            s.udp = top_add(s.udp, remote, po, pi)
         if kind == PUBLIC and (bo >= UPLOAD_CHUNK or (new and not failed)):
             self._endpoint(d, s, remote, bo, bi, failed, h)
 
@@ -744,13 +765,13 @@ class Detector:
         c = s.c
         c[NEW] += 1
         s.remotes.add(h)
-        top_add(s.ports, port, 1, 0)
+        s.ports = top_add(s.ports, port, 1, 0)
         scanner = port in SCANNER_PORTS
         if scanner:
             c[SCANNER] += 1
         if failed:
             c[FAILED] += 1
-            _keep_example(s.ex_failed, remote)
+            s.ex_failed = _keep_example(s.ex_failed, remote)
             if scanner:
                 self._slow_attempt(s, remote, port, h)
         if refused:
@@ -774,8 +795,8 @@ class Detector:
         s.c[LAN_NEW] += 1
         s.lan_hosts.add(h)
         s.lan_ports.add(mix(port + 1))
-        _keep_example(s.ex_lan, host)
-        _keep_example(s.lan_port_list, port)
+        s.ex_lan = _keep_example(s.ex_lan, host)
+        s.lan_port_list = _keep_example(s.lan_port_list, port)
 
     def _endpoint(self, d, s, remote, bo, bi, failed, h):
         """Bytes out to a remote the device never used (Layer B); a remote
@@ -788,7 +809,7 @@ class Detector:
             return
         if bo >= UPLOAD_CHUNK:
             s.c[UPLOAD_NEW] += bo
-            _keep_example(s.ex_upload, remote)
+            s.ex_upload = _keep_example(s.ex_upload, remote)
         if bi or not failed:
             d.learn_remote(pos)
 
@@ -900,10 +921,13 @@ class Detector:
         base = d.ring_pos * RING_FIELDS
         s = d.cur
         c = s.c
-        for i, n in ((R_NEW, c[NEW]), (R_FAILED, c[FAILED]), (R_DNS_PUBLIC, c[DNS_PUBLIC]),
-                     (R_SCANNER_FAILED, c[SCANNER_FAILED])):
-            d.ring[base + i] += n
-            d.sums[i] += n
+        if d.ring is None and (c[NEW] or c[FAILED] or c[DNS_PUBLIC] or c[SCANNER_FAILED] or s.slow is not None):
+            d.ring = _ring()
+        if d.ring is not None:
+            for i, n in ((R_NEW, c[NEW]), (R_FAILED, c[FAILED]), (R_DNS_PUBLIC, c[DNS_PUBLIC]),
+                         (R_SCANNER_FAILED, c[SCANNER_FAILED])):
+                d.ring[base + i] += n
+                d.sums[i] += n
         if s.slow is not None:
             # at most EXACT a slot: a scan's first EXACT fill it as all would
             sr = d.slot_remotes
@@ -929,11 +953,14 @@ class Detector:
             d.ring_secs -= RING_SECONDS
             slots += 1
             d.ring_pos = (d.ring_pos + 1) % RING_SLOTS
-            base = d.ring_pos * RING_FIELDS
-            for i in range(RING_FIELDS):
-                d.sums[i] -= d.ring[base + i]
-                d.ring[base + i] = 0
+            if d.ring is not None:
+                base = d.ring_pos * RING_FIELDS
+                for i in range(RING_FIELDS):
+                    d.sums[i] -= d.ring[base + i]
+                    d.ring[base + i] = 0
             d.slot_remotes = None
+        if d.ring is not None and not any(d.sums):
+            d.ring = None  # ten quiet minutes: every slot is zero again
         d.ring_secs %= RING_SECONDS  # a long pause (a clock jump) clears the ring once
 
     def _long(self, d):
@@ -1021,14 +1048,15 @@ class Detector:
             if d.hour_n[hour] < 255:
                 d.hour_n[hour] += 1
             d.minutes += 1
-        for i in range(BLOOM_BYTES):
-            if d.fresh[i]:
-                d.known[i] |= d.fresh[i]
-                d.fresh[i] = 0
-        if d.known_n >= BLOOM_CAP:
-            d.old, d.known = d.known, d.old
-            for i in range(BLOOM_BYTES):
-                d.known[i] = 0
+        if d.fresh is not None:  # this minute's answered remotes become known
+            if d.known is None:
+                d.known = d.fresh
+            else:
+                for i in range(BLOOM_BYTES):
+                    d.known[i] |= d.fresh[i]
+            d.fresh = None
+        if d.known_n >= BLOOM_CAP:  # age a generation out
+            d.old, d.known = d.known, None
             d.known_n = 0
         d.minute = [0] * NCOUNT
         d.minute_secs = 0
@@ -1052,6 +1080,10 @@ class Detector:
                          for v in self.last[:20]]}
 
 
+def _ring():
+    return array("I", [0] * (RING_SLOTS * RING_FIELDS))
+
+
 def _ewma(arr, j, x, alpha):
     diff = x - arr[j]
     arr[j] += alpha * diff
@@ -1067,7 +1099,7 @@ def _ewma(arr, j, x, alpha):
 
 TOPS = ("ports", "peers", "udp")
 DISTINCTS = ("remotes", "lan_hosts", "lan_ports")
-SCAN_EXAMPLES = ("ex_failed", "ex_lan", "ex_upload", "lan_port_list")  # lists, never None
+SCAN_EXAMPLES = ("ex_failed", "ex_lan", "ex_upload", "lan_port_list")  # lists, None until the first
 SCAN_OPTIONAL = ("slow",) + LATEST  # None until used
 
 

@@ -607,7 +607,7 @@ def parse(packet, counts):
 def open_socket(ifname):
     """A non-blocking AF_PACKET socket on ifname that receives only DNS
     responses. Raises OSError (ENODEV for a missing interface)."""
-    import socket
+    socket = plat.sockets()
     # protocol 0: the socket receives nothing until bound, so no packet
     # reaches it before the filter is in place
     sock = socket.socket(plat.AF_PACKET, SOCK_DGRAM, 0)

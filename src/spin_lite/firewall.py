@@ -34,11 +34,12 @@ Rules of this module:
   forward hook (no br_netfilter on OpenWrt).
 """
 
-import socket
 import struct
 import sys
 
 from . import addr, plat
+
+socket = plat.sockets()  # socket's names without `import socket` (plat.sockets)
 
 TABLE = "spin"
 PRIORITY = "filter - 10"

@@ -13,9 +13,10 @@ their standard codes (-32700 parse error, -32600 invalid request).
 """
 
 import os
-import socket
 
 from . import api, plat
+
+socket = plat.sockets()  # socket's names without `import socket` (plat.sockets)
 
 json = plat.json
 

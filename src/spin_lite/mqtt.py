@@ -363,7 +363,7 @@ class Lookup:
             return
         ns = self.tries.pop(0)
         import os
-        import socket
+        socket = plat.sockets()
         self.ns = ns
         self.ids = [struct.unpack(">H", os.urandom(2))[0] for _ in self.questions]
         self.got = {}  # qtype index -> addresses
@@ -552,7 +552,7 @@ class Client:
             self._retry("cannot resolve %s: %s" % (self.host, why))
             return
         self.address = address
-        import socket  # here: the codec above also runs where there are no sockets (WebAssembly)
+        socket = plat.sockets()  # here: the codec above also runs where there are no sockets (WebAssembly)
         try:
             ai = socket.getaddrinfo(address, self.port)[0]  # an address: nothing to look up
             s = socket.socket(ai[0], socket.SOCK_STREAM)

@@ -10,10 +10,11 @@ netlink with the stdlib: pyroute2 would cost ~18 MB of RSS).
     rtattr    u16 len | u16 type | data, padded to 4
 """
 
-import socket
 import struct
 
 from . import addr, plat
+
+socket = plat.sockets()  # socket's names without `import socket` (plat.sockets)
 
 RTM_NEWADDR = 20
 RTM_GETADDR = 22

@@ -19,10 +19,79 @@ import time
 
 MICROPYTHON = sys.implementation.name == "micropython"
 
+
+
+class _CJson:
+    """json's C half `_json` alone (`import json` adds re and enum, 0.8 MB):
+    good input takes json's own C path; anything else (bad JSON, BOMs,
+    indent=) goes to json, imported then, so errors keep its words
+    (_json's errors need json.decoder: SystemError on 3.10/3.11)."""
+
+    def __init__(self, c):
+        self._c = c
+        self.strict = True  # what make_scanner reads, as json.JSONDecoder has them
+        self.object_hook = self.object_pairs_hook = None
+        self.parse_float, self.parse_int = float, int
+        self.parse_constant = {"-Infinity": -float("inf"), "Infinity": float("inf"), "NaN": float("nan")}.__getitem__
+        self.memo = {}
+        self._scan = c.make_scanner(self)
+
+    def _full(self):
+        import json
+        return json
+
+    def loads(self, s):
+        if isinstance(s, (bytes, bytearray)):
+            # utf-8 for json.detect_encoding unless a BOM or NUL in the first 4
+            if s[:1] in (b"\xef", b"\xfe", b"\xff") or 0 in s[:4]:
+                return self._full().loads(s)
+            text = s.decode("utf-8", "surrogatepass")
+        elif isinstance(s, str) and not s.startswith("\ufeff"):
+            text = s
+        else:
+            return self._full().loads(s)
+        n = len(text)
+        i = 0
+        while i < n and text[i] in " \t\n\r":
+            i += 1
+        try:
+            obj, end = self._scan(text, i)
+        except RecursionError:  # '[[[[...' a thousand deep: json says the same
+            raise
+        except Exception:  # StopIteration, JSONDecodeError or SystemError: json's words
+            return self._full().loads(text)
+        while end < n and text[end] in " \t\n\r":
+            end += 1
+        if end != n:  # extra data
+            return self._full().loads(text)
+        return obj
+
+    def dumps(self, obj, separators=None, **kw):
+        if kw:  # indent, sort_keys...: the command line's pretty output
+            return self._full().dumps(obj, separators=separators, **kw)
+        item, key = separators or (", ", ": ")
+        if isinstance(obj, str):
+            return self._c.encode_basestring_ascii(obj)
+        # a new encoder each call, as json: its circular-check markers must not outlive an error
+        enc = self._c.make_encoder({}, _not_json, self._c.encode_basestring_ascii, None, key, item,
+                                   False, False, True)
+        return "".join(enc(obj, 0))
+
+
+def _not_json(o):
+    raise TypeError("Object of type %s is not JSON serializable" % type(o).__name__)
+
+
 try:
     import ujson as json  # noqa: F401  (MicroPython's name; faster on CPython when installed)
 except ImportError:
-    import json  # noqa: F401
+    try:
+        import _json
+        json = _CJson(_json)
+        if json.loads(json.dumps([{"a": 1.5}], separators=(",", ":"))) != [{"a": 1.5}]:
+            raise ImportError("_json")
+    except (ImportError, AttributeError, TypeError, ValueError):
+        import json  # noqa: F401
 
 
 # -- clock ----------------------------------------------------------------
@@ -475,6 +544,57 @@ SO_RCVBUF = 8
 SO_RCVBUFFORCE = 33
 
 
+_SOCKETS = []  # the namespace sockets() made
+
+
+def sockets():
+    """The socket names the agent uses. CPython: from `_socket` and a small
+    subclass (`import socket` adds enum and selectors, 0.6 MB). MicroPython:
+    socket itself, imported here so the core runs where there is none."""
+    if MICROPYTHON:
+        import socket
+        return socket
+    if not _SOCKETS:
+        _SOCKETS.append(_sockets())
+    return _SOCKETS[0]
+
+
+def _sockets():
+    import _socket
+
+    class Socket(_socket.socket):
+        """socket.socket's accept and `with`; the rest is the C socket's."""
+        __slots__ = ("__weakref__",)
+
+        def accept(self):
+            fd, peer = self._accept()
+            conn = Socket(self.family, self.type, self.proto, fileno=fd)
+            if _socket.getdefaulttimeout() is None and self.gettimeout():
+                conn.setblocking(True)  # as socket.socket: a listener's timeout is not the connection's
+            return conn, peer
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.close()
+
+    def socketpair(family=_socket.AF_UNIX, type=_socket.SOCK_STREAM, proto=0):
+        a, b = _socket.socketpair(family, type, proto)
+        return Socket(family, type, proto, a.detach()), Socket(family, type, proto, b.detach())
+
+    class Names:
+        pass
+    ns = Names()
+    for name in ("AF_UNIX", "AF_INET", "AF_INET6", "SOCK_STREAM", "SOCK_DGRAM", "SOCK_RAW",
+                 "SOL_SOCKET", "SO_REUSEADDR", "getaddrinfo", "timeout", "error"):
+        setattr(ns, name, getattr(_socket, name))
+    ns.AF_NETLINK = getattr(_socket, "AF_NETLINK", AF_NETLINK)
+    ns.socket = Socket
+    ns.socketpair = socketpair
+    return ns
+
+
 def netlink_listener(protocol, groups, rcvbuf):
     """A non-blocking raw netlink socket subscribed to multicast groups,
     with a receive buffer of rcvbuf bytes where allowed: SO_RCVBUFFORCE
@@ -483,8 +603,7 @@ def netlink_listener(protocol, groups, rcvbuf):
     port has no socket.AF_NETLINK name, but the call works). Raises
     OSError: EPERM without the capability, EPROTONOSUPPORT where the
     kernel has no such family."""
-    import socket
-    sock = socket.socket(AF_NETLINK, SOCK_RAW, protocol)
+    sock = sockets().socket(AF_NETLINK, SOCK_RAW, protocol)
     try:
         try:
             sock.setsockopt(SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
@@ -671,8 +790,7 @@ def install_signals(on_term, on_hup):
         import _signal as signal  # the C half alone: `signal` adds enum, 0.8 MB of RSS
     except ImportError:
         import signal
-    import socket
-    r, w = socket.socketpair()
+    r, w = sockets().socketpair()
     r.setblocking(False)
     w.setblocking(False)
     signal.set_wakeup_fd(w.fileno(), warn_on_full_buffer=False)

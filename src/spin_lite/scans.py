@@ -63,14 +63,16 @@ def from_obj(obj, version=2):
         rows = obj.get(name) or []
         if not isinstance(rows, list) or len(rows) > TOP_K:
             raise ValueError("%s: at most %d rows" % (name, TOP_K))
-        t = getattr(s, name)
+        t = {}
         for r in rows:
             if not (isinstance(r, list) and len(r) == 3 and isinstance(r[0], int if name == "ports" else str)
                     and not isinstance(r[0], bool)):
                 raise ValueError("%s: rows are [key, weight, extra]" % name)
             t[r[0]] = [count(r[1], name), count(r[2], name)]
+        setattr(s, name, t or None)
     for name in SCAN_EXAMPLES:
-        getattr(s, name)[:] = _items(obj, name, KINDS[name], EXAMPLES) or []
+        items = _items(obj, name, KINDS[name], EXAMPLES)
+        setattr(s, name, list(items) if items else None)
     for name in SCAN_OPTIONAL:
         items = _items(obj, name, KINDS[name], EXACT if name == "slow" else EXAMPLES)
         if items:
@@ -109,7 +111,7 @@ def merge(a, b, same_flows):
     for name in DISTINCTS:
         _union(getattr(a, name), getattr(b, name))
     for name in TOPS:
-        ta, tb = getattr(a, name), getattr(b, name)
+        ta, tb = getattr(a, name) or {}, getattr(b, name) or {}
         for k, v in tb.items():
             if same_flows:
                 w = ta.get(k, [0, 0])
@@ -119,9 +121,10 @@ def merge(a, b, same_flows):
         if len(ta) > TOP_K:  # the heaviest TOP_K of the two views
             for k in sorted(ta, key=lambda k: ta[k][0])[:len(ta) - TOP_K]:
                 del ta[k]
+        setattr(a, name, ta or None)
     for name in SCAN_EXAMPLES:
-        for x in getattr(b, name):
-            _keep_example(getattr(a, name), x)
+        for x in getattr(b, name) or ():
+            setattr(a, name, _keep_example(getattr(a, name), x))
     if b.slow is not None:  # the first EXACT remotes of either: the slot's own cap
         if a.slow is None:
             a.slow = array("I")

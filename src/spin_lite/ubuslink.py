@@ -16,9 +16,10 @@ Also here, for `spin call` and tests: a small blocking Client and
 """
 
 import os
-import socket
 
 from . import api, plat, ubus
+
+socket = plat.sockets()  # socket's names without `import socket` (plat.sockets)
 
 DEFAULT_SOCKET = "/var/run/ubus/ubus.sock"
 OLD_SOCKET = "/var/run/ubus.sock"            # OpenWrt before 21.02 (GL.iNet 3.x)
