@@ -25,33 +25,13 @@ import pytest
 
 from spin_lite import firewall
 from tests.world.ap import AccessPoint
-from tests.world.home import LAN4_ROUTER, RESOLVER4, SRC, Home
+from tests.world.home import ASK, LAN4_ROUTER, REACH, RESOLVER4, SRC, Home
 
 pytestmark = pytest.mark.netns
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHOP4, NEWS4 = "203.0.113.7", "198.51.100.10"
 
-REACH = """
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-s.settimeout(float(sys.argv[3]))
-try:
-    s.connect((sys.argv[1], int(sys.argv[2])))
-    print("open")
-except OSError as e:
-    print("closed", e)
-"""
-
-ASK = """
-import sys
-sys.path.insert(0, sys.argv[1])
-from traffic import query
-try:
-    print(",".join(query(sys.argv[2], sys.argv[3], timeout=2.0)))
-except OSError as e:
-    print("failed", e)
-"""
 
 
 def reaches(home, dev, addr, port=80, timeout=2):

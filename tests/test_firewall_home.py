@@ -17,7 +17,7 @@ import pytest
 
 from spin_lite import jsonrpc
 from tests.world import home as world
-from tests.world.home import Home
+from tests.world.home import ASK, REACH, Home
 
 pytestmark = pytest.mark.netns
 
@@ -26,28 +26,6 @@ SHOP4, SHOP6 = "203.0.113.7", "2001:db8:1::7"
 NEWS4, CAM6 = "198.51.100.10", "2001:db8:1::10"
 BULB_TIME = "203.0.113.40"
 SETTLE = 1.5      # s: data in flight reaches the wan, services.json is rewritten (1 s)
-
-REACH = """
-import socket, sys
-fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
-s = socket.socket(fam, socket.SOCK_STREAM)
-s.settimeout(float(sys.argv[3]))
-try:
-    s.connect((sys.argv[1], int(sys.argv[2])))
-    print("open")
-except OSError as e:
-    print("closed", e)
-"""
-
-ASK = """
-import sys
-sys.path.insert(0, sys.argv[1])
-from traffic import query
-try:
-    print(",".join(query(sys.argv[2], sys.argv[3], timeout=2.0)))
-except OSError as e:
-    print("failed", e)
-"""
 
 LISTEN = """
 import socket

@@ -62,6 +62,32 @@ SOURCE_PORT = 9001      # TCP: "N\n" -> N bytes (speaker bursts)
 ECHO_PORT = 7           # UDP echo (bulb)
 TELNET_PORT = 23
 
+# What a device runs to try a TCP connection (argv: address, port,
+# timeout; prints "open" or "closed <why>") and to ask a name (argv: this
+# directory, server, name; prints the addresses or "failed <why>"):
+# python3 -c SCRIPT inside the device's namespace
+REACH = """
+import socket, sys
+fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_STREAM)
+s.settimeout(float(sys.argv[3]))
+try:
+    s.connect((sys.argv[1], int(sys.argv[2])))
+    print("open")
+except OSError as e:
+    print("closed", e)
+"""
+
+ASK = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from traffic import query
+try:
+    print(",".join(query(sys.argv[2], sys.argv[3], timeout=2.0)))
+except OSError as e:
+    print("failed", e)
+"""
+
 # The DNS zone the wan resolver serves: (name, type, value). CNAME chains of
 # two links are on purpose (www.example-shop.com -> shop.edge.example-cdn.net
 # -> e7.example-cdn.net): DNS snooping must follow them to the address.
