@@ -427,16 +427,22 @@ def test_a_scan_sent_as_figures_gives_a_controllers_detector_the_same_short_verd
             agent.flow(LAPTOP, "198.51.100.9", 9999, proto=b"udp", bo=1200, po=1, new=i == 0)
         for i in range(25):
             agent.flow(LAPTOP, "192.168.8.%d" % (10 + i), 445, refused=True, unreplied=False)
-        mine = agent.scan(table_max=0)
-        for mac, d in agent.det.devices.items():
-            obj = json.loads(json.dumps(detect.scan_to_obj(d.prev)))
-            scans.feed(ctl, mac, scans.from_obj(obj))
-        theirs = ctl.end_scan(agent.t, 5, {}, 0)
+        mine, theirs = judged_on_both(agent, ctl)
         for got, who in ((mine, "agent"), (theirs, "controller")):
             seen[who] = sorted((v["mac"], v["rule"], sorted(v["figures"].items()))
                                for v in got if v["rule"] in short)
         assert seen["agent"] == seen["controller"], n
     assert set(r for _, r, _ in seen["agent"]) == {"outbound_scan", "udp_flood", "lan_scan"}
+
+
+def judged_on_both(agent, ctl):
+    """One scan's verdicts on the agent, and on a controller fed the
+    scan's figures through JSON as MQTT carries them."""
+    mine = agent.scan(table_max=0)
+    for mac, d in agent.det.devices.items():
+        obj = json.loads(json.dumps(detect.scan_to_obj(d.prev)))
+        scans.feed(ctl, mac, scans.from_obj(obj))
+    return mine, ctl.end_scan(agent.t, 5, {}, 0)
 
 
 def test_a_scan_sent_as_figures_carries_the_slow_scanners_attempts_and_the_examples():
@@ -454,11 +460,7 @@ def test_a_scan_sent_as_figures_carries_the_slow_scanners_attempts_and_the_examp
                 agent.flow(BULB, rng.public_ip(), 2323)
             for i in range(3):
                 agent.flow(LAPTOP, "8.8.%d.8" % i, 53, proto=b"udp", bi=90, pi=1, unreplied=False)
-        mine = agent.scan(table_max=0)
-        for mac, d in agent.det.devices.items():
-            obj = json.loads(json.dumps(detect.scan_to_obj(d.prev)))
-            scans.feed(ctl, mac, scans.from_obj(obj))
-        theirs = ctl.end_scan(agent.t, 5, {}, 0)
+        mine, theirs = judged_on_both(agent, ctl)
         for got, who in ((mine, "agent"), (theirs, "controller")):
             for v in got:
                 if v["rule"] in ("slow_scan", "dns_bypass") and v["rule"] + who not in first:
