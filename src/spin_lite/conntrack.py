@@ -408,7 +408,9 @@ class Scanner:
         self.grown = 0
         self.heap_limited = 0  # slots the table stopped at for want of heap
         self.idx, self.mask = None, 0
-        self._grow(min(self.max_flows, max(1, int(initial))))
+        first = min(self.max_flows, max(1, int(initial)))
+        if not self._grow(first):  # no table at all: the caller must know
+            raise MemoryError("no room in the heap for a flow table of %d slots" % first)
         self.buf = None  # scan_file's read buffer, made at its first read
         self.used = 0
         self.scan_mark = 0
