@@ -20,7 +20,6 @@ import time
 MICROPYTHON = sys.implementation.name == "micropython"
 
 
-
 class _CJson:
     """json's C half `_json` alone (`import json` adds re and enum, 0.8 MB):
     good input takes json's own C path; anything else (bad JSON, BOMs,
