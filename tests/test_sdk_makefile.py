@@ -8,6 +8,7 @@ shell in the maintainer scripts."""
 import os
 import subprocess
 
+import pytest
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SDK = os.path.join(TOP, "tests", "sdk")
@@ -67,20 +68,17 @@ def test_an_sdk_build_of_spin_installs_what_make_ipk_packs(ipks, tmp_path):
     assert (info / "conffiles").read_text().split() == ["/etc/config/spin", "/etc/spin/"]
 
 
-def test_an_sdk_build_of_spin_controller_installs_what_make_ipk_packs(ipks, tmp_path):
-    tree, fields, info = sdk_install("package/spin", "spin-controller", tmp_path)
-    assert tree == ipk_tree(ipks["spin-controller"])
-    assert sorted(tree) == ["/usr/lib/spin/spin_lite/controller.py", "/usr/lib/spin/spin_lite/scans.py"]
-    spin, _, _ = sdk_install("package/spin", "spin", tmp_path / "spin")
-    assert not [p for p in spin if p.endswith(("/controller.py", "/scans.py"))]
+# the packages beside spin: each installs its own modules, which spin lacks
+BESIDE_SPIN = [("spin-controller", ("controller.py", "scans.py")), ("spin-mqtt", ("mqtt.py", "mqttlink.py"))]
 
 
-def test_an_sdk_build_of_spin_mqtt_installs_what_make_ipk_packs(ipks, tmp_path):
-    tree, fields, info = sdk_install("package/spin", "spin-mqtt", tmp_path)
-    assert tree == ipk_tree(ipks["spin-mqtt"])
-    assert sorted(tree) == ["/usr/lib/spin/spin_lite/mqtt.py", "/usr/lib/spin/spin_lite/mqttlink.py"]
+@pytest.mark.parametrize("package, modules", BESIDE_SPIN)
+def test_an_sdk_build_of_a_package_beside_spin_installs_what_make_ipk_packs(ipks, tmp_path, package, modules):
+    tree, fields, info = sdk_install("package/spin", package, tmp_path)
+    assert tree == ipk_tree(ipks[package])
+    assert sorted(tree) == ["/usr/lib/spin/spin_lite/" + m for m in modules]
     spin, _, _ = sdk_install("package/spin", "spin", tmp_path / "spin")
-    assert not [p for p in spin if p.endswith(("/mqtt.py", "/mqttlink.py"))]
+    assert not [p for p in spin if p.endswith(tuple("/" + m for m in modules))]
 
 
 def test_an_sdk_build_of_spin_micropython_is_spins_files_with_the_micropython_launcher(ipks, tmp_path):
